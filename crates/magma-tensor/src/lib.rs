@@ -1,0 +1,28 @@
+//! # magma-tensor
+//!
+//! Owns the tensor type of magma-dnn and the memory it lives in. A [`Tensor`] is an `f32` array
+//! with a shape, strides and an offset into shared [`Storage`]; activations are NCHW by default
+//! and may be laid out channels-last ([`MemoryFormat::ChannelsLast`], NHWC in memory) behind the
+//! same logical shape. Memory comes in MagmaDNN's kinds: [`MemoryKind::Host`] always, and with
+//! the `cuda` feature `Device` and `Managed` (host and device copies synchronised explicitly)
+//! through the [`DeviceBuffer`](device::DeviceBuffer) seam that the CUDA backend fills. The crate
+//! also owns seeded initialisers ([`Initializer`], [`SeededRng`]) and zero-copy `ndarray`
+//! interop. It knows nothing of operations, gradients or layers: those live in `dnn-ops` and
+//! above. Every fallible public call returns a typed [`TensorError`].
+
+#[cfg(feature = "cuda")]
+pub mod device;
+mod error;
+mod init;
+mod layout;
+mod ndarray_interop;
+mod rng;
+mod storage;
+mod tensor;
+
+pub use error::{Result, TensorError};
+pub use init::{Initializer, fans};
+pub use layout::{DType, MemoryFormat, channels_last_strides, contiguous_strides, numel};
+pub use rng::SeededRng;
+pub use storage::{MemoryKind, Storage};
+pub use tensor::Tensor;

@@ -1,0 +1,99 @@
+//! Where a tensor's elements live: host memory, and with the `cuda` feature device or managed memory.
+
+use crate::{Result, TensorError};
+#[cfg(feature = "cuda")]
+use crate::device::{DeviceBuffer, ManagedBuffer};
+
+/// The memory kinds of MagmaDNN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryKind {
+    /// Ordinary host memory.
+    Host,
+    /// Accelerator memory only.
+    #[cfg(feature = "cuda")]
+    Device,
+    /// A host and a device copy, synchronised explicitly.
+    #[cfg(feature = "cuda")]
+    Managed,
+}
+
+/// The elements behind one or more tensor views.
+#[derive(Debug)]
+pub enum Storage {
+    /// `f32` values in host memory.
+    Host(Vec<f32>),
+    /// `f32` values in accelerator memory.
+    #[cfg(feature = "cuda")]
+    Device(Box<dyn DeviceBuffer>),
+    /// Host and device copies with explicit synchronisation.
+    #[cfg(feature = "cuda")]
+    Managed(ManagedBuffer),
+}
+
+impl Storage {
+    /// The memory kind of this storage.
+    pub fn kind(&self) -> MemoryKind {
+        match self {
+            Storage::Host(_) => MemoryKind::Host,
+            #[cfg(feature = "cuda")]
+            Storage::Device(_) => MemoryKind::Device,
+            #[cfg(feature = "cuda")]
+            Storage::Managed(_) => MemoryKind::Managed,
+        }
+    }
+
+    /// Number of elements held.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Host(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => d.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Managed(m) => m.len(),
+        }
+    }
+
+    /// Whether no element is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Host-readable elements (host memory, or a managed buffer whose host copy is current).
+    pub fn host(&self, op: &'static str) -> Result<&[f32]> {
+        match self {
+            Storage::Host(v) => Ok(v),
+            #[cfg(feature = "cuda")]
+            Storage::Device(_) => Err(TensorError::NotOnHost {
+                op,
+                kind: MemoryKind::Device,
+            }),
+            #[cfg(feature = "cuda")]
+            Storage::Managed(m) => m.host().map_err(|_| TensorError::StaleHostCopy { op }),
+        }
+    }
+
+    /// Host-writable elements.
+    pub fn host_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
+        match self {
+            Storage::Host(v) => Ok(v),
+            #[cfg(feature = "cuda")]
+            Storage::Device(_) => Err(TensorError::NotOnHost {
+                op,
+                kind: MemoryKind::Device,
+            }),
+            #[cfg(feature = "cuda")]
+            Storage::Managed(m) => m.host_mut().map_err(|_| TensorError::StaleHostCopy { op }),
+        }
+    }
+
+    /// A deep copy.
+    pub fn try_clone(&self) -> Result<Storage> {
+        Ok(match self {
+            Storage::Host(v) => Storage::Host(v.clone()),
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => Storage::Device(d.try_clone()?),
+            #[cfg(feature = "cuda")]
+            Storage::Managed(m) => Storage::Managed(m.try_clone()?),
+        })
+    }
+}

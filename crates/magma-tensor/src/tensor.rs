@@ -1,0 +1,427 @@
+//! The tensor: shared storage, a shape, strides and an offset.
+
+use std::sync::Arc;
+
+use crate::layout::{channels_last_strides, contiguous_strides, numel};
+use crate::{DType, MemoryFormat, MemoryKind, Result, Storage, TensorError};
+
+/// An n-dimensional array of `f32`.
+///
+/// Cloning is cheap (the storage is shared); views (`reshape` of a contiguous tensor, `permute`,
+/// `narrow`) share storage too. Writing through [`Tensor::host_data_mut`] copies the storage first
+/// when another tensor still shares it, so a view never sees a write made through another handle.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+}
+
+impl Tensor {
+    /// A contiguous host tensor over `data`, which must hold exactly `numel(shape)` values.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
+        let expected = numel(shape);
+        if data.len() != expected {
+            return Err(TensorError::DataLength {
+                shape: shape.to_vec(),
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Self::from_storage_contiguous(Storage::Host(data), shape))
+    }
+
+    /// A contiguous tensor over existing storage of exactly `numel(shape)` elements.
+    pub fn from_storage(storage: Storage, shape: &[usize]) -> Result<Self> {
+        let expected = numel(shape);
+        if storage.len() != expected {
+            return Err(TensorError::DataLength {
+                shape: shape.to_vec(),
+                expected,
+                actual: storage.len(),
+            });
+        }
+        Ok(Self::from_storage_contiguous(storage, shape))
+    }
+
+    fn from_storage_contiguous(storage: Storage, shape: &[usize]) -> Self {
+        Self {
+            storage: Arc::new(storage),
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(shape: &[usize], value: f32) -> Self {
+        Self::from_storage_contiguous(Storage::Host(vec![value; numel(shape)]), shape)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, 0.0)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, 1.0)
+    }
+
+    /// A rank-0 tensor holding `value`.
+    pub fn scalar(value: f32) -> Self {
+        Self::full(&[], value)
+    }
+
+    /// A zero tensor with the shape of `self`.
+    pub fn zeros_like(&self) -> Self {
+        Self::zeros(&self.shape)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn dtype(&self) -> DType {
+        DType::F32
+    }
+
+    pub fn memory_kind(&self) -> MemoryKind {
+        self.storage.kind()
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Size of dimension `dim`.
+    pub fn dim(&self, dim: usize) -> Result<usize> {
+        self.shape
+            .get(dim)
+            .copied()
+            .ok_or_else(|| TensorError::DimOutOfRange {
+                op: "dim",
+                dim,
+                shape: self.shape.clone(),
+            })
+    }
+
+    /// The four sizes of a rank-4 tensor, `(n, c, h, w)`.
+    pub fn dims4(&self, op: &'static str) -> Result<(usize, usize, usize, usize)> {
+        match *self.shape.as_slice() {
+            [n, c, h, w] => Ok((n, c, h, w)),
+            _ => Err(TensorError::Rank {
+                op,
+                expected: 4,
+                shape: self.shape.clone(),
+            }),
+        }
+    }
+
+    /// The two sizes of a rank-2 tensor, `(rows, cols)`.
+    pub fn dims2(&self, op: &'static str) -> Result<(usize, usize)> {
+        match *self.shape.as_slice() {
+            [r, c] => Ok((r, c)),
+            _ => Err(TensorError::Rank {
+                op,
+                expected: 2,
+                shape: self.shape.clone(),
+            }),
+        }
+    }
+
+    /// Whether the elements are dense and row-major over the logical shape.
+    pub fn is_contiguous(&self) -> bool {
+        self.is_contiguous_as(&contiguous_strides(&self.shape))
+    }
+
+    fn is_contiguous_as(&self, strides: &[usize]) -> bool {
+        self.shape
+            .iter()
+            .zip(self.strides.iter().zip(strides))
+            .all(|(&d, (&s, &e))| d <= 1 || s == e)
+    }
+
+    /// The memory format of a dense rank-4 tensor, if it has one.
+    pub fn memory_format(&self) -> Option<MemoryFormat> {
+        if self.is_contiguous() {
+            return Some(MemoryFormat::Contiguous);
+        }
+        if let [n, c, h, w] = *self.shape.as_slice()
+            && self.is_contiguous_as(&channels_last_strides(&[n, c, h, w]))
+        {
+            return Some(MemoryFormat::ChannelsLast);
+        }
+        None
+    }
+
+    /// The elements of a contiguous host tensor, in logical order.
+    ///
+    /// Errors when the tensor is not contiguous (call [`Tensor::contiguous`] first) or not readable
+    /// from the host.
+    pub fn host_data(&self) -> Result<&[f32]> {
+        let data = self.storage.host("host_data")?;
+        if !self.is_contiguous() {
+            return Err(TensorError::ShapeMismatch {
+                op: "host_data (tensor is a strided view; call contiguous())",
+                lhs: self.shape.clone(),
+                rhs: self.strides.clone(),
+            });
+        }
+        Ok(&data[self.offset..self.offset + self.numel()])
+    }
+
+    /// Writable elements of a host tensor, made contiguous and unshared first if needed.
+    pub fn host_data_mut(&mut self) -> Result<&mut [f32]> {
+        if !self.is_contiguous() || self.offset != 0 || self.storage.len() != self.numel() {
+            *self = self.contiguous_copy()?;
+        }
+        if Arc::get_mut(&mut self.storage).is_none() {
+            self.storage = Arc::new(self.storage.try_clone()?);
+        }
+        let storage = Arc::get_mut(&mut self.storage).ok_or(TensorError::Device(
+            "storage still shared after copy".to_string(),
+        ))?;
+        storage.host_mut("host_data_mut")
+    }
+
+    /// The elements in logical (row-major) order, copied out.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let data = self.storage.host("to_vec")?;
+        if self.is_contiguous() {
+            return Ok(data[self.offset..self.offset + self.numel()].to_vec());
+        }
+        let mut out = Vec::with_capacity(self.numel());
+        gather_strided(
+            data,
+            self.offset,
+            &self.shape,
+            &self.strides,
+            &mut |v| out.push(v),
+        );
+        Ok(out)
+    }
+
+    /// Consumes the tensor and returns its elements in logical order, without copying when the
+    /// tensor is contiguous, unshared and spans its whole storage.
+    pub fn into_vec(self) -> Result<Vec<f32>> {
+        let whole = self.is_contiguous() && self.offset == 0 && self.storage.len() == self.numel();
+        if whole {
+            match Arc::try_unwrap(self.storage) {
+                Ok(Storage::Host(v)) => return Ok(v),
+                Ok(other) => {
+                    return Tensor::from_storage_contiguous(other, &self.shape).to_vec();
+                }
+                Err(shared) => {
+                    let t = Tensor {
+                        storage: shared,
+                        shape: self.shape,
+                        strides: self.strides,
+                        offset: self.offset,
+                    };
+                    return t.to_vec();
+                }
+            }
+        }
+        self.to_vec()
+    }
+
+    /// The only element of a tensor with one element.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(TensorError::ShapeMismatch {
+                op: "item",
+                lhs: self.shape.clone(),
+                rhs: vec![],
+            });
+        }
+        let data = self.storage.host("item")?;
+        Ok(data[self.offset])
+    }
+
+    /// The element at a multi-index.
+    pub fn get(&self, index: &[usize]) -> Result<f32> {
+        if index.len() != self.rank() || index.iter().zip(&self.shape).any(|(&i, &d)| i >= d) {
+            return Err(TensorError::IndexOutOfBounds {
+                index: index.to_vec(),
+                shape: self.shape.clone(),
+            });
+        }
+        let pos = self.offset
+            + index
+                .iter()
+                .zip(&self.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        Ok(self.storage.host("get")?[pos])
+    }
+
+    /// A contiguous tensor with the same values (shares storage when already contiguous).
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            Ok(self.clone())
+        } else {
+            self.contiguous_copy()
+        }
+    }
+
+    fn contiguous_copy(&self) -> Result<Tensor> {
+        Tensor::from_vec(self.to_vec()?, &self.shape)
+    }
+
+    /// The same values laid out in `format` (rank-4 only for `ChannelsLast`).
+    pub fn to_memory_format(&self, format: MemoryFormat) -> Result<Tensor> {
+        match format {
+            MemoryFormat::Contiguous => self.contiguous(),
+            MemoryFormat::ChannelsLast => {
+                if self.memory_format() == Some(MemoryFormat::ChannelsLast) {
+                    return Ok(self.clone());
+                }
+                let (n, c, h, w) = self.dims4("to_memory_format").map_err(|_| {
+                    TensorError::FormatNeedsRank4 {
+                        op: "to_memory_format",
+                        format,
+                        shape: self.shape.clone(),
+                    }
+                })?;
+                // NHWC data = permute(0, 2, 3, 1) made contiguous; then view it as NCHW.
+                let nhwc = self.permute(&[0, 2, 3, 1])?.to_vec()?;
+                Ok(Tensor {
+                    storage: Arc::new(Storage::Host(nhwc)),
+                    shape: vec![n, c, h, w],
+                    strides: channels_last_strides(&[n, c, h, w]),
+                    offset: 0,
+                })
+            }
+        }
+    }
+
+    /// The same elements under another shape of equal size (a view when contiguous).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(TensorError::Reshape {
+                from: self.shape.clone(),
+                from_len: self.numel(),
+                to: shape.to_vec(),
+                to_len: numel(shape),
+            });
+        }
+        let base = self.contiguous()?;
+        Ok(Tensor {
+            storage: base.storage,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: base.offset,
+        })
+    }
+
+    /// A view with dimensions reordered: output dimension `i` is input dimension `perm[i]`.
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let rank = self.rank();
+        let mut seen = vec![false; rank];
+        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+            return Err(TensorError::BadPermutation {
+                perm: perm.to_vec(),
+                rank,
+            });
+        }
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            shape: perm.iter().map(|&p| self.shape[p]).collect(),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+            offset: self.offset,
+        })
+    }
+
+    /// A view of `len` entries of dimension `dim` starting at `start`.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+        let size = self.dim(dim).map_err(|_| TensorError::DimOutOfRange {
+            op: "narrow",
+            dim,
+            shape: self.shape.clone(),
+        })?;
+        if start + len > size {
+            return Err(TensorError::RangeOutOfBounds {
+                op: "narrow",
+                dim,
+                start,
+                end: start + len,
+                size,
+            });
+        }
+        let mut shape = self.shape.clone();
+        shape[dim] = len;
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            shape,
+            strides: self.strides.clone(),
+            offset: self.offset + start * self.strides[dim],
+        })
+    }
+
+    /// A new contiguous tensor with `f` applied to every element.
+    pub fn map(&self, f: impl Fn(f32) -> f32) -> Result<Tensor> {
+        let mut v = self.to_vec()?;
+        v.iter_mut().for_each(|x| *x = f(*x));
+        Tensor::from_vec(v, &self.shape)
+    }
+
+    /// Whether any element is NaN or infinite.
+    pub fn has_non_finite(&self) -> Result<bool> {
+        Ok(self.contiguous()?.host_data()?.iter().any(|v| !v.is_finite()))
+    }
+
+    /// Largest absolute elementwise difference to `other` (shapes must match).
+    pub fn max_abs_diff(&self, other: &Tensor) -> Result<f32> {
+        if self.shape != other.shape {
+            return Err(TensorError::ShapeMismatch {
+                op: "max_abs_diff",
+                lhs: self.shape.clone(),
+                rhs: other.shape.clone(),
+            });
+        }
+        let a = self.to_vec()?;
+        let b = other.to_vec()?;
+        Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+    }
+}
+
+/// Visits the elements of a strided view in logical order.
+fn gather_strided(
+    data: &[f32],
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+    out: &mut impl FnMut(f32),
+) {
+    match shape.len() {
+        0 => out(data[offset]),
+        1 => {
+            for i in 0..shape[0] {
+                out(data[offset + i * strides[0]]);
+            }
+        }
+        _ => {
+            for i in 0..shape[0] {
+                gather_strided(data, offset + i * strides[0], &shape[1..], &strides[1..], out);
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Coherence rules of device and managed memory, checked with a host-emulated device buffer.
+#![cfg(feature = "cuda")]
+
+use magma_tensor::device::{Coherence, DeviceBuffer, ManagedBuffer};
+use magma_tensor::{MemoryKind, Result, Storage, Tensor, TensorError};
+
+/// A `DeviceBuffer` that keeps its "device" copy in host memory, to test the seam without a GPU.
+#[derive(Debug, Clone)]
+struct EmulatedDevice(Vec<f32>);
+
+impl DeviceBuffer for EmulatedDevice {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn ordinal(&self) -> usize {
+        0
+    }
+    fn copy_from_host(&mut self, src: &[f32]) -> Result<()> {
+        self.0.copy_from_slice(src);
+        Ok(())
+    }
+    fn copy_to_host(&self, dst: &mut [f32]) -> Result<()> {
+        dst.copy_from_slice(&self.0);
+        Ok(())
+    }
+    fn try_clone(&self) -> Result<Box<dyn DeviceBuffer>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+#[test]
+fn device_tensors_refuse_host_reads() {
+    let t = Tensor::from_storage(Storage::Device(Box::new(EmulatedDevice(vec![0.0; 4]))), &[2, 2])
+        .unwrap();
+    assert_eq!(t.memory_kind(), MemoryKind::Device);
+    assert!(matches!(t.to_vec(), Err(TensorError::NotOnHost { .. })));
+}
+
+#[test]
+fn managed_buffers_need_explicit_sync() {
+    let mut m = ManagedBuffer::new(vec![1.0, 2.0], Box::new(EmulatedDevice(vec![0.0; 2]))).unwrap();
+    assert_eq!(m.coherence(), Coherence::HostNewer);
+    assert!(m.device().is_err(), "device copy is stale before sync");
+    m.sync_to_device().unwrap();
+    assert_eq!(m.coherence(), Coherence::InSync);
+    let mut back = [0.0; 2];
+    m.device().unwrap().copy_to_host(&mut back).unwrap();
+    assert_eq!(back, [1.0, 2.0]);
+    m.device_mut().unwrap().copy_from_host(&[5.0, 6.0]).unwrap();
+    assert!(matches!(m.host(), Err(TensorError::StaleHostCopy { .. })));
+    m.sync_to_host().unwrap();
+    assert_eq!(m.host().unwrap(), &[5.0, 6.0]);
+    assert!(ManagedBuffer::new(vec![1.0], Box::new(EmulatedDevice(vec![0.0; 2]))).is_err());
+}
