@@ -1,1 +1,25 @@
-pub fn placeholder_for_build() {}
+//! # dnn-ops
+//!
+//! Owns the operations of magma-dnn and their gradients. [`backend`] defines the seam: a
+//! [`Backend`] is the sum of small object-safe op traits (convolution, pooling, activations,
+//! batch norm, softmax, resampling, shape, elementwise, losses, optimizer updates), each with
+//! explicit backward functions. [`cpu::CpuBackend`] implements them all with rayon and the `gemm`
+//! crate and is the reference every GPU op is tested against. [`autodiff`] records a tape of
+//! these ops ([`Graph`]) so that models with skip connections, concatenation and shared
+//! parameters backpropagate without hand-written plumbing. Tensors and memory belong to
+//! `magma-tensor`; layers, losses as modules, and optimizers as objects belong to `dnn-layers`.
+
+pub mod attrs;
+pub mod autodiff;
+pub mod backend;
+pub mod cpu;
+mod error;
+
+pub use attrs::{
+    Activation, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, Pool2dAttrs, SgdStep,
+};
+pub use autodiff::{Gradients, Graph, ParamId, Parameter, Var};
+pub use backend::Backend;
+pub use cpu::CpuBackend;
+pub use error::{OpError, Result};
+pub use magma_tensor::Tensor;

@@ -1,6 +1,8 @@
 //! Where a tensor's elements live: host memory, and with the `cuda` feature device or managed memory.
 
-use crate::{Result, TensorError};
+use crate::Result;
+#[cfg(feature = "cuda")]
+use crate::TensorError;
 #[cfg(feature = "cuda")]
 use crate::device::{DeviceBuffer, ManagedBuffer};
 
@@ -59,6 +61,7 @@ impl Storage {
     }
 
     /// Host-readable elements (host memory, or a managed buffer whose host copy is current).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub fn host(&self, op: &'static str) -> Result<&[f32]> {
         match self {
             Storage::Host(v) => Ok(v),
@@ -73,6 +76,7 @@ impl Storage {
     }
 
     /// Host-writable elements.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub fn host_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
         match self {
             Storage::Host(v) => Ok(v),

@@ -225,9 +225,12 @@ impl Tensor {
         let whole = self.is_contiguous() && self.offset == 0 && self.storage.len() == self.numel();
         if whole {
             match Arc::try_unwrap(self.storage) {
-                Ok(Storage::Host(v)) => return Ok(v),
-                Ok(other) => {
-                    return Tensor::from_storage_contiguous(other, &self.shape).to_vec();
+                Ok(storage) => {
+                    return match storage {
+                        Storage::Host(v) => Ok(v),
+                        #[cfg(feature = "cuda")]
+                        other => Tensor::from_storage_contiguous(other, &self.shape).to_vec(),
+                    };
                 }
                 Err(shared) => {
                     let t = Tensor {

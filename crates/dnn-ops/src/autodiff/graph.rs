@@ -1,0 +1,270 @@
+//! The tape, variables and the reverse pass.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use magma_tensor::Tensor;
+
+use super::parameter::{ParamId, Parameter};
+use crate::backend::Backend;
+use crate::error::{OpError, Result};
+
+/// A value on a graph's tape (a cheap index; only valid with the graph that made it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Var(pub(crate) usize);
+
+/// Computes the gradients of an op's inputs from the gradient of its output.
+pub(crate) type BackwardFn = Box<dyn Fn(&dyn Backend, &Tensor) -> Result<Vec<Option<Tensor>>>>;
+
+struct Node {
+    op: &'static str,
+    value: Tensor,
+    inputs: Vec<usize>,
+    backward: Option<BackwardFn>,
+    requires_grad: bool,
+    param: Option<ParamId>,
+}
+
+/// A tape of ops over one backend.
+pub struct Graph<'b> {
+    backend: &'b dyn Backend,
+    nodes: RefCell<Vec<Node>>,
+    recording: Cell<bool>,
+}
+
+impl std::fmt::Debug for Graph<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("backend", &self.backend.name())
+            .field("nodes", &self.nodes.borrow().len())
+            .field("recording", &self.recording.get())
+            .finish()
+    }
+}
+
+/// Gradients from one reverse pass: per parameter (summed over uses) and per leaf variable.
+#[derive(Debug, Default)]
+pub struct Gradients {
+    by_param: HashMap<ParamId, Tensor>,
+    by_leaf: HashMap<usize, Tensor>,
+}
+
+impl Gradients {
+    /// Gradient of a parameter, if it took part in the loss.
+    pub fn param(&self, id: ParamId) -> Option<&Tensor> {
+        self.by_param.get(&id)
+    }
+
+    /// Gradient of a leaf created with [`Graph::leaf`] or [`Graph::param`].
+    pub fn wrt(&self, var: Var) -> Option<&Tensor> {
+        self.by_leaf.get(&var.0)
+    }
+
+    /// Every parameter gradient.
+    pub fn params(&self) -> impl Iterator<Item = (&ParamId, &Tensor)> {
+        self.by_param.iter()
+    }
+
+    /// Takes the gradient of a parameter out.
+    pub fn take_param(&mut self, id: ParamId) -> Option<Tensor> {
+        self.by_param.remove(&id)
+    }
+}
+
+impl<'b> Graph<'b> {
+    /// A graph that records backward functions (training).
+    pub fn new(backend: &'b dyn Backend) -> Self {
+        Self {
+            backend,
+            nodes: RefCell::new(Vec::new()),
+            recording: Cell::new(true),
+        }
+    }
+
+    /// A graph that records nothing for the reverse pass (inference).
+    pub fn inference(backend: &'b dyn Backend) -> Self {
+        let g = Self::new(backend);
+        g.recording.set(false);
+        g
+    }
+
+    pub fn backend(&self) -> &'b dyn Backend {
+        self.backend
+    }
+
+    /// Whether backward functions are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording.get()
+    }
+
+    /// Runs `f` without recording backward functions.
+    pub fn no_grad<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        let before = self.recording.replace(false);
+        let out = f(self);
+        self.recording.set(before);
+        out
+    }
+
+    /// Number of values on the tape.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, node: Node) -> Var {
+        let mut nodes = self.nodes.borrow_mut();
+        nodes.push(node);
+        Var(nodes.len() - 1)
+    }
+
+    /// A constant input (no gradient).
+    pub fn input(&self, value: Tensor) -> Var {
+        self.push(Node {
+            op: "input",
+            value,
+            inputs: vec![],
+            backward: None,
+            requires_grad: false,
+            param: None,
+        })
+    }
+
+    /// A leaf whose gradient [`Gradients::wrt`] reports.
+    pub fn leaf(&self, value: Tensor) -> Var {
+        let requires_grad = self.is_recording();
+        self.push(Node {
+            op: "leaf",
+            value,
+            inputs: vec![],
+            backward: None,
+            requires_grad,
+            param: None,
+        })
+    }
+
+    /// A parameter; using the same parameter twice sums its gradients.
+    pub fn param(&self, p: &Parameter) -> Var {
+        let requires_grad = self.is_recording();
+        self.push(Node {
+            op: "param",
+            value: p.value().clone(),
+            inputs: vec![],
+            backward: None,
+            requires_grad,
+            param: Some(p.id()),
+        })
+    }
+
+    /// The value of a variable (a cheap clone).
+    pub fn value(&self, v: Var) -> Tensor {
+        self.nodes.borrow()[v.0].value.clone()
+    }
+
+    /// The shape of a variable.
+    pub fn shape(&self, v: Var) -> Vec<usize> {
+        self.nodes.borrow()[v.0].value.shape().to_vec()
+    }
+
+    /// Which op produced a variable (for messages).
+    pub fn op_name(&self, v: Var) -> &'static str {
+        self.nodes.borrow()[v.0].op
+    }
+
+    /// Records an op's output. `backward` returns one gradient per input (or `None`).
+    pub(crate) fn record(
+        &self,
+        op: &'static str,
+        value: Tensor,
+        inputs: &[Var],
+        backward: impl Fn(&dyn Backend, &Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
+    ) -> Var {
+        let requires_grad = self.is_recording() && {
+            let nodes = self.nodes.borrow();
+            inputs.iter().any(|v| nodes[v.0].requires_grad)
+        };
+        self.push(Node {
+            op,
+            value,
+            inputs: inputs.iter().map(|v| v.0).collect(),
+            backward: requires_grad.then(|| Box::new(backward) as BackwardFn),
+            requires_grad,
+            param: None,
+        })
+    }
+
+    /// Gradients of a scalar `loss` with respect to every leaf and parameter.
+    pub fn backward(&self, loss: Var) -> Result<Gradients> {
+        let value = self.value(loss);
+        if value.numel() != 1 {
+            return Err(OpError::Graph(format!(
+                "backward needs a scalar loss, got shape {:?} (use backward_with to seed a gradient)",
+                value.shape()
+            )));
+        }
+        let seed = self.backend.full(value.shape(), 1.0)?;
+        self.backward_with(loss, seed)
+    }
+
+    /// Gradients of `Σ output · seed` (a vector-Jacobian product).
+    pub fn backward_with(&self, output: Var, seed: Tensor) -> Result<Gradients> {
+        let nodes = self.nodes.borrow();
+        let out = &nodes[output.0];
+        if seed.shape() != out.value.shape() {
+            return Err(OpError::Graph(format!(
+                "seed gradient {:?} does not match the output {:?}",
+                seed.shape(),
+                out.value.shape()
+            )));
+        }
+        if !out.requires_grad {
+            return Err(OpError::Graph(
+                "the output does not depend on any leaf or parameter that requires a gradient (was it built under no_grad?)".to_string(),
+            ));
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; output.0 + 1];
+        grads[output.0] = Some(seed);
+        let mut result = Gradients::default();
+        for i in (0..=output.0).rev() {
+            let Some(grad) = grads[i].take() else { continue };
+            let node = &nodes[i];
+            match &node.backward {
+                Some(backward) => {
+                    let input_grads = backward(self.backend, &grad)?;
+                    for (&input, g) in node.inputs.iter().zip(input_grads) {
+                        let Some(g) = g else { continue };
+                        if !nodes[input].requires_grad {
+                            continue;
+                        }
+                        if g.shape() != nodes[input].value.shape() {
+                            return Err(OpError::Graph(format!(
+                                "backward of {} produced a gradient of shape {:?} for an input of shape {:?}",
+                                node.op,
+                                g.shape(),
+                                nodes[input].value.shape()
+                            )));
+                        }
+                        grads[input] = Some(match grads[input].take() {
+                            Some(acc) => self.backend.add(&acc, &g)?,
+                            None => g,
+                        });
+                    }
+                }
+                None if node.requires_grad => {
+                    if let Some(id) = node.param {
+                        let merged = match result.by_param.remove(&id) {
+                            Some(acc) => self.backend.add(&acc, &grad)?,
+                            None => grad.clone(),
+                        };
+                        result.by_param.insert(id, merged);
+                    }
+                    result.by_leaf.insert(i, grad);
+                }
+                None => {}
+            }
+        }
+        Ok(result)
+    }
+}

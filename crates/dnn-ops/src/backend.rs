@@ -1,0 +1,236 @@
+//! The backend seam: a backend is the sum of small op traits, each object-safe.
+//!
+//! The CPU backend ([`crate::cpu::CpuBackend`]) implements every trait and is the reference;
+//! a cuDNN backend implements the same traits for device tensors and is tested against it.
+//! The autodiff graph holds a `&dyn Backend`, so models and losses never name a backend.
+
+use magma_tensor::Tensor;
+
+use crate::attrs::{
+    Activation, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, Pool2dAttrs, SgdStep,
+};
+use crate::error::Result;
+
+/// Matrix products of rank-2 tensors.
+pub trait MatmulOps {
+    /// `op(a) · op(b)`, where `op` transposes when the flag is set.
+    fn matmul(&self, a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool)
+    -> Result<Tensor>;
+}
+
+/// Convolutions and transposed convolutions, NCHW, PyTorch weight layouts
+/// (`[out, in, kh, kw]` for conv2d, `[in, out, kh, kw]` for conv_transpose2d).
+pub trait ConvOps {
+    fn conv2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, attrs: &Conv2dAttrs)
+    -> Result<Tensor>;
+    /// Gradient of conv2d with respect to its input of shape `x_shape`.
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor>;
+    /// Gradient of conv2d with respect to its weight of shape `w_shape`.
+    fn conv2d_backward_filter(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor>;
+    /// Transposed convolution (the data gradient of a convolution).
+    fn conv_transpose2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor>;
+    /// Gradient of conv_transpose2d with respect to its input (a convolution).
+    fn conv_transpose2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor>;
+    /// Gradient of conv_transpose2d with respect to its weight (a filter gradient, roles swapped).
+    fn conv_transpose2d_backward_filter(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor>;
+}
+
+/// Max and average pooling.
+pub trait PoolOps {
+    fn max_pool2d(&self, x: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor>;
+    /// Routes `dy` to the first maximum of each window (the input `x` and output `y` are given,
+    /// as cuDNN wants them).
+    fn max_pool2d_backward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        attrs: &Pool2dAttrs,
+    ) -> Result<Tensor>;
+    fn avg_pool2d(&self, x: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor>;
+    fn avg_pool2d_backward(&self, dy: &Tensor, x_shape: [usize; 4], attrs: &Pool2dAttrs)
+    -> Result<Tensor>;
+}
+
+/// Pointwise activations.
+pub trait ActivationOps {
+    fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor>;
+    /// `dx` from the input `x`, the output `y` and `dy`.
+    fn activation_backward(&self, x: &Tensor, y: &Tensor, dy: &Tensor, kind: Activation)
+    -> Result<Tensor>;
+}
+
+/// What training-mode batch norm returns besides its output.
+#[derive(Debug, Clone)]
+pub struct BatchNormSaved {
+    /// Per-channel batch mean.
+    pub mean: Tensor,
+    /// Per-channel `1 / sqrt(var + eps)` of the biased batch variance.
+    pub inv_std: Tensor,
+}
+
+/// Batch normalisation over `(N, H, W)` per channel.
+pub trait NormOps {
+    /// Normalises with batch statistics and updates the running ones in place
+    /// (`running = (1 − momentum)·running + momentum·batch`, unbiased variance).
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)>;
+    /// Normalises with the running statistics (returned as `saved` for a frozen backward).
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)>;
+    /// `(dx, dgamma, dbeta)`. With `batch_statistics` the mean and inverse deviation depend on
+    /// `x` (training mode); without, they are constants (evaluation mode, frozen statistics).
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+        batch_statistics: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)>;
+}
+
+/// Softmax and log-softmax over dimension 1 (the channels of every pixel).
+pub trait SoftmaxOps {
+    fn softmax(&self, x: &Tensor) -> Result<Tensor>;
+    fn softmax_backward(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor>;
+    fn log_softmax(&self, x: &Tensor) -> Result<Tensor>;
+    fn log_softmax_backward(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor>;
+}
+
+/// Resampling of NCHW images.
+pub trait ResizeOps {
+    /// Bilinear resampling to `out_hw`, `align_corners = false`.
+    fn upsample_bilinear(&self, x: &Tensor, out_hw: [usize; 2]) -> Result<Tensor>;
+    fn upsample_bilinear_backward(&self, dy: &Tensor, x_shape: [usize; 4]) -> Result<Tensor>;
+}
+
+/// Joining, splitting and cutting tensors along one dimension.
+pub trait ShapeOps {
+    fn concat(&self, parts: &[&Tensor], dim: usize) -> Result<Tensor>;
+    fn split(&self, x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>>;
+    /// Zero padding of the last two dimensions: `[top, bottom, left, right]`.
+    fn pad2d(&self, x: &Tensor, pads: [usize; 4]) -> Result<Tensor>;
+    /// The inverse cut of `pad2d`.
+    fn crop2d(&self, x: &Tensor, pads: [usize; 4]) -> Result<Tensor>;
+}
+
+/// Elementwise arithmetic, broadcasting of per-channel vectors, reductions and dropout.
+pub trait ElementwiseOps {
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// `alpha · x + beta`.
+    fn affine(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor>;
+    /// Adds `bias[c]` to every element of channel `c` (dimension 1).
+    fn add_channel_bias(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor>;
+    /// Sums every dimension but 1: the gradient of a per-channel bias.
+    fn sum_per_channel(&self, x: &Tensor) -> Result<Tensor>;
+    /// Sum of all elements, as a rank-0 tensor.
+    fn sum_all(&self, x: &Tensor) -> Result<Tensor>;
+    /// A tensor of `shape` filled with `value`.
+    fn full(&self, shape: &[usize], value: f32) -> Result<Tensor>;
+    /// A tensor of `shape` filled with the single value of `value`.
+    fn broadcast_scalar(&self, value: &Tensor, shape: &[usize]) -> Result<Tensor>;
+    /// Inverted dropout: returns `(y, mask)` where `mask` is 0 or `1/(1−p)`; seeded.
+    fn dropout(&self, x: &Tensor, p: f32, seed: u64) -> Result<(Tensor, Tensor)>;
+}
+
+/// Pixel-wise losses, fused with their gradient.
+pub trait LossOps {
+    /// Mean cross-entropy of `logits` `[N, C, ...]` against integer `labels` `[N, ...]` (stored as
+    /// `f32`), with optional class weights and an ignored label, PyTorch semantics
+    /// (weighted mean over non-ignored elements). Returns `(loss, dloss/dlogits)`.
+    fn cross_entropy(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        class_weights: Option<&Tensor>,
+        ignore_index: Option<i64>,
+    ) -> Result<(Tensor, Tensor)>;
+}
+
+/// In-place parameter updates.
+pub trait OptimizerOps {
+    /// One Adam/AdamW step on `param` with first and second moments `m` and `v`.
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        step: &AdamStep,
+    ) -> Result<()>;
+    /// One SGD step with optional (Nesterov) momentum held in `velocity`.
+    fn sgd_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        velocity: &mut Tensor,
+        step: &SgdStep,
+    ) -> Result<()>;
+}
+
+/// A complete backend: every op trait, shareable across threads.
+pub trait Backend:
+    MatmulOps
+    + ConvOps
+    + PoolOps
+    + ActivationOps
+    + NormOps
+    + SoftmaxOps
+    + ResizeOps
+    + ShapeOps
+    + ElementwiseOps
+    + LossOps
+    + OptimizerOps
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+    /// A short name for messages and benchmark tables ("cpu", "cuda:0").
+    fn name(&self) -> String;
+}

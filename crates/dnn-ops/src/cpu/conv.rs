@@ -1,0 +1,328 @@
+//! Convolution and transposed convolution on the CPU: im2col + GEMM, batch-parallel.
+//!
+//! The transposed convolution is built from the same three primitives as on cuDNN: its forward
+//! pass is a convolution's data gradient, its data gradient is a convolution, and its weight
+//! gradient is a convolution's filter gradient with input and output gradient swapped.
+
+use magma_tensor::Tensor;
+use rayon::prelude::*;
+
+use super::CpuBackend;
+use super::gemm::{MatRef, gemm_into};
+use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
+use crate::backend::{ConvOps, ElementwiseOps};
+use crate::error::{Result, shape_err};
+
+/// Sizes of one convolution problem.
+#[derive(Debug, Clone, Copy)]
+struct ConvGeometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    attrs: Conv2dAttrs,
+}
+
+impl ConvGeometry {
+    fn new(x_shape: [usize; 4], w_shape: [usize; 4], attrs: &Conv2dAttrs) -> Result<Self> {
+        let [n, c, h, w] = x_shape;
+        let [o, ci, kh, kw] = w_shape;
+        if ci != c {
+            return shape_err(
+                "conv2d",
+                "weight",
+                &w_shape,
+                format!("[out, {c}, kh, kw] for an input with {c} channels"),
+            );
+        }
+        let [ho, wo] = attrs.output_size([h, w], [kh, kw])?;
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            ho,
+            wo,
+            attrs: *attrs,
+        })
+    }
+
+    fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn out_plane(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn in_image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    /// A 1×1, stride-1, unpadded convolution needs no im2col: the image is the column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.attrs.stride == [1, 1]
+            && self.attrs.padding == [0, 0]
+    }
+    /// Run samples in parallel (single-threaded GEMMs) or one after another (parallel GEMMs).
+    fn batch_parallel(&self) -> bool {
+        self.n >= rayon::current_num_threads()
+    }
+}
+
+/// Input row/column read by output position `out` at kernel tap `k`, if inside the image.
+#[inline]
+fn source_index(out: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
+    let pos = (out * stride + k * dil) as isize - pad as isize;
+    (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
+}
+
+/// Unfolds one image `[c, h, w]` into `[c·kh·kw, ho·wo]`.
+fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32]) {
+    let a = &g.attrs;
+    let plane = g.out_plane();
+    for ci in 0..g.c {
+        let channel = &image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (ci * g.kh + ki) * g.kw + kj;
+                let dst = &mut col[row * plane..(row + 1) * plane];
+                for oh in 0..g.ho {
+                    let out_row = &mut dst[oh * g.wo..(oh + 1) * g.wo];
+                    match source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h) {
+                        None => out_row.fill(0.0),
+                        Some(ih) => {
+                            let src = &channel[ih * g.w..(ih + 1) * g.w];
+                            for (ow, v) in out_row.iter_mut().enumerate() {
+                                *v = match source_index(ow, kj, a.stride[1], a.padding[1], a.dilation[1], g.w) {
+                                    Some(iw) => src[iw],
+                                    None => 0.0,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Folds `[c·kh·kw, ho·wo]` back into one image `[c, h, w]`, summing overlaps (the adjoint of
+/// [`im2col`]). `image` must be zeroed by the caller.
+fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32]) {
+    let a = &g.attrs;
+    let plane = g.out_plane();
+    for ci in 0..g.c {
+        let channel = &mut image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (ci * g.kh + ki) * g.kw + kj;
+                let src = &col[row * plane..(row + 1) * plane];
+                for oh in 0..g.ho {
+                    let Some(ih) = source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h)
+                    else {
+                        continue;
+                    };
+                    let dst = &mut channel[ih * g.w..(ih + 1) * g.w];
+                    for (ow, &v) in src[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
+                        if let Some(iw) = source_index(ow, kj, a.stride[1], a.padding[1], a.dilation[1], g.w) {
+                            dst[iw] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
+    let (n, c, h, w) = t.dims4(op)?;
+    Ok([n, c, h, w])
+}
+
+fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    let out_image = g.o * g.out_plane();
+    let mut y = vec![0.0f32; g.n * out_image];
+    if out_image == 0 {
+        return Ok(y);
+    }
+    let weight = MatRef::row_major(w, g.o, g.ckk());
+    let one = |image: &[f32], out: &mut [f32], col: &mut Vec<f32>, parallel: bool| -> Result<()> {
+        if g.is_pointwise() {
+            return gemm_into(out, weight, MatRef::row_major(image, g.c, g.out_plane()), false, parallel);
+        }
+        col.resize(g.ckk() * g.out_plane(), 0.0);
+        im2col(g, image, col);
+        gemm_into(out, weight, MatRef::row_major(col, g.ckk(), g.out_plane()), false, parallel)
+    };
+    if g.batch_parallel() {
+        y.par_chunks_mut(out_image)
+            .zip(x.par_chunks(g.in_image()))
+            .try_for_each_init(Vec::new, |col, (out, image)| one(image, out, col, false))?;
+    } else {
+        let mut col = Vec::new();
+        for (out, image) in y.chunks_mut(out_image).zip(x.chunks(g.in_image())) {
+            one(image, out, &mut col, true)?;
+        }
+    }
+    Ok(y)
+}
+
+fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    let mut dx = vec![0.0f32; g.n * g.in_image()];
+    let out_image = g.o * g.out_plane();
+    if dx.is_empty() || out_image == 0 {
+        return Ok(dx);
+    }
+    let weight_t = MatRef::row_major(w, g.o, g.ckk()).t();
+    let one = |grad: &[f32], image: &mut [f32], col: &mut Vec<f32>, parallel: bool| -> Result<()> {
+        let grad = MatRef::row_major(grad, g.o, g.out_plane());
+        if g.is_pointwise() {
+            return gemm_into(image, weight_t, grad, false, parallel);
+        }
+        col.resize(g.ckk() * g.out_plane(), 0.0);
+        gemm_into(col, weight_t, grad, false, parallel)?;
+        col2im(g, col, image);
+        Ok(())
+    };
+    if g.batch_parallel() {
+        dx.par_chunks_mut(g.in_image())
+            .zip(dy.par_chunks(out_image))
+            .try_for_each_init(Vec::new, |col, (image, grad)| one(grad, image, col, false))?;
+    } else {
+        let mut col = Vec::new();
+        for (image, grad) in dx.chunks_mut(g.in_image()).zip(dy.chunks(out_image)) {
+            one(grad, image, &mut col, true)?;
+        }
+    }
+    Ok(dx)
+}
+
+fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
+    let wlen = g.o * g.ckk();
+    let out_image = g.o * g.out_plane();
+    if g.n == 0 || out_image == 0 {
+        return Ok(vec![0.0; wlen]);
+    }
+    // dW += dy_n · col_nᵀ, accumulated into `acc`.
+    let one = |acc: &mut [f32], image: &[f32], grad: &[f32], col: &mut Vec<f32>, parallel: bool| -> Result<()> {
+        let grad = MatRef::row_major(grad, g.o, g.out_plane());
+        if g.is_pointwise() {
+            return gemm_into(acc, grad, MatRef::row_major(image, g.c, g.out_plane()).t(), true, parallel);
+        }
+        col.resize(g.ckk() * g.out_plane(), 0.0);
+        im2col(g, image, col);
+        gemm_into(acc, grad, MatRef::row_major(col, g.ckk(), g.out_plane()).t(), true, parallel)
+    };
+    if g.batch_parallel() {
+        let partials = x
+            .par_chunks(g.in_image())
+            .zip(dy.par_chunks(out_image))
+            .try_fold(
+                || (vec![0.0f32; wlen], Vec::new()),
+                |(mut acc, mut col), (image, grad)| {
+                    one(&mut acc, image, grad, &mut col, false)?;
+                    Ok::<_, crate::error::OpError>((acc, col))
+                },
+            )
+            .map(|r| r.map(|(acc, _)| acc))
+            .collect::<Result<Vec<_>>>()?;
+        let mut dw = vec![0.0f32; wlen];
+        for p in partials {
+            dw.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+        }
+        Ok(dw)
+    } else {
+        let mut dw = vec![0.0f32; wlen];
+        let mut col = Vec::new();
+        for (image, grad) in x.chunks(g.in_image()).zip(dy.chunks(out_image)) {
+            one(&mut dw, image, grad, &mut col, true)?;
+        }
+        Ok(dw)
+    }
+}
+
+fn check_dy(g: &ConvGeometry, dy: &Tensor, op: &'static str) -> Result<()> {
+    let want = [g.n, g.o, g.ho, g.wo];
+    if dy.shape() != want {
+        return shape_err(op, "output gradient", dy.shape(), format!("{want:?}"));
+    }
+    Ok(())
+}
+
+fn check_bias(bias: Option<&Tensor>, channels: usize, op: &'static str) -> Result<()> {
+    if let Some(b) = bias
+        && b.shape() != [channels]
+    {
+        return shape_err(op, "bias", b.shape(), format!("[{channels}]"));
+    }
+    Ok(())
+}
+
+impl CpuBackend {
+    fn maybe_bias(&self, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        match bias {
+            Some(b) => self.add_channel_bias(&y, b),
+            None => Ok(y),
+        }
+    }
+}
+
+impl ConvOps for CpuBackend {
+    fn conv2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, attrs: &Conv2dAttrs) -> Result<Tensor> {
+        let g = ConvGeometry::new(shape4(x, "conv2d input")?, shape4(w, "conv2d weight")?, attrs)?;
+        check_bias(bias, g.o, "conv2d")?;
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let y = conv_forward(&g, x.host_data()?, w.host_data()?)?;
+        let y = Tensor::from_vec(y, &[g.n, g.o, g.ho, g.wo])?;
+        self.maybe_bias(y, bias)
+    }
+
+    fn conv2d_backward_data(&self, dy: &Tensor, w: &Tensor, x_shape: [usize; 4], attrs: &Conv2dAttrs) -> Result<Tensor> {
+        let g = ConvGeometry::new(x_shape, shape4(w, "conv2d weight")?, attrs)?;
+        check_dy(&g, dy, "conv2d_backward_data")?;
+        let (dy, w) = (dy.contiguous()?, w.contiguous()?);
+        let dx = conv_backward_data(&g, dy.host_data()?, w.host_data()?)?;
+        Ok(Tensor::from_vec(dx, &x_shape)?)
+    }
+
+    fn conv2d_backward_filter(&self, x: &Tensor, dy: &Tensor, w_shape: [usize; 4], attrs: &Conv2dAttrs) -> Result<Tensor> {
+        let g = ConvGeometry::new(shape4(x, "conv2d input")?, w_shape, attrs)?;
+        check_dy(&g, dy, "conv2d_backward_filter")?;
+        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+        let dw = conv_backward_filter(&g, x.host_data()?, dy.host_data()?)?;
+        Ok(Tensor::from_vec(dw, &w_shape)?)
+    }
+
+    fn conv_transpose2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, attrs: &ConvTranspose2dAttrs) -> Result<Tensor> {
+        let [n, cin, h, wd] = shape4(x, "conv_transpose2d input")?;
+        let [wi, cout, kh, kw] = shape4(w, "conv_transpose2d weight")?;
+        if wi != cin {
+            return shape_err(
+                "conv_transpose2d",
+                "weight",
+                w.shape(),
+                format!("[{cin}, out, kh, kw] for an input with {cin} channels"),
+            );
+        }
+        check_bias(bias, cout, "conv_transpose2d")?;
+        let [ho, wo] = attrs.output_size([h, wd], [kh, kw])?;
+        let y = self.conv2d_backward_data(x, w, [n, cout, ho, wo], &attrs.as_conv())?;
+        self.maybe_bias(y, bias)
+    }
+
+    fn conv_transpose2d_backward_data(&self, dy: &Tensor, w: &Tensor, attrs: &ConvTranspose2dAttrs) -> Result<Tensor> {
+        self.conv2d(dy, w, None, &attrs.as_conv())
+    }
+
+    fn conv_transpose2d_backward_filter(&self, x: &Tensor, dy: &Tensor, w_shape: [usize; 4], attrs: &ConvTranspose2dAttrs) -> Result<Tensor> {
+        self.conv2d_backward_filter(dy, x, w_shape, &attrs.as_conv())
+    }
+}

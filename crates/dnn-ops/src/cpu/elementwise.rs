@@ -1,0 +1,111 @@
+//! Elementwise arithmetic, per-channel broadcasting, reductions and dropout on the CPU.
+
+use magma_tensor::{SeededRng, Tensor};
+use rayon::prelude::*;
+
+use super::CpuBackend;
+use super::softmax::channel_dims;
+use crate::backend::ElementwiseOps;
+use crate::error::{OpError, Result, shape_err};
+
+/// Errors unless `a` and `b` have the same shape.
+pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return shape_err(op, "second operand", b.shape(), format!("{:?}", a.shape()));
+    }
+    Ok(())
+}
+
+fn zip_with(op: &'static str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+    same_shape(op, a, b)?;
+    let b = b.contiguous()?;
+    let bd = b.host_data()?;
+    let mut out = a.to_vec()?;
+    out.par_iter_mut().with_min_len(8192).zip(bd.par_iter()).for_each(|(x, &y)| *x = f(*x, y));
+    Ok(Tensor::from_vec(out, a.shape())?)
+}
+
+impl ElementwiseOps for CpuBackend {
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        zip_with("add", a, b, |x, y| x + y)
+    }
+
+    fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        zip_with("sub", a, b, |x, y| x - y)
+    }
+
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        zip_with("mul", a, b, |x, y| x * y)
+    }
+
+    fn affine(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        let mut v = x.to_vec()?;
+        v.par_iter_mut().with_min_len(8192).for_each(|e| *e = alpha * *e + beta);
+        Ok(Tensor::from_vec(v, x.shape())?)
+    }
+
+    fn add_channel_bias(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let (_, c, inner) = channel_dims(x.shape(), "add_channel_bias")?;
+        if bias.shape() != [c] {
+            return shape_err("add_channel_bias", "bias", bias.shape(), format!("[{c}]"));
+        }
+        let b = bias.to_vec()?;
+        let mut v = x.to_vec()?;
+        if inner > 0 {
+            v.par_chunks_mut(inner).enumerate().for_each(|(p, chunk)| {
+                let add = b[p % c];
+                chunk.iter_mut().for_each(|e| *e += add);
+            });
+        }
+        Ok(Tensor::from_vec(v, x.shape())?)
+    }
+
+    fn sum_per_channel(&self, x: &Tensor) -> Result<Tensor> {
+        let (outer, c, inner) = channel_dims(x.shape(), "sum_per_channel")?;
+        let x = x.contiguous()?;
+        let xd = x.host_data()?;
+        let sums: Vec<f32> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                (0..outer)
+                    .map(|n| {
+                        let s = (n * c + ch) * inner;
+                        xd[s..s + inner].iter().map(|&v| v as f64).sum::<f64>()
+                    })
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        Ok(Tensor::from_vec(sums, &[c])?)
+    }
+
+    fn sum_all(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let s: f64 = x.host_data()?.par_iter().with_min_len(8192).map(|&v| v as f64).sum();
+        Ok(Tensor::scalar(s as f32))
+    }
+
+    fn full(&self, shape: &[usize], value: f32) -> Result<Tensor> {
+        Ok(Tensor::full(shape, value))
+    }
+
+    fn broadcast_scalar(&self, value: &Tensor, shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::full(shape, value.item()?))
+    }
+
+    fn dropout(&self, x: &Tensor, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(OpError::Attr {
+                op: "dropout",
+                reason: format!("probability {p} must be in [0, 1)"),
+            });
+        }
+        let keep = 1.0 / (1.0 - p);
+        let mut rng = SeededRng::new(seed);
+        let mask: Vec<f32> = (0..x.numel())
+            .map(|_| if rng.next_f64() < p as f64 { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape())?;
+        let y = self.mul(x, &mask)?;
+        Ok((y, mask))
+    }
+}

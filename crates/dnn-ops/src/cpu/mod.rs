@@ -1,0 +1,47 @@
+//! The CPU backend: the embedded default and the reference every other backend is tested
+//! against. Multi-threaded with rayon; GEMMs through the `gemm` crate.
+
+mod activation;
+mod batch_norm;
+mod conv;
+mod elementwise;
+mod gemm;
+mod loss;
+mod matmul;
+mod optim;
+mod pool;
+mod resize;
+mod shape;
+mod softmax;
+
+use crate::backend::Backend;
+
+/// The CPU backend. Threads come from the global rayon pool (set its size with
+/// [`CpuBackend::set_threads`] or `RAYON_NUM_THREADS`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        Self
+    }
+
+    /// Sizes the global thread pool; only the first call in a process takes effect.
+    pub fn set_threads(threads: usize) -> std::result::Result<(), String> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Threads the backend uses.
+    pub fn threads() -> usize {
+        rayon::current_num_threads()
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", Self::threads())
+    }
+}

@@ -1,0 +1,68 @@
+//! Adam/AdamW and SGD parameter updates on the CPU (PyTorch's update rules).
+
+use magma_tensor::Tensor;
+use rayon::prelude::*;
+
+use super::CpuBackend;
+use super::elementwise::same_shape;
+use crate::attrs::{AdamStep, SgdStep};
+use crate::backend::OptimizerOps;
+use crate::error::{OpError, Result};
+
+impl OptimizerOps for CpuBackend {
+    fn adam_step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, s: &AdamStep) -> Result<()> {
+        for t in [&*grad, &*m, &*v] {
+            same_shape("adam_step", param, t)?;
+        }
+        if s.step == 0 {
+            return Err(OpError::Attr { op: "adam_step", reason: "step counts from 1".to_string() });
+        }
+        let grad = grad.contiguous()?;
+        let g = grad.host_data()?;
+        let bc1 = 1.0 - (s.beta1 as f64).powi(s.step as i32);
+        let bc2 = 1.0 - (s.beta2 as f64).powi(s.step as i32);
+        let step_size = (s.lr as f64 / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let p = param.host_data_mut()?;
+        let md = m.host_data_mut()?;
+        let vd = v.host_data_mut()?;
+        p.par_iter_mut()
+            .with_min_len(4096)
+            .zip(md.par_iter_mut().zip(vd.par_iter_mut()))
+            .zip(g.par_iter())
+            .for_each(|((p, (m, v)), &g)| {
+                let mut g = g;
+                if s.decoupled_weight_decay {
+                    *p *= 1.0 - s.lr * s.weight_decay;
+                } else if s.weight_decay != 0.0 {
+                    g += s.weight_decay * *p;
+                }
+                *m = s.beta1 * *m + (1.0 - s.beta1) * g;
+                *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
+                *p -= step_size * *m / (v.sqrt() / bc2_sqrt + s.eps);
+            });
+        Ok(())
+    }
+
+    fn sgd_step(&self, param: &mut Tensor, grad: &Tensor, velocity: &mut Tensor, s: &SgdStep) -> Result<()> {
+        same_shape("sgd_step", param, grad)?;
+        same_shape("sgd_step", param, velocity)?;
+        let grad = grad.contiguous()?;
+        let g = grad.host_data()?;
+        let p = param.host_data_mut()?;
+        let buf = velocity.host_data_mut()?;
+        p.par_iter_mut()
+            .with_min_len(4096)
+            .zip(buf.par_iter_mut())
+            .zip(g.par_iter())
+            .for_each(|((p, b), &g)| {
+                let mut d = g + s.weight_decay * *p;
+                if s.momentum != 0.0 {
+                    *b = s.momentum * *b + d;
+                    d = if s.nesterov { d + s.momentum * *b } else { *b };
+                }
+                *p -= s.lr * d;
+            });
+        Ok(())
+    }
+}

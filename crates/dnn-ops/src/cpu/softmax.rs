@@ -1,0 +1,119 @@
+//! Softmax and log-softmax over dimension 1 (the channels of each pixel), numerically stable.
+
+use magma_tensor::Tensor;
+use rayon::prelude::*;
+
+use super::CpuBackend;
+use super::elementwise::same_shape;
+use crate::backend::SoftmaxOps;
+use crate::error::{Result, shape_err};
+
+/// `(outer, channels, inner)` for an operation over dimension 1.
+pub(crate) fn channel_dims(shape: &[usize], op: &'static str) -> Result<(usize, usize, usize)> {
+    if shape.len() < 2 {
+        return shape_err(op, "input", shape, "[N, C, ...]");
+    }
+    Ok((shape[0], shape[1], shape[2..].iter().product()))
+}
+
+/// Applies `f(values of one pixel across channels, output)` to every pixel; the channel values
+/// are gathered from stride `inner`.
+fn per_pixel(x: &[f32], dims: (usize, usize, usize), f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let (_, c, inner) = dims;
+    let mut y = vec![0.0f32; x.len()];
+    if y.is_empty() {
+        return y;
+    }
+    y.par_chunks_mut(c * inner).zip(x.par_chunks(c * inner)).for_each(|(yo, xo)| {
+        let mut inbuf = vec![0.0f32; c];
+        let mut outbuf = vec![0.0f32; c];
+        for i in 0..inner {
+            for ch in 0..c {
+                inbuf[ch] = xo[ch * inner + i];
+            }
+            f(&inbuf, &mut outbuf);
+            for ch in 0..c {
+                yo[ch * inner + i] = outbuf[ch];
+            }
+        }
+    });
+    y
+}
+
+/// Two inputs per pixel (`y` and `dy`), one output.
+fn per_pixel2(a: &[f32], b: &[f32], dims: (usize, usize, usize), f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let (_, c, inner) = dims;
+    let mut out = vec![0.0f32; a.len()];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(c * inner)
+        .zip(a.par_chunks(c * inner).zip(b.par_chunks(c * inner)))
+        .for_each(|(o, (ao, bo))| {
+            let (mut ab, mut bb, mut ob) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
+            for i in 0..inner {
+                for ch in 0..c {
+                    ab[ch] = ao[ch * inner + i];
+                    bb[ch] = bo[ch * inner + i];
+                }
+                f(&ab, &bb, &mut ob);
+                for ch in 0..c {
+                    o[ch * inner + i] = ob[ch];
+                }
+            }
+        });
+    out
+}
+
+/// Stable log-sum-exp of one pixel's channel values.
+pub(crate) fn log_sum_exp(v: &[f32]) -> f32 {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + v.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+}
+
+impl SoftmaxOps for CpuBackend {
+    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = channel_dims(x.shape(), "softmax")?;
+        let x = x.contiguous()?;
+        let y = per_pixel(x.host_data()?, dims, |v, out| {
+            let lse = log_sum_exp(v);
+            out.iter_mut().zip(v).for_each(|(o, &e)| *o = (e - lse).exp());
+        });
+        Ok(Tensor::from_vec(y, x.shape())?)
+    }
+
+    fn softmax_backward(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        same_shape("softmax_backward", y, dy)?;
+        let dims = channel_dims(y.shape(), "softmax_backward")?;
+        let (y, dy) = (y.contiguous()?, dy.contiguous()?);
+        let dx = per_pixel2(y.host_data()?, dy.host_data()?, dims, |yv, dv, out| {
+            let dot: f32 = yv.iter().zip(dv).map(|(a, b)| a * b).sum();
+            out.iter_mut().zip(yv.iter().zip(dv)).for_each(|(o, (&a, &b))| *o = a * (b - dot));
+        });
+        Ok(Tensor::from_vec(dx, y.shape())?)
+    }
+
+    fn log_softmax(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = channel_dims(x.shape(), "log_softmax")?;
+        let x = x.contiguous()?;
+        let y = per_pixel(x.host_data()?, dims, |v, out| {
+            let lse = log_sum_exp(v);
+            out.iter_mut().zip(v).for_each(|(o, &e)| *o = e - lse);
+        });
+        Ok(Tensor::from_vec(y, x.shape())?)
+    }
+
+    fn log_softmax_backward(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        same_shape("log_softmax_backward", y, dy)?;
+        let dims = channel_dims(y.shape(), "log_softmax_backward")?;
+        let (y, dy) = (y.contiguous()?, dy.contiguous()?);
+        let dx = per_pixel2(y.host_data()?, dy.host_data()?, dims, |yv, dv, out| {
+            let sum: f32 = dv.iter().sum();
+            out.iter_mut().zip(yv.iter().zip(dv)).for_each(|(o, (&a, &b))| *o = b - a.exp() * sum);
+        });
+        Ok(Tensor::from_vec(dx, y.shape())?)
+    }
+}
