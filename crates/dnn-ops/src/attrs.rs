@@ -205,7 +205,10 @@ impl Pool2dAttrs {
             if padded < self.kernel[i] {
                 return Err(OpError::Attr {
                     op: "pool2d",
-                    reason: format!("input {:?} is smaller than the kernel {:?}", in_hw, self.kernel),
+                    reason: format!(
+                        "input {:?} is smaller than the kernel {:?}",
+                        in_hw, self.kernel
+                    ),
                 });
             }
             out[i] = (padded - self.kernel[i]) / self.stride[i] + 1;

@@ -14,15 +14,25 @@ use crate::error::Result;
 /// Matrix products of rank-2 tensors.
 pub trait MatmulOps {
     /// `op(a) · op(b)`, where `op` transposes when the flag is set.
-    fn matmul(&self, a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool)
-    -> Result<Tensor>;
+    fn matmul(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        transpose_a: bool,
+        transpose_b: bool,
+    ) -> Result<Tensor>;
 }
 
 /// Convolutions and transposed convolutions, NCHW, PyTorch weight layouts
 /// (`[out, in, kh, kw]` for conv2d, `[in, out, kh, kw]` for conv_transpose2d).
 pub trait ConvOps {
-    fn conv2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, attrs: &Conv2dAttrs)
-    -> Result<Tensor>;
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor>;
     /// Gradient of conv2d with respect to its input of shape `x_shape`.
     fn conv2d_backward_data(
         &self,
@@ -77,16 +87,25 @@ pub trait PoolOps {
         attrs: &Pool2dAttrs,
     ) -> Result<Tensor>;
     fn avg_pool2d(&self, x: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor>;
-    fn avg_pool2d_backward(&self, dy: &Tensor, x_shape: [usize; 4], attrs: &Pool2dAttrs)
-    -> Result<Tensor>;
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Pool2dAttrs,
+    ) -> Result<Tensor>;
 }
 
 /// Pointwise activations.
 pub trait ActivationOps {
     fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor>;
     /// `dx` from the input `x`, the output `y` and `dy`.
-    fn activation_backward(&self, x: &Tensor, y: &Tensor, dy: &Tensor, kind: Activation)
-    -> Result<Tensor>;
+    fn activation_backward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        kind: Activation,
+    ) -> Result<Tensor>;
 }
 
 /// What training-mode batch norm returns besides its output.
@@ -96,6 +115,23 @@ pub struct BatchNormSaved {
     pub mean: Tensor,
     /// Per-channel `1 / sqrt(var + eps)` of the biased batch variance.
     pub inv_std: Tensor,
+}
+
+/// The running statistics of a batch-norm layer (buffers, not trained parameters).
+#[derive(Debug, Clone)]
+pub struct RunningStats {
+    pub mean: Tensor,
+    pub var: Tensor,
+}
+
+impl RunningStats {
+    /// Mean 0 and variance 1 for `channels` channels (PyTorch's initial state).
+    pub fn new(channels: usize) -> Self {
+        Self {
+            mean: Tensor::zeros(&[channels]),
+            var: Tensor::ones(&[channels]),
+        }
+    }
 }
 
 /// Batch normalisation over `(N, H, W)` per channel.

@@ -23,7 +23,9 @@ pub enum OpError {
         value: f32,
         classes: usize,
     },
-    #[error("{op}: every target pixel is ignored (ignore_index {ignore_index}), the mean is undefined")]
+    #[error(
+        "{op}: every target pixel is ignored (ignore_index {ignore_index}), the mean is undefined"
+    )]
     AllIgnored { op: &'static str, ignore_index: i64 },
     #[error("autodiff: {0}")]
     Graph(String),

@@ -14,6 +14,7 @@ pub mod autodiff;
 pub mod backend;
 pub mod cpu;
 mod error;
+pub mod testing;
 
 pub use attrs::{
     Activation, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, Pool2dAttrs, SgdStep,

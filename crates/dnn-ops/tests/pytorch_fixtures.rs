@@ -23,19 +23,28 @@ struct Fixture {
 
 impl Fixture {
     fn load(name: &str) -> Fixture {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.json"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(format!("{name}.json"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     fn t(&self, key: &str) -> Tensor {
-        let raw = self.tensors.get(key).unwrap_or_else(|| panic!("{}: no tensor {key}", self.name));
+        let raw = self
+            .tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name));
         Tensor::from_vec(raw.data.clone(), &raw.shape).unwrap()
     }
 
     fn pair(&self, key: &str) -> [usize; 2] {
         let v = &self.attrs[key];
-        [v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize]
+        [
+            v[0].as_u64().unwrap() as usize,
+            v[1].as_u64().unwrap() as usize,
+        ]
     }
 
     /// Asserts `got` matches the fixture tensor `key` within `tol` (absolute + relative).
@@ -69,13 +78,26 @@ fn shape4(t: &Tensor) -> [usize; 4] {
 #[test]
 fn conv2d_matches_pytorch() {
     let be = CpuBackend::new();
-    for name in ["conv2d_3x3_s1_p1", "conv2d_3x3_s2_p0_d2", "conv2d_1x1", "conv2d_rect"] {
+    for name in [
+        "conv2d_3x3_s1_p1",
+        "conv2d_3x3_s2_p0_d2",
+        "conv2d_1x1",
+        "conv2d_rect",
+    ] {
         let f = Fixture::load(name);
         let (x, w, b, dy) = (f.t("x"), f.t("w"), f.t("b"), f.t("dy"));
         let a = conv_attrs(&f);
         f.check("y", &be.conv2d(&x, &w, Some(&b), &a).unwrap(), TOL);
-        f.check("dx", &be.conv2d_backward_data(&dy, &w, shape4(&x), &a).unwrap(), TOL);
-        f.check("dw", &be.conv2d_backward_filter(&x, &dy, shape4(&w), &a).unwrap(), TOL);
+        f.check(
+            "dx",
+            &be.conv2d_backward_data(&dy, &w, shape4(&x), &a).unwrap(),
+            TOL,
+        );
+        f.check(
+            "dw",
+            &be.conv2d_backward_filter(&x, &dy, shape4(&w), &a).unwrap(),
+            TOL,
+        );
         f.check("db", &be.sum_per_channel(&dy).unwrap(), TOL);
     }
 }
@@ -96,9 +118,22 @@ fn conv_transpose2d_matches_pytorch() {
             .with_padding(f.pair("padding"))
             .with_output_padding(f.pair("output_padding"))
             .with_dilation(f.pair("dilation"));
-        f.check("y", &be.conv_transpose2d(&x, &w, Some(&b), &a).unwrap(), TOL);
-        f.check("dx", &be.conv_transpose2d_backward_data(&dy, &w, &a).unwrap(), TOL);
-        f.check("dw", &be.conv_transpose2d_backward_filter(&x, &dy, shape4(&w), &a).unwrap(), TOL);
+        f.check(
+            "y",
+            &be.conv_transpose2d(&x, &w, Some(&b), &a).unwrap(),
+            TOL,
+        );
+        f.check(
+            "dx",
+            &be.conv_transpose2d_backward_data(&dy, &w, &a).unwrap(),
+            TOL,
+        );
+        f.check(
+            "dw",
+            &be.conv_transpose2d_backward_filter(&x, &dy, shape4(&w), &a)
+                .unwrap(),
+            TOL,
+        );
         f.check("db", &be.sum_per_channel(&dy).unwrap(), TOL);
     }
 }
@@ -108,7 +143,11 @@ fn pool_attrs(f: &Fixture) -> Pool2dAttrs {
         kernel: f.pair("kernel"),
         stride: f.pair("stride"),
         padding: f.pair("padding"),
-        count_include_pad: f.attrs.get("count_include_pad").and_then(|v| v.as_bool()).unwrap_or(true),
+        count_include_pad: f
+            .attrs
+            .get("count_include_pad")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true),
     }
 }
 
@@ -122,11 +161,19 @@ fn pooling_matches_pytorch() {
         f.check("y", &y, TOL);
         f.check("dx", &be.max_pool2d_backward(&x, &y, &dy, &a).unwrap(), TOL);
     }
-    for name in ["avg_pool2d_k2_s2", "avg_pool2d_k3_s1_p1", "avg_pool2d_k3_s2_p1_exclude"] {
+    for name in [
+        "avg_pool2d_k2_s2",
+        "avg_pool2d_k3_s1_p1",
+        "avg_pool2d_k3_s2_p1_exclude",
+    ] {
         let f = Fixture::load(name);
         let (x, dy, a) = (f.t("x"), f.t("dy"), pool_attrs(&f));
         f.check("y", &be.avg_pool2d(&x, &a).unwrap(), TOL);
-        f.check("dx", &be.avg_pool2d_backward(&dy, shape4(&x), &a).unwrap(), TOL);
+        f.check(
+            "dx",
+            &be.avg_pool2d_backward(&dy, shape4(&x), &a).unwrap(),
+            TOL,
+        );
     }
 }
 
@@ -143,14 +190,18 @@ fn batch_norm_matches_pytorch_in_training_and_evaluation() {
         let (x, gamma, beta, dy) = (f.t("x"), f.t("gamma"), f.t("beta"), f.t("dy"));
         let (mut rm, mut rv) = (f.t("running_mean"), f.t("running_var"));
         let (y, saved) = if training {
-            be.batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, &attrs).unwrap()
+            be.batch_norm_train(&x, &gamma, &beta, &mut rm, &mut rv, &attrs)
+                .unwrap()
         } else {
-            be.batch_norm_eval(&x, &gamma, &beta, &rm, &rv, &attrs).unwrap()
+            be.batch_norm_eval(&x, &gamma, &beta, &rm, &rv, &attrs)
+                .unwrap()
         };
         f.check("y", &y, 1e-4);
         f.check("running_mean_after", &rm, 1e-5);
         f.check("running_var_after", &rv, 1e-5);
-        let (dx, dg, db) = be.batch_norm_backward(&x, &dy, &gamma, &saved, training).unwrap();
+        let (dx, dg, db) = be
+            .batch_norm_backward(&x, &dy, &gamma, &saved, training)
+            .unwrap();
         f.check("dx", &dx, 1e-4);
         f.check("dgamma", &dg, 1e-4);
         f.check("dbeta", &db, 1e-4);
@@ -160,11 +211,23 @@ fn batch_norm_matches_pytorch_in_training_and_evaluation() {
 #[test]
 fn bilinear_upsampling_matches_pytorch() {
     let be = CpuBackend::new();
-    for name in ["upsample_bilinear_x2", "upsample_bilinear_odd", "upsample_bilinear_down"] {
+    for name in [
+        "upsample_bilinear_x2",
+        "upsample_bilinear_odd",
+        "upsample_bilinear_down",
+    ] {
         let f = Fixture::load(name);
         let (x, dy) = (f.t("x"), f.t("dy"));
-        f.check("y", &be.upsample_bilinear(&x, f.pair("out_size")).unwrap(), TOL);
-        f.check("dx", &be.upsample_bilinear_backward(&dy, shape4(&x)).unwrap(), TOL);
+        f.check(
+            "y",
+            &be.upsample_bilinear(&x, f.pair("out_size")).unwrap(),
+            TOL,
+        );
+        f.check(
+            "dx",
+            &be.upsample_bilinear_backward(&dy, shape4(&x)).unwrap(),
+            TOL,
+        );
     }
 }
 
@@ -186,9 +249,14 @@ fn cross_entropy_matches_pytorch_with_weights_and_ignore_index() {
     let be = CpuBackend::new();
     for name in ["cross_entropy_plain", "cross_entropy_weighted_ignore"] {
         let f = Fixture::load(name);
-        let weight = f.attrs["has_weight"].as_bool().unwrap().then(|| f.t("weight"));
+        let weight = f.attrs["has_weight"]
+            .as_bool()
+            .unwrap()
+            .then(|| f.t("weight"));
         let ignore = f.attrs["ignore_index"].as_i64();
-        let (loss, grad) = be.cross_entropy(&f.t("logits"), &f.t("target"), weight.as_ref(), ignore).unwrap();
+        let (loss, grad) = be
+            .cross_entropy(&f.t("logits"), &f.t("target"), weight.as_ref(), ignore)
+            .unwrap();
         f.check("loss", &loss, TOL);
         f.check("dlogits", &grad, TOL);
     }
@@ -199,7 +267,9 @@ fn linear_matches_pytorch() {
     let be = CpuBackend::new();
     let f = Fixture::load("linear");
     let (x, w, b, dy) = (f.t("x"), f.t("w"), f.t("b"), f.t("dy"));
-    let y = be.add_channel_bias(&be.matmul(&x, &w, false, true).unwrap(), &b).unwrap();
+    let y = be
+        .add_channel_bias(&be.matmul(&x, &w, false, true).unwrap(), &b)
+        .unwrap();
     f.check("y", &y, TOL);
     f.check("dx", &be.matmul(&dy, &w, false, false).unwrap(), TOL);
     f.check("dw", &be.matmul(&dy, &x, true, false).unwrap(), TOL);

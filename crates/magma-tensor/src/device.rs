@@ -82,7 +82,9 @@ impl ManagedBuffer {
     /// The host copy, if it is not stale.
     pub fn host(&self) -> Result<&[f32]> {
         match self.coherence {
-            Coherence::DeviceNewer => Err(TensorError::StaleHostCopy { op: "managed host read" }),
+            Coherence::DeviceNewer => Err(TensorError::StaleHostCopy {
+                op: "managed host read",
+            }),
             _ => Ok(&self.host),
         }
     }
@@ -90,7 +92,9 @@ impl ManagedBuffer {
     /// Writable host copy; marks the device copy stale.
     pub fn host_mut(&mut self) -> Result<&mut [f32]> {
         if self.coherence == Coherence::DeviceNewer {
-            return Err(TensorError::StaleHostCopy { op: "managed host write" });
+            return Err(TensorError::StaleHostCopy {
+                op: "managed host write",
+            });
         }
         self.coherence = Coherence::HostNewer;
         Ok(&mut self.host)
@@ -99,7 +103,9 @@ impl ManagedBuffer {
     /// The device copy, if it is not stale.
     pub fn device(&self) -> Result<&dyn DeviceBuffer> {
         match self.coherence {
-            Coherence::HostNewer => Err(TensorError::StaleDeviceCopy { op: "managed device read" }),
+            Coherence::HostNewer => Err(TensorError::StaleDeviceCopy {
+                op: "managed device read",
+            }),
             _ => Ok(self.device.as_ref()),
         }
     }
@@ -107,7 +113,9 @@ impl ManagedBuffer {
     /// Writable device copy; marks the host copy stale.
     pub fn device_mut(&mut self) -> Result<&mut dyn DeviceBuffer> {
         if self.coherence == Coherence::HostNewer {
-            return Err(TensorError::StaleDeviceCopy { op: "managed device write" });
+            return Err(TensorError::StaleDeviceCopy {
+                op: "managed device write",
+            });
         }
         self.coherence = Coherence::DeviceNewer;
         Ok(self.device.as_mut())

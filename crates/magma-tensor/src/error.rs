@@ -53,9 +53,13 @@ pub enum TensorError {
     },
     #[error("{op}: the tensor lives in {kind:?} memory, which the host cannot read directly")]
     NotOnHost { op: &'static str, kind: MemoryKind },
-    #[error("{op}: the host copy is stale (the device copy was written last); call sync_to_host first")]
+    #[error(
+        "{op}: the host copy is stale (the device copy was written last); call sync_to_host first"
+    )]
     StaleHostCopy { op: &'static str },
-    #[error("{op}: the device copy is stale (the host copy was written last); call sync_to_device first")]
+    #[error(
+        "{op}: the device copy is stale (the host copy was written last); call sync_to_device first"
+    )]
     StaleDeviceCopy { op: &'static str },
     #[error("{op}: memory format {format:?} needs a rank-4 tensor, got shape {shape:?}")]
     FormatNeedsRank4 {

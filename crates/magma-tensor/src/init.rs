@@ -12,8 +12,14 @@ pub enum Initializer {
     Zeros,
     Ones,
     Constant(f32),
-    Uniform { low: f32, high: f32 },
-    Normal { mean: f32, std: f32 },
+    Uniform {
+        low: f32,
+        high: f32,
+    },
+    Normal {
+        mean: f32,
+        std: f32,
+    },
     GlorotUniform,
     GlorotNormal,
     HeUniform,
@@ -128,7 +134,9 @@ mod tests {
     #[test]
     fn he_normal_std_matches_fan_in() {
         let mut rng = SeededRng::new(0);
-        let t = Initializer::HeNormal.init(&[64, 32, 3, 3], &mut rng).unwrap();
+        let t = Initializer::HeNormal
+            .init(&[64, 32, 3, 3], &mut rng)
+            .unwrap();
         let (mean, std) = moments(&t);
         let want = (2.0f32 / (32.0 * 9.0)).sqrt();
         assert!(mean.abs() < 0.01);
@@ -138,7 +146,9 @@ mod tests {
     #[test]
     fn glorot_uniform_stays_within_bound_and_fills_it() {
         let mut rng = SeededRng::new(0);
-        let t = Initializer::GlorotUniform.init(&[100, 50], &mut rng).unwrap();
+        let t = Initializer::GlorotUniform
+            .init(&[100, 50], &mut rng)
+            .unwrap();
         let bound = (6.0f32 / 150.0).sqrt();
         let v = t.to_vec().unwrap();
         assert!(v.iter().all(|x| x.abs() <= bound));
@@ -147,12 +157,18 @@ mod tests {
 
     #[test]
     fn same_seed_reproduces_and_identity_is_dirac() {
-        let a = Initializer::Normal { mean: 1.0, std: 2.0 }
-            .init(&[5, 7], &mut SeededRng::new(9))
-            .unwrap();
-        let b = Initializer::Normal { mean: 1.0, std: 2.0 }
-            .init(&[5, 7], &mut SeededRng::new(9))
-            .unwrap();
+        let a = Initializer::Normal {
+            mean: 1.0,
+            std: 2.0,
+        }
+        .init(&[5, 7], &mut SeededRng::new(9))
+        .unwrap();
+        let b = Initializer::Normal {
+            mean: 1.0,
+            std: 2.0,
+        }
+        .init(&[5, 7], &mut SeededRng::new(9))
+        .unwrap();
         assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap());
         let id = Initializer::Identity
             .init(&[2, 2, 3, 3], &mut SeededRng::new(0))
@@ -166,7 +182,11 @@ mod tests {
     fn bad_parameters_are_typed_errors() {
         let mut rng = SeededRng::new(0);
         assert!(matches!(
-            Initializer::Uniform { low: 1.0, high: 0.0 }.init(&[3], &mut rng),
+            Initializer::Uniform {
+                low: 1.0,
+                high: 0.0
+            }
+            .init(&[3], &mut rng),
             Err(TensorError::BadInitializer { .. })
         ));
         assert!(Initializer::Identity.init(&[3], &mut rng).is_err());

@@ -209,13 +209,9 @@ impl Tensor {
             return Ok(data[self.offset..self.offset + self.numel()].to_vec());
         }
         let mut out = Vec::with_capacity(self.numel());
-        gather_strided(
-            data,
-            self.offset,
-            &self.shape,
-            &self.strides,
-            &mut |v| out.push(v),
-        );
+        gather_strided(data, self.offset, &self.shape, &self.strides, &mut |v| {
+            out.push(v)
+        });
         Ok(out)
     }
 
@@ -297,13 +293,13 @@ impl Tensor {
                 if self.memory_format() == Some(MemoryFormat::ChannelsLast) {
                     return Ok(self.clone());
                 }
-                let (n, c, h, w) = self.dims4("to_memory_format").map_err(|_| {
-                    TensorError::FormatNeedsRank4 {
-                        op: "to_memory_format",
-                        format,
-                        shape: self.shape.clone(),
-                    }
-                })?;
+                let (n, c, h, w) =
+                    self.dims4("to_memory_format")
+                        .map_err(|_| TensorError::FormatNeedsRank4 {
+                            op: "to_memory_format",
+                            format,
+                            shape: self.shape.clone(),
+                        })?;
                 // NHWC data = permute(0, 2, 3, 1) made contiguous; then view it as NCHW.
                 let nhwc = self.permute(&[0, 2, 3, 1])?.to_vec()?;
                 Ok(Tensor {
@@ -339,7 +335,11 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
             return Err(TensorError::BadPermutation {
                 perm: perm.to_vec(),
                 rank,
@@ -388,7 +388,11 @@ impl Tensor {
 
     /// Whether any element is NaN or infinite.
     pub fn has_non_finite(&self) -> Result<bool> {
-        Ok(self.contiguous()?.host_data()?.iter().any(|v| !v.is_finite()))
+        Ok(self
+            .contiguous()?
+            .host_data()?
+            .iter()
+            .any(|v| !v.is_finite()))
     }
 
     /// Largest absolute elementwise difference to `other` (shapes must match).
@@ -402,7 +406,10 @@ impl Tensor {
         }
         let a = self.to_vec()?;
         let b = other.to_vec()?;
-        Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+        Ok(a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max))
     }
 }
 
@@ -423,7 +430,13 @@ fn gather_strided(
         }
         _ => {
             for i in 0..shape[0] {
-                gather_strided(data, offset + i * strides[0], &shape[1..], &strides[1..], out);
+                gather_strided(
+                    data,
+                    offset + i * strides[0],
+                    &shape[1..],
+                    &strides[1..],
+                    out,
+                );
             }
         }
     }

@@ -30,8 +30,11 @@ impl DeviceBuffer for EmulatedDevice {
 
 #[test]
 fn device_tensors_refuse_host_reads() {
-    let t = Tensor::from_storage(Storage::Device(Box::new(EmulatedDevice(vec![0.0; 4]))), &[2, 2])
-        .unwrap();
+    let t = Tensor::from_storage(
+        Storage::Device(Box::new(EmulatedDevice(vec![0.0; 4]))),
+        &[2, 2],
+    )
+    .unwrap();
     assert_eq!(t.memory_kind(), MemoryKind::Device);
     assert!(matches!(t.to_vec(), Err(TensorError::NotOnHost { .. })));
 }

@@ -85,11 +85,15 @@ fn ndarray_views_share_memory_and_round_trip() {
     let tt = t.permute(&[1, 0]).unwrap();
     let tv = tt.as_array_view().unwrap();
     assert_eq!(tv[[2, 1]], 5.0);
-    let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), vec![1.0, 2.0, 3.0, 4.0])
-        .unwrap();
+    let arr =
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
     let ptr = arr.as_ptr();
     let from = Tensor::from_array(arr).unwrap();
-    assert_eq!(from.host_data().unwrap().as_ptr(), ptr, "no copy for standard layout");
+    assert_eq!(
+        from.host_data().unwrap().as_ptr(),
+        ptr,
+        "no copy for standard layout"
+    );
     assert_eq!(from.to_array().unwrap()[[1, 0]], 3.0);
 }
 
@@ -106,7 +110,10 @@ fn item_get_and_dims_give_typed_errors() {
     let t = arange(&[2, 2]);
     assert!(t.item().is_err());
     assert_eq!(Tensor::scalar(2.5).item().unwrap(), 2.5);
-    assert!(matches!(t.get(&[2, 0]), Err(TensorError::IndexOutOfBounds { .. })));
+    assert!(matches!(
+        t.get(&[2, 0]),
+        Err(TensorError::IndexOutOfBounds { .. })
+    ));
     assert!(matches!(t.dims4("op"), Err(TensorError::Rank { .. })));
     assert_eq!(t.dims2("op").unwrap(), (2, 2));
 }

@@ -228,7 +228,9 @@ impl<'b> Graph<'b> {
         grads[output.0] = Some(seed);
         let mut result = Gradients::default();
         for i in (0..=output.0).rev() {
-            let Some(grad) = grads[i].take() else { continue };
+            let Some(grad) = grads[i].take() else {
+                continue;
+            };
             let node = &nodes[i];
             match &node.backward {
                 Some(backward) => {

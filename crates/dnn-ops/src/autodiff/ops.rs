@@ -5,7 +5,7 @@ use magma_tensor::Tensor;
 
 use super::graph::{Graph, Var};
 use crate::attrs::{Activation, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, Pool2dAttrs};
-use crate::backend::Backend;
+use crate::backend::{Backend, RunningStats};
 use crate::error::{OpError, Result};
 
 fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
@@ -25,7 +25,10 @@ impl Graph<'_> {
         let [av, bv] = <[Tensor; 2]>::try_from(self.values(&[a, b])).expect("two values");
         let y = self.backend().matmul(&av, &bv, false, false)?;
         Ok(self.record("matmul", y, &[a, b], move |be, dy| {
-            Ok(vec![Some(be.matmul(dy, &bv, false, true)?), Some(be.matmul(&av, dy, true, false)?)])
+            Ok(vec![
+                Some(be.matmul(dy, &bv, false, true)?),
+                Some(be.matmul(&av, dy, true, false)?),
+            ])
         }))
     }
 
@@ -40,7 +43,10 @@ impl Graph<'_> {
         inputs.extend(b);
         let has_bias = b.is_some();
         Ok(self.record("linear", y, &inputs, move |be, dy| {
-            let mut g = vec![Some(be.matmul(dy, &wv, false, false)?), Some(be.matmul(dy, &xv, true, false)?)];
+            let mut g = vec![
+                Some(be.matmul(dy, &wv, false, false)?),
+                Some(be.matmul(dy, &xv, true, false)?),
+            ];
             if has_bias {
                 g.push(Some(be.sum_per_channel(dy)?));
             }
@@ -72,10 +78,18 @@ impl Graph<'_> {
     }
 
     /// 2-D transposed convolution (`w: [in, out, kh, kw]`, optional `b: [out]`).
-    pub fn conv_transpose2d(&self, x: Var, w: Var, b: Option<Var>, attrs: ConvTranspose2dAttrs) -> Result<Var> {
+    pub fn conv_transpose2d(
+        &self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        attrs: ConvTranspose2dAttrs,
+    ) -> Result<Var> {
         let (xv, wv) = (self.value(x), self.value(w));
         let bv = b.map(|b| self.value(b));
-        let y = self.backend().conv_transpose2d(&xv, &wv, bv.as_ref(), &attrs)?;
+        let y = self
+            .backend()
+            .conv_transpose2d(&xv, &wv, bv.as_ref(), &attrs)?;
         let mut inputs = vec![x, w];
         inputs.extend(b);
         let w_shape = shape4(&wv, "conv_transpose2d")?;
@@ -146,35 +160,38 @@ impl Graph<'_> {
     }
 
     /// Batch normalisation over `(N, H, W)`. In training mode it normalises with batch statistics
-    /// and updates `running_mean`/`running_var`; otherwise it uses them, unchanged.
+    /// and updates `stats`; otherwise it uses them, unchanged.
     pub fn batch_norm(
         &self,
         x: Var,
         gamma: Var,
         beta: Var,
-        running_mean: &mut Tensor,
-        running_var: &mut Tensor,
+        stats: &mut RunningStats,
         attrs: BatchNormAttrs,
         training: bool,
     ) -> Result<Var> {
         let (xv, gv, bv) = (self.value(x), self.value(gamma), self.value(beta));
         let be = self.backend();
         let (y, saved) = if training {
-            be.batch_norm_train(&xv, &gv, &bv, running_mean, running_var, &attrs)?
+            be.batch_norm_train(&xv, &gv, &bv, &mut stats.mean, &mut stats.var, &attrs)?
         } else {
-            be.batch_norm_eval(&xv, &gv, &bv, running_mean, running_var, &attrs)?
+            be.batch_norm_eval(&xv, &gv, &bv, &stats.mean, &stats.var, &attrs)?
         };
-        Ok(self.record("batch_norm", y, &[x, gamma, beta], move |be, dy| {
-            let (dx, dg, db) = be.batch_norm_backward(&xv, dy, &gv, &saved, training)?;
-            Ok(vec![Some(dx), Some(dg), Some(db)])
-        }))
+        Ok(
+            self.record("batch_norm", y, &[x, gamma, beta], move |be, dy| {
+                let (dx, dg, db) = be.batch_norm_backward(&xv, dy, &gv, &saved, training)?;
+                Ok(vec![Some(dx), Some(dg), Some(db)])
+            }),
+        )
     }
 
     /// Softmax over dimension 1 (per pixel across channels).
     pub fn softmax(&self, x: Var) -> Result<Var> {
         let y = self.backend().softmax(&self.value(x))?;
         let yv = y.clone();
-        Ok(self.record("softmax", y, &[x], move |be, dy| Ok(vec![Some(be.softmax_backward(&yv, dy)?)])))
+        Ok(self.record("softmax", y, &[x], move |be, dy| {
+            Ok(vec![Some(be.softmax_backward(&yv, dy)?)])
+        }))
     }
 
     /// Log-softmax over dimension 1 (per pixel across channels).
@@ -192,7 +209,9 @@ impl Graph<'_> {
             return Ok(x);
         }
         let (y, mask) = self.backend().dropout(&self.value(x), p, seed)?;
-        Ok(self.record("dropout", y, &[x], move |be, dy| Ok(vec![Some(be.mul(dy, &mask)?)])))
+        Ok(self.record("dropout", y, &[x], move |be, dy| {
+            Ok(vec![Some(be.mul(dy, &mask)?)])
+        }))
     }
 
     // ---- shape -----------------------------------------------------------------------------
@@ -242,13 +261,17 @@ impl Graph<'_> {
     /// Zero padding of the last two dimensions by `[top, bottom, left, right]`.
     pub fn pad2d(&self, x: Var, pads: [usize; 4]) -> Result<Var> {
         let y = self.backend().pad2d(&self.value(x), pads)?;
-        Ok(self.record("pad2d", y, &[x], move |be, dy| Ok(vec![Some(be.crop2d(dy, pads)?)])))
+        Ok(self.record("pad2d", y, &[x], move |be, dy| {
+            Ok(vec![Some(be.crop2d(dy, pads)?)])
+        }))
     }
 
     /// Removes `[top, bottom, left, right]` rows and columns of the last two dimensions.
     pub fn crop2d(&self, x: Var, pads: [usize; 4]) -> Result<Var> {
         let y = self.backend().crop2d(&self.value(x), pads)?;
-        Ok(self.record("crop2d", y, &[x], move |be, dy| Ok(vec![Some(be.pad2d(dy, pads)?)])))
+        Ok(self.record("crop2d", y, &[x], move |be, dy| {
+            Ok(vec![Some(be.pad2d(dy, pads)?)])
+        }))
     }
 
     /// The same values under another shape.
@@ -256,36 +279,48 @@ impl Graph<'_> {
         let xv = self.value(x);
         let y = xv.reshape(shape)?;
         let x_shape = xv.shape().to_vec();
-        Ok(self.record("reshape", y, &[x], move |_, dy| Ok(vec![Some(dy.reshape(&x_shape)?)])))
+        Ok(self.record("reshape", y, &[x], move |_, dy| {
+            Ok(vec![Some(dy.reshape(&x_shape)?)])
+        }))
     }
 
     // ---- elementwise and reductions --------------------------------------------------------
 
     pub fn add(&self, a: Var, b: Var) -> Result<Var> {
         let y = self.backend().add(&self.value(a), &self.value(b))?;
-        Ok(self.record("add", y, &[a, b], |_, dy| Ok(vec![Some(dy.clone()), Some(dy.clone())])))
+        Ok(self.record("add", y, &[a, b], |_, dy| {
+            Ok(vec![Some(dy.clone()), Some(dy.clone())])
+        }))
     }
 
     pub fn sub(&self, a: Var, b: Var) -> Result<Var> {
         let y = self.backend().sub(&self.value(a), &self.value(b))?;
-        Ok(self.record("sub", y, &[a, b], |be, dy| Ok(vec![Some(dy.clone()), Some(be.affine(dy, -1.0, 0.0)?)])))
+        Ok(self.record("sub", y, &[a, b], |be, dy| {
+            Ok(vec![Some(dy.clone()), Some(be.affine(dy, -1.0, 0.0)?)])
+        }))
     }
 
     pub fn mul(&self, a: Var, b: Var) -> Result<Var> {
         let (av, bv) = (self.value(a), self.value(b));
         let y = self.backend().mul(&av, &bv)?;
-        Ok(self.record("mul", y, &[a, b], move |be, dy| Ok(vec![Some(be.mul(dy, &bv)?), Some(be.mul(dy, &av)?)])))
+        Ok(self.record("mul", y, &[a, b], move |be, dy| {
+            Ok(vec![Some(be.mul(dy, &bv)?), Some(be.mul(dy, &av)?)])
+        }))
     }
 
     /// `alpha · x`.
     pub fn scale(&self, x: Var, alpha: f32) -> Result<Var> {
         let y = self.backend().affine(&self.value(x), alpha, 0.0)?;
-        Ok(self.record("scale", y, &[x], move |be, dy| Ok(vec![Some(be.affine(dy, alpha, 0.0)?)])))
+        Ok(self.record("scale", y, &[x], move |be, dy| {
+            Ok(vec![Some(be.affine(dy, alpha, 0.0)?)])
+        }))
     }
 
     /// Adds a per-channel vector `b: [C]` along dimension 1.
     pub fn add_channel_bias(&self, x: Var, b: Var) -> Result<Var> {
-        let y = self.backend().add_channel_bias(&self.value(x), &self.value(b))?;
+        let y = self
+            .backend()
+            .add_channel_bias(&self.value(x), &self.value(b))?;
         Ok(self.record("add_channel_bias", y, &[x, b], |be, dy| {
             Ok(vec![Some(dy.clone()), Some(be.sum_per_channel(dy)?)])
         }))
@@ -296,7 +331,9 @@ impl Graph<'_> {
         let xv = self.value(x);
         let y = self.backend().sum_all(&xv)?;
         let shape = xv.shape().to_vec();
-        Ok(self.record("sum", y, &[x], move |be, dy| Ok(vec![Some(be.broadcast_scalar(dy, &shape)?)])))
+        Ok(self.record("sum", y, &[x], move |be, dy| {
+            Ok(vec![Some(be.broadcast_scalar(dy, &shape)?)])
+        }))
     }
 
     /// Mean of all elements (a scalar).
@@ -320,10 +357,20 @@ impl Graph<'_> {
         class_weights: Option<&Tensor>,
         ignore_index: Option<i64>,
     ) -> Result<Var> {
-        let (loss, dlogits) = self.backend().cross_entropy(&self.value(logits), labels, class_weights, ignore_index)?;
-        Ok(self.record("cross_entropy", loss, &[logits], move |be: &dyn Backend, dy| {
-            let scale = be.broadcast_scalar(dy, dlogits.shape())?;
-            Ok(vec![Some(be.mul(&dlogits, &scale)?)])
-        }))
+        let (loss, dlogits) = self.backend().cross_entropy(
+            &self.value(logits),
+            labels,
+            class_weights,
+            ignore_index,
+        )?;
+        Ok(self.record(
+            "cross_entropy",
+            loss,
+            &[logits],
+            move |be: &dyn Backend, dy| {
+                let scale = be.broadcast_scalar(dy, dlogits.shape())?;
+                Ok(vec![Some(be.mul(&dlogits, &scale)?)])
+            },
+        ))
     }
 }

@@ -49,7 +49,12 @@ impl Parameter {
     /// Replaces the value; the shape must not change.
     pub fn set(&mut self, value: Tensor) -> Result<()> {
         if value.shape() != self.value.shape() {
-            return shape_err("Parameter::set", "new value", value.shape(), format!("{:?} (parameter {})", self.value.shape(), self.name));
+            return shape_err(
+                "Parameter::set",
+                "new value",
+                value.shape(),
+                format!("{:?} (parameter {})", self.value.shape(), self.name),
+            );
         }
         self.value = value;
         Ok(())

@@ -42,11 +42,19 @@ fn derivative(kind: Activation, x: f32, y: f32) -> f32 {
 impl ActivationOps for CpuBackend {
     fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
         let mut v = x.to_vec()?;
-        v.par_iter_mut().with_min_len(4096).for_each(|e| *e = forward(kind, *e));
+        v.par_iter_mut()
+            .with_min_len(4096)
+            .for_each(|e| *e = forward(kind, *e));
         Ok(Tensor::from_vec(v, x.shape())?)
     }
 
-    fn activation_backward(&self, x: &Tensor, y: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor> {
+    fn activation_backward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        kind: Activation,
+    ) -> Result<Tensor> {
         same_shape("activation_backward", x, y)?;
         same_shape("activation_backward", x, dy)?;
         let (x, y) = (x.contiguous()?, y.contiguous()?);

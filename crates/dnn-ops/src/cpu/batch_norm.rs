@@ -26,7 +26,12 @@ fn check_vec(op: &'static str, what: &'static str, t: &Tensor, c: usize) -> Resu
 }
 
 /// Sums `f(value, channel)` over one channel's elements.
-fn channel_fold(xd: &[f32], (outer, c, inner): (usize, usize, usize), ch: usize, f: impl Fn(f32) -> f64) -> f64 {
+fn channel_fold(
+    xd: &[f32],
+    (outer, c, inner): (usize, usize, usize),
+    ch: usize,
+    f: impl Fn(f32) -> f64,
+) -> f64 {
     (0..outer)
         .map(|n| {
             let start = (n * c + ch) * inner;
@@ -36,7 +41,14 @@ fn channel_fold(xd: &[f32], (outer, c, inner): (usize, usize, usize), ch: usize,
 }
 
 /// `y = gamma·(x − mean)·inv_std + beta`, parallel over `(n, c)` planes.
-fn normalise(xd: &[f32], dims: (usize, usize, usize), mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+fn normalise(
+    xd: &[f32],
+    dims: (usize, usize, usize),
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f32> {
     let (_, c, inner) = dims;
     let mut y = vec![0.0f32; xd.len()];
     if inner == 0 {
@@ -66,14 +78,22 @@ impl NormOps for CpuBackend {
         const OP: &str = "batch_norm_train";
         let dims = split_dims(x, OP)?;
         let (outer, c, inner) = dims;
-        for (what, t) in [("gamma", &*gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+        for (what, t) in [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ] {
             check_vec(OP, what, t, c)?;
         }
         let m = outer * inner;
         if m < 2 {
             return Err(OpError::Attr {
                 op: OP,
-                reason: format!("training needs more than one value per channel, got input {:?}", x.shape()),
+                reason: format!(
+                    "training needs more than one value per channel, got input {:?}",
+                    x.shape()
+                ),
             });
         }
         let x = x.contiguous()?;
@@ -87,7 +107,10 @@ impl NormOps for CpuBackend {
             })
             .collect();
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
-        let inv_std: Vec<f32> = stats.iter().map(|s| (1.0 / (s.1 + attrs.eps as f64).sqrt()) as f32).collect();
+        let inv_std: Vec<f32> = stats
+            .iter()
+            .map(|s| (1.0 / (s.1 + attrs.eps as f64).sqrt()) as f32)
+            .collect();
         let mom = attrs.momentum;
         let unbias = m as f64 / (m - 1) as f64;
         for (r, s) in running_mean.host_data_mut()?.iter_mut().zip(&stats) {
@@ -118,13 +141,29 @@ impl NormOps for CpuBackend {
         const OP: &str = "batch_norm_eval";
         let dims = split_dims(x, OP)?;
         let c = dims.1;
-        for (what, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+        for (what, t) in [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ] {
             check_vec(OP, what, t, c)?;
         }
         let mean = running_mean.to_vec()?;
-        let inv_std: Vec<f32> = running_var.to_vec()?.iter().map(|v| 1.0 / (v + attrs.eps).sqrt()).collect();
+        let inv_std: Vec<f32> = running_var
+            .to_vec()?
+            .iter()
+            .map(|v| 1.0 / (v + attrs.eps).sqrt())
+            .collect();
         let x = x.contiguous()?;
-        let y = normalise(x.host_data()?, dims, &mean, &inv_std, &gamma.to_vec()?, &beta.to_vec()?);
+        let y = normalise(
+            x.host_data()?,
+            dims,
+            &mean,
+            &inv_std,
+            &gamma.to_vec()?,
+            &beta.to_vec()?,
+        );
         Ok((
             Tensor::from_vec(y, x.shape())?,
             BatchNormSaved {
@@ -149,7 +188,11 @@ impl NormOps for CpuBackend {
         check_vec(OP, "gamma", gamma, c)?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let (xd, dyd) = (x.host_data()?, dy.host_data()?);
-        let (mean, inv_std, g) = (saved.mean.to_vec()?, saved.inv_std.to_vec()?, gamma.to_vec()?);
+        let (mean, inv_std, g) = (
+            saved.mean.to_vec()?,
+            saved.inv_std.to_vec()?,
+            gamma.to_vec()?,
+        );
         // Per channel: dbeta = Σ dy, dgamma = Σ dy·x̂.
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
@@ -157,7 +200,10 @@ impl NormOps for CpuBackend {
                 let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
                 for n in 0..outer {
                     let start = (n * c + ch) * inner;
-                    for (&v, &d) in xd[start..start + inner].iter().zip(&dyd[start..start + inner]) {
+                    for (&v, &d) in xd[start..start + inner]
+                        .iter()
+                        .zip(&dyd[start..start + inner])
+                    {
                         sdy += d as f64;
                         sdyx += d as f64 * ((v - mean[ch]) * inv_std[ch]) as f64;
                     }

@@ -66,10 +66,7 @@ impl ConvGeometry {
     }
     /// A 1×1, stride-1, unpadded convolution needs no im2col: the image is the column matrix.
     fn is_pointwise(&self) -> bool {
-        self.kh == 1
-            && self.kw == 1
-            && self.attrs.stride == [1, 1]
-            && self.attrs.padding == [0, 0]
+        self.kh == 1 && self.kw == 1 && self.attrs.stride == [1, 1] && self.attrs.padding == [0, 0]
     }
     /// Run samples in parallel (single-threaded GEMMs) or one after another (parallel GEMMs).
     fn batch_parallel(&self) -> bool {
@@ -79,7 +76,14 @@ impl ConvGeometry {
 
 /// Input row/column read by output position `out` at kernel tap `k`, if inside the image.
 #[inline]
-fn source_index(out: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
+fn source_index(
+    out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    size: usize,
+) -> Option<usize> {
     let pos = (out * stride + k * dil) as isize - pad as isize;
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
@@ -101,7 +105,14 @@ fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32]) {
                         Some(ih) => {
                             let src = &channel[ih * g.w..(ih + 1) * g.w];
                             for (ow, v) in out_row.iter_mut().enumerate() {
-                                *v = match source_index(ow, kj, a.stride[1], a.padding[1], a.dilation[1], g.w) {
+                                *v = match source_index(
+                                    ow,
+                                    kj,
+                                    a.stride[1],
+                                    a.padding[1],
+                                    a.dilation[1],
+                                    g.w,
+                                ) {
                                     Some(iw) => src[iw],
                                     None => 0.0,
                                 };
@@ -126,13 +137,16 @@ fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32]) {
                 let row = (ci * g.kh + ki) * g.kw + kj;
                 let src = &col[row * plane..(row + 1) * plane];
                 for oh in 0..g.ho {
-                    let Some(ih) = source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h)
+                    let Some(ih) =
+                        source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h)
                     else {
                         continue;
                     };
                     let dst = &mut channel[ih * g.w..(ih + 1) * g.w];
                     for (ow, &v) in src[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
-                        if let Some(iw) = source_index(ow, kj, a.stride[1], a.padding[1], a.dilation[1], g.w) {
+                        if let Some(iw) =
+                            source_index(ow, kj, a.stride[1], a.padding[1], a.dilation[1], g.w)
+                        {
                             dst[iw] += v;
                         }
                     }
@@ -156,11 +170,23 @@ fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let weight = MatRef::row_major(w, g.o, g.ckk());
     let one = |image: &[f32], out: &mut [f32], col: &mut Vec<f32>, parallel: bool| -> Result<()> {
         if g.is_pointwise() {
-            return gemm_into(out, weight, MatRef::row_major(image, g.c, g.out_plane()), false, parallel);
+            return gemm_into(
+                out,
+                weight,
+                MatRef::row_major(image, g.c, g.out_plane()),
+                false,
+                parallel,
+            );
         }
         col.resize(g.ckk() * g.out_plane(), 0.0);
         im2col(g, image, col);
-        gemm_into(out, weight, MatRef::row_major(col, g.ckk(), g.out_plane()), false, parallel)
+        gemm_into(
+            out,
+            weight,
+            MatRef::row_major(col, g.ckk(), g.out_plane()),
+            false,
+            parallel,
+        )
     };
     if g.batch_parallel() {
         y.par_chunks_mut(out_image)
@@ -212,14 +238,31 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         return Ok(vec![0.0; wlen]);
     }
     // dW += dy_n · col_nᵀ, accumulated into `acc`.
-    let one = |acc: &mut [f32], image: &[f32], grad: &[f32], col: &mut Vec<f32>, parallel: bool| -> Result<()> {
+    let one = |acc: &mut [f32],
+               image: &[f32],
+               grad: &[f32],
+               col: &mut Vec<f32>,
+               parallel: bool|
+     -> Result<()> {
         let grad = MatRef::row_major(grad, g.o, g.out_plane());
         if g.is_pointwise() {
-            return gemm_into(acc, grad, MatRef::row_major(image, g.c, g.out_plane()).t(), true, parallel);
+            return gemm_into(
+                acc,
+                grad,
+                MatRef::row_major(image, g.c, g.out_plane()).t(),
+                true,
+                parallel,
+            );
         }
         col.resize(g.ckk() * g.out_plane(), 0.0);
         im2col(g, image, col);
-        gemm_into(acc, grad, MatRef::row_major(col, g.ckk(), g.out_plane()).t(), true, parallel)
+        gemm_into(
+            acc,
+            grad,
+            MatRef::row_major(col, g.ckk(), g.out_plane()).t(),
+            true,
+            parallel,
+        )
     };
     if g.batch_parallel() {
         let partials = x
@@ -276,8 +319,18 @@ impl CpuBackend {
 }
 
 impl ConvOps for CpuBackend {
-    fn conv2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, attrs: &Conv2dAttrs) -> Result<Tensor> {
-        let g = ConvGeometry::new(shape4(x, "conv2d input")?, shape4(w, "conv2d weight")?, attrs)?;
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor> {
+        let g = ConvGeometry::new(
+            shape4(x, "conv2d input")?,
+            shape4(w, "conv2d weight")?,
+            attrs,
+        )?;
         check_bias(bias, g.o, "conv2d")?;
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         let y = conv_forward(&g, x.host_data()?, w.host_data()?)?;
@@ -285,7 +338,13 @@ impl ConvOps for CpuBackend {
         self.maybe_bias(y, bias)
     }
 
-    fn conv2d_backward_data(&self, dy: &Tensor, w: &Tensor, x_shape: [usize; 4], attrs: &Conv2dAttrs) -> Result<Tensor> {
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor> {
         let g = ConvGeometry::new(x_shape, shape4(w, "conv2d weight")?, attrs)?;
         check_dy(&g, dy, "conv2d_backward_data")?;
         let (dy, w) = (dy.contiguous()?, w.contiguous()?);
@@ -293,7 +352,13 @@ impl ConvOps for CpuBackend {
         Ok(Tensor::from_vec(dx, &x_shape)?)
     }
 
-    fn conv2d_backward_filter(&self, x: &Tensor, dy: &Tensor, w_shape: [usize; 4], attrs: &Conv2dAttrs) -> Result<Tensor> {
+    fn conv2d_backward_filter(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor> {
         let g = ConvGeometry::new(shape4(x, "conv2d input")?, w_shape, attrs)?;
         check_dy(&g, dy, "conv2d_backward_filter")?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
@@ -301,7 +366,13 @@ impl ConvOps for CpuBackend {
         Ok(Tensor::from_vec(dw, &w_shape)?)
     }
 
-    fn conv_transpose2d(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, attrs: &ConvTranspose2dAttrs) -> Result<Tensor> {
+    fn conv_transpose2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor> {
         let [n, cin, h, wd] = shape4(x, "conv_transpose2d input")?;
         let [wi, cout, kh, kw] = shape4(w, "conv_transpose2d weight")?;
         if wi != cin {
@@ -318,11 +389,22 @@ impl ConvOps for CpuBackend {
         self.maybe_bias(y, bias)
     }
 
-    fn conv_transpose2d_backward_data(&self, dy: &Tensor, w: &Tensor, attrs: &ConvTranspose2dAttrs) -> Result<Tensor> {
+    fn conv_transpose2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor> {
         self.conv2d(dy, w, None, &attrs.as_conv())
     }
 
-    fn conv_transpose2d_backward_filter(&self, x: &Tensor, dy: &Tensor, w_shape: [usize; 4], attrs: &ConvTranspose2dAttrs) -> Result<Tensor> {
+    fn conv_transpose2d_backward_filter(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor> {
         self.conv2d_backward_filter(dy, x, w_shape, &attrs.as_conv())
     }
 }

@@ -16,12 +16,20 @@ pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
     Ok(())
 }
 
-fn zip_with(op: &'static str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
+fn zip_with(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Tensor> {
     same_shape(op, a, b)?;
     let b = b.contiguous()?;
     let bd = b.host_data()?;
     let mut out = a.to_vec()?;
-    out.par_iter_mut().with_min_len(8192).zip(bd.par_iter()).for_each(|(x, &y)| *x = f(*x, y));
+    out.par_iter_mut()
+        .with_min_len(8192)
+        .zip(bd.par_iter())
+        .for_each(|(x, &y)| *x = f(*x, y));
     Ok(Tensor::from_vec(out, a.shape())?)
 }
 
@@ -40,7 +48,9 @@ impl ElementwiseOps for CpuBackend {
 
     fn affine(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
         let mut v = x.to_vec()?;
-        v.par_iter_mut().with_min_len(8192).for_each(|e| *e = alpha * *e + beta);
+        v.par_iter_mut()
+            .with_min_len(8192)
+            .for_each(|e| *e = alpha * *e + beta);
         Ok(Tensor::from_vec(v, x.shape())?)
     }
 
@@ -80,7 +90,12 @@ impl ElementwiseOps for CpuBackend {
 
     fn sum_all(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let s: f64 = x.host_data()?.par_iter().with_min_len(8192).map(|&v| v as f64).sum();
+        let s: f64 = x
+            .host_data()?
+            .par_iter()
+            .with_min_len(8192)
+            .map(|&v| v as f64)
+            .sum();
         Ok(Tensor::scalar(s as f32))
     }
 

@@ -21,10 +21,17 @@ impl LossOps for CpuBackend {
         let mut want = vec![logits.shape()[0]];
         want.extend_from_slice(&logits.shape()[2..]);
         if labels.shape() != want.as_slice() {
-            return shape_err(OP, "labels", labels.shape(), format!("{want:?} for logits {:?}", logits.shape()));
+            return shape_err(
+                OP,
+                "labels",
+                labels.shape(),
+                format!("{want:?} for logits {:?}", logits.shape()),
+            );
         }
         let weights = match class_weights {
-            Some(w) if w.shape() != [c] => return shape_err(OP, "class weights", w.shape(), format!("[{c}]")),
+            Some(w) if w.shape() != [c] => {
+                return shape_err(OP, "class weights", w.shape(), format!("[{c}]"));
+            }
             Some(w) => w.to_vec()?,
             None => vec![1.0; c],
         };
@@ -35,20 +42,33 @@ impl LossOps for CpuBackend {
             .enumerate()
             .map(|(i, &v)| {
                 if v.fract() != 0.0 || !v.is_finite() {
-                    return Err(OpError::BadLabel { op: OP, index: i, value: v, classes: c });
+                    return Err(OpError::BadLabel {
+                        op: OP,
+                        index: i,
+                        value: v,
+                        classes: c,
+                    });
                 }
                 if ignore_index == Some(v as i64) {
                     return Ok(None);
                 }
                 if v < 0.0 || v as usize >= c {
-                    return Err(OpError::BadLabel { op: OP, index: i, value: v, classes: c });
+                    return Err(OpError::BadLabel {
+                        op: OP,
+                        index: i,
+                        value: v,
+                        classes: c,
+                    });
                 }
                 Ok(Some(v as usize))
             })
             .collect::<Result<_>>()?;
         let total_weight: f64 = classes.iter().flatten().map(|&k| weights[k] as f64).sum();
         if classes.iter().all(Option::is_none) {
-            return Err(OpError::AllIgnored { op: OP, ignore_index: ignore_index.unwrap_or(-100) });
+            return Err(OpError::AllIgnored {
+                op: OP,
+                ignore_index: ignore_index.unwrap_or(-100),
+            });
         }
         let logits = logits.contiguous()?;
         let ld = logits.host_data()?;
@@ -61,7 +81,9 @@ impl LossOps for CpuBackend {
                 let mut pixel = vec![0.0f32; c];
                 let mut acc = 0.0f64;
                 for i in 0..inner {
-                    let Some(k) = classes[n * inner + i] else { continue };
+                    let Some(k) = classes[n * inner + i] else {
+                        continue;
+                    };
                     for (ch, p) in pixel.iter_mut().enumerate() {
                         *p = ld[(n * c + ch) * inner + i];
                     }

@@ -10,12 +10,22 @@ use crate::backend::OptimizerOps;
 use crate::error::{OpError, Result};
 
 impl OptimizerOps for CpuBackend {
-    fn adam_step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, s: &AdamStep) -> Result<()> {
-        for t in [&*grad, &*m, &*v] {
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        s: &AdamStep,
+    ) -> Result<()> {
+        for t in [grad, &*m, &*v] {
             same_shape("adam_step", param, t)?;
         }
         if s.step == 0 {
-            return Err(OpError::Attr { op: "adam_step", reason: "step counts from 1".to_string() });
+            return Err(OpError::Attr {
+                op: "adam_step",
+                reason: "step counts from 1".to_string(),
+            });
         }
         let grad = grad.contiguous()?;
         let g = grad.host_data()?;
@@ -44,7 +54,13 @@ impl OptimizerOps for CpuBackend {
         Ok(())
     }
 
-    fn sgd_step(&self, param: &mut Tensor, grad: &Tensor, velocity: &mut Tensor, s: &SgdStep) -> Result<()> {
+    fn sgd_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        velocity: &mut Tensor,
+        s: &SgdStep,
+    ) -> Result<()> {
         same_shape("sgd_step", param, grad)?;
         same_shape("sgd_step", param, velocity)?;
         let grad = grad.contiguous()?;

@@ -74,38 +74,53 @@ impl PoolOps for CpuBackend {
         let xd = x.host_data()?;
         let mut y = vec![0.0f32; g.planes * g.ho * g.wo];
         if !y.is_empty() {
-            y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(p, out)| {
-                let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
-                for oh in 0..g.ho {
-                    for ow in 0..g.wo {
-                        out[oh * g.wo + ow] = plane[argmax(plane, &g, attrs, oh, ow)];
+            y.par_chunks_mut(g.ho * g.wo)
+                .enumerate()
+                .for_each(|(p, out)| {
+                    let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
+                    for oh in 0..g.ho {
+                        for ow in 0..g.wo {
+                            out[oh * g.wo + ow] = plane[argmax(plane, &g, attrs, oh, ow)];
+                        }
                     }
-                }
-            });
+                });
         }
         Ok(Tensor::from_vec(y, &[shape[0], shape[1], g.ho, g.wo])?)
     }
 
-    fn max_pool2d_backward(&self, x: &Tensor, _y: &Tensor, dy: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor> {
+    fn max_pool2d_backward(
+        &self,
+        x: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+        attrs: &Pool2dAttrs,
+    ) -> Result<Tensor> {
         let shape = shape4(x, "max_pool2d_backward")?;
         let g = geometry(shape, attrs)?;
         let want = [shape[0], shape[1], g.ho, g.wo];
         if dy.shape() != want {
-            return shape_err("max_pool2d_backward", "output gradient", dy.shape(), format!("{want:?}"));
+            return shape_err(
+                "max_pool2d_backward",
+                "output gradient",
+                dy.shape(),
+                format!("{want:?}"),
+            );
         }
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let (xd, dyd) = (x.host_data()?, dy.host_data()?);
         let mut dx = vec![0.0f32; x.numel()];
         if g.ho * g.wo > 0 {
-            dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(p, out)| {
-                let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
-                let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
-                for oh in 0..g.ho {
-                    for ow in 0..g.wo {
-                        out[argmax(plane, &g, attrs, oh, ow)] += grad[oh * g.wo + ow];
+            dx.par_chunks_mut(g.h * g.w)
+                .enumerate()
+                .for_each(|(p, out)| {
+                    let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
+                    let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
+                    for oh in 0..g.ho {
+                        for ow in 0..g.wo {
+                            out[argmax(plane, &g, attrs, oh, ow)] += grad[oh * g.wo + ow];
+                        }
                     }
-                }
-            });
+                });
         }
         Ok(Tensor::from_vec(dx, &shape)?)
     }
@@ -118,50 +133,76 @@ impl PoolOps for CpuBackend {
         let a = attrs;
         let mut y = vec![0.0f32; g.planes * g.ho * g.wo];
         if !y.is_empty() {
-            y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(p, out)| {
-                let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
-                for oh in 0..g.ho {
-                    let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
-                    for ow in 0..g.wo {
-                        let (w0, w1, wp) = window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
-                        let mut s = 0.0f32;
-                        for ih in h0..h1 {
-                            s += plane[ih * g.w + w0..ih * g.w + w1].iter().sum::<f32>();
+            y.par_chunks_mut(g.ho * g.wo)
+                .enumerate()
+                .for_each(|(p, out)| {
+                    let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
+                    for oh in 0..g.ho {
+                        let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
+                        for ow in 0..g.wo {
+                            let (w0, w1, wp) =
+                                window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
+                            let mut s = 0.0f32;
+                            for ih in h0..h1 {
+                                s += plane[ih * g.w + w0..ih * g.w + w1].iter().sum::<f32>();
+                            }
+                            let div = if a.count_include_pad {
+                                hp * wp
+                            } else {
+                                (h1 - h0) * (w1 - w0)
+                            };
+                            out[oh * g.wo + ow] = s / div.max(1) as f32;
                         }
-                        let div = if a.count_include_pad { hp * wp } else { (h1 - h0) * (w1 - w0) };
-                        out[oh * g.wo + ow] = s / div.max(1) as f32;
                     }
-                }
-            });
+                });
         }
         Ok(Tensor::from_vec(y, &[shape[0], shape[1], g.ho, g.wo])?)
     }
 
-    fn avg_pool2d_backward(&self, dy: &Tensor, x_shape: [usize; 4], attrs: &Pool2dAttrs) -> Result<Tensor> {
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Pool2dAttrs,
+    ) -> Result<Tensor> {
         let g = geometry(x_shape, attrs)?;
         let want = [x_shape[0], x_shape[1], g.ho, g.wo];
         if dy.shape() != want {
-            return shape_err("avg_pool2d_backward", "output gradient", dy.shape(), format!("{want:?}"));
+            return shape_err(
+                "avg_pool2d_backward",
+                "output gradient",
+                dy.shape(),
+                format!("{want:?}"),
+            );
         }
         let dy = dy.contiguous()?;
         let dyd = dy.host_data()?;
         let a = attrs;
         let mut dx = vec![0.0f32; x_shape.iter().product()];
         if g.ho * g.wo > 0 && !dx.is_empty() {
-            dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(p, out)| {
-                let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
-                for oh in 0..g.ho {
-                    let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
-                    for ow in 0..g.wo {
-                        let (w0, w1, wp) = window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
-                        let div = if a.count_include_pad { hp * wp } else { (h1 - h0) * (w1 - w0) };
-                        let v = grad[oh * g.wo + ow] / div.max(1) as f32;
-                        for ih in h0..h1 {
-                            out[ih * g.w + w0..ih * g.w + w1].iter_mut().for_each(|d| *d += v);
+            dx.par_chunks_mut(g.h * g.w)
+                .enumerate()
+                .for_each(|(p, out)| {
+                    let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
+                    for oh in 0..g.ho {
+                        let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
+                        for ow in 0..g.wo {
+                            let (w0, w1, wp) =
+                                window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
+                            let div = if a.count_include_pad {
+                                hp * wp
+                            } else {
+                                (h1 - h0) * (w1 - w0)
+                            };
+                            let v = grad[oh * g.wo + ow] / div.max(1) as f32;
+                            for ih in h0..h1 {
+                                out[ih * g.w + w0..ih * g.w + w1]
+                                    .iter_mut()
+                                    .for_each(|d| *d += v);
+                            }
                         }
                     }
-                }
-            });
+                });
         }
         Ok(Tensor::from_vec(dx, &x_shape)?)
     }

@@ -58,7 +58,12 @@ impl ResizeOps for CpuBackend {
         let (n, c, ho, wo) = dy.dims4("upsample_bilinear_backward")?;
         let [xn, xc, h, w] = x_shape;
         if (xn, xc) != (n, c) {
-            return shape_err("upsample_bilinear_backward", "output gradient", dy.shape(), format!("[{xn}, {xc}, H, W]"));
+            return shape_err(
+                "upsample_bilinear_backward",
+                "output gradient",
+                dy.shape(),
+                format!("[{xn}, {xc}, H, W]"),
+            );
         }
         check_sizes("upsample_bilinear_backward", [h, w], [ho, wo])?;
         let (th, tw) = (axis_taps(h, ho), axis_taps(w, wo));

@@ -9,9 +9,18 @@ use crate::error::{OpError, Result, shape_err};
 /// `(outer, size of dim, inner)` of a shape split at `dim`.
 fn around(shape: &[usize], dim: usize, op: &'static str) -> Result<(usize, usize, usize)> {
     if dim >= shape.len() {
-        return shape_err(op, "input", shape, format!("a tensor with more than {dim} dimensions"));
+        return shape_err(
+            op,
+            "input",
+            shape,
+            format!("a tensor with more than {dim} dimensions"),
+        );
     }
-    Ok((shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product()))
+    Ok((
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    ))
 }
 
 impl ShapeOps for CpuBackend {
@@ -25,9 +34,18 @@ impl ShapeOps for CpuBackend {
         out_shape[dim] = 0;
         for p in parts {
             let ok = p.rank() == first.rank()
-                && p.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == dim || a == b);
+                && p.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == dim || a == b);
             if !ok {
-                return shape_err("concat", "part", p.shape(), format!("{:?} except along dimension {dim}", first.shape()));
+                return shape_err(
+                    "concat",
+                    "part",
+                    p.shape(),
+                    format!("{:?} except along dimension {dim}", first.shape()),
+                );
             }
             out_shape[dim] += p.shape()[dim];
         }
@@ -52,7 +70,10 @@ impl ShapeOps for CpuBackend {
         if sizes.iter().sum::<usize>() != size {
             return Err(OpError::Attr {
                 op: "split",
-                reason: format!("sizes {sizes:?} do not add up to dimension {dim} of {:?}", x.shape()),
+                reason: format!(
+                    "sizes {sizes:?} do not add up to dimension {dim} of {:?}",
+                    x.shape()
+                ),
             });
         }
         let mut start = 0;

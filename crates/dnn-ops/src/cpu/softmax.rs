@@ -18,30 +18,41 @@ pub(crate) fn channel_dims(shape: &[usize], op: &'static str) -> Result<(usize, 
 
 /// Applies `f(values of one pixel across channels, output)` to every pixel; the channel values
 /// are gathered from stride `inner`.
-fn per_pixel(x: &[f32], dims: (usize, usize, usize), f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+fn per_pixel(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     let (_, c, inner) = dims;
     let mut y = vec![0.0f32; x.len()];
     if y.is_empty() {
         return y;
     }
-    y.par_chunks_mut(c * inner).zip(x.par_chunks(c * inner)).for_each(|(yo, xo)| {
-        let mut inbuf = vec![0.0f32; c];
-        let mut outbuf = vec![0.0f32; c];
-        for i in 0..inner {
-            for ch in 0..c {
-                inbuf[ch] = xo[ch * inner + i];
+    y.par_chunks_mut(c * inner)
+        .zip(x.par_chunks(c * inner))
+        .for_each(|(yo, xo)| {
+            let mut inbuf = vec![0.0f32; c];
+            let mut outbuf = vec![0.0f32; c];
+            for i in 0..inner {
+                for ch in 0..c {
+                    inbuf[ch] = xo[ch * inner + i];
+                }
+                f(&inbuf, &mut outbuf);
+                for ch in 0..c {
+                    yo[ch * inner + i] = outbuf[ch];
+                }
             }
-            f(&inbuf, &mut outbuf);
-            for ch in 0..c {
-                yo[ch * inner + i] = outbuf[ch];
-            }
-        }
-    });
+        });
     y
 }
 
 /// Two inputs per pixel (`y` and `dy`), one output.
-fn per_pixel2(a: &[f32], b: &[f32], dims: (usize, usize, usize), f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+fn per_pixel2(
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     let (_, c, inner) = dims;
     let mut out = vec![0.0f32; a.len()];
     if out.is_empty() {
@@ -80,7 +91,9 @@ impl SoftmaxOps for CpuBackend {
         let x = x.contiguous()?;
         let y = per_pixel(x.host_data()?, dims, |v, out| {
             let lse = log_sum_exp(v);
-            out.iter_mut().zip(v).for_each(|(o, &e)| *o = (e - lse).exp());
+            out.iter_mut()
+                .zip(v)
+                .for_each(|(o, &e)| *o = (e - lse).exp());
         });
         Ok(Tensor::from_vec(y, x.shape())?)
     }
@@ -91,7 +104,9 @@ impl SoftmaxOps for CpuBackend {
         let (y, dy) = (y.contiguous()?, dy.contiguous()?);
         let dx = per_pixel2(y.host_data()?, dy.host_data()?, dims, |yv, dv, out| {
             let dot: f32 = yv.iter().zip(dv).map(|(a, b)| a * b).sum();
-            out.iter_mut().zip(yv.iter().zip(dv)).for_each(|(o, (&a, &b))| *o = a * (b - dot));
+            out.iter_mut()
+                .zip(yv.iter().zip(dv))
+                .for_each(|(o, (&a, &b))| *o = a * (b - dot));
         });
         Ok(Tensor::from_vec(dx, y.shape())?)
     }
@@ -112,7 +127,9 @@ impl SoftmaxOps for CpuBackend {
         let (y, dy) = (y.contiguous()?, dy.contiguous()?);
         let dx = per_pixel2(y.host_data()?, dy.host_data()?, dims, |yv, dv, out| {
             let sum: f32 = dv.iter().sum();
-            out.iter_mut().zip(yv.iter().zip(dv)).for_each(|(o, (&a, &b))| *o = b - a.exp() * sum);
+            out.iter_mut()
+                .zip(yv.iter().zip(dv))
+                .for_each(|(o, (&a, &b))| *o = b - a.exp() * sum);
         });
         Ok(Tensor::from_vec(dx, y.shape())?)
     }

@@ -1,0 +1,224 @@
+//! Contracts of the CPU ops beyond PyTorch parity: typed errors on bad shapes, layout
+//! independence, optimizer update rules, and a GEMM path check on odd sizes.
+
+use dnn_ops::backend::*;
+use dnn_ops::testing::random_tensor;
+use dnn_ops::{AdamStep, Conv2dAttrs, CpuBackend, OpError, Pool2dAttrs, SgdStep, Tensor};
+use magma_tensor::{MemoryFormat, SeededRng};
+
+#[test]
+fn shape_mistakes_are_typed_errors_not_panics() {
+    let be = CpuBackend::new();
+    let x = Tensor::zeros(&[1, 3, 8, 8]);
+    let w = Tensor::zeros(&[4, 2, 3, 3]);
+    assert!(matches!(
+        be.conv2d(&x, &w, None, &Conv2dAttrs::new()),
+        Err(OpError::Shape { .. })
+    ));
+    let w = Tensor::zeros(&[4, 3, 9, 9]);
+    assert!(matches!(
+        be.conv2d(&x, &w, None, &Conv2dAttrs::new()),
+        Err(OpError::Attr { .. })
+    ));
+    assert!(matches!(
+        be.conv2d(
+            &x,
+            &Tensor::zeros(&[4, 3, 3, 3]),
+            None,
+            &Conv2dAttrs::new().with_stride([0, 1])
+        ),
+        Err(OpError::Attr { .. })
+    ));
+    assert!(
+        be.conv2d(&Tensor::zeros(&[3, 8, 8]), &w, None, &Conv2dAttrs::new())
+            .is_err()
+    );
+    assert!(matches!(
+        be.max_pool2d(&Tensor::zeros(&[1, 1, 1, 1]), &Pool2dAttrs::square(2)),
+        Err(OpError::Attr { .. })
+    ));
+    assert!(matches!(
+        be.add(&x, &Tensor::zeros(&[1, 3, 8, 7])),
+        Err(OpError::Shape { .. })
+    ));
+    assert!(
+        be.matmul(
+            &Tensor::zeros(&[2, 3]),
+            &Tensor::zeros(&[2, 3]),
+            false,
+            false
+        )
+        .is_err()
+    );
+    assert!(be.concat(&[&x, &Tensor::zeros(&[1, 3, 4, 8])], 1).is_err());
+    assert!(be.split(&x, 1, &[1, 1]).is_err());
+    assert!(be.dropout(&x, 1.0, 0).is_err());
+}
+
+#[test]
+fn cross_entropy_rejects_bad_labels_and_all_ignored_batches() {
+    let be = CpuBackend::new();
+    let logits = Tensor::zeros(&[1, 3, 2, 2]);
+    let bad = Tensor::from_vec(vec![0.0, 1.0, 3.0, 2.0], &[1, 2, 2]).unwrap();
+    match be.cross_entropy(&logits, &bad, None, None) {
+        Err(OpError::BadLabel {
+            index,
+            value,
+            classes,
+            ..
+        }) => assert_eq!((index, value, classes), (2, 3.0, 3)),
+        other => panic!("expected BadLabel, got {other:?}"),
+    }
+    let frac = Tensor::from_vec(vec![0.0, 1.5, 1.0, 2.0], &[1, 2, 2]).unwrap();
+    assert!(matches!(
+        be.cross_entropy(&logits, &frac, None, None),
+        Err(OpError::BadLabel { .. })
+    ));
+    let ignored = Tensor::full(&[1, 2, 2], 255.0);
+    assert!(matches!(
+        be.cross_entropy(&logits, &ignored, None, Some(255)),
+        Err(OpError::AllIgnored { .. })
+    ));
+    // Uniform logits: the loss is ln(3) whatever the labels.
+    let ok = Tensor::from_vec(vec![0.0, 1.0, 2.0, 255.0], &[1, 2, 2]).unwrap();
+    let (loss, _) = be.cross_entropy(&logits, &ok, None, Some(255)).unwrap();
+    assert!((loss.item().unwrap() - 3f32.ln()).abs() < 1e-6);
+}
+
+#[test]
+fn channels_last_inputs_give_the_same_results() {
+    let be = CpuBackend::new();
+    let mut rng = SeededRng::new(1);
+    let x = random_tensor(&[2, 3, 6, 5], &mut rng, 0.01);
+    let w = random_tensor(&[4, 3, 3, 3], &mut rng, 0.01);
+    let nhwc = x.to_memory_format(MemoryFormat::ChannelsLast).unwrap();
+    let attrs = Conv2dAttrs::new().with_padding([1, 1]);
+    let a = be.conv2d(&x, &w, None, &attrs).unwrap();
+    let b = be.conv2d(&nhwc, &w, None, &attrs).unwrap();
+    assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap());
+    assert_eq!(
+        be.max_pool2d(&x, &Pool2dAttrs::square(2))
+            .unwrap()
+            .to_vec()
+            .unwrap(),
+        be.max_pool2d(&nhwc, &Pool2dAttrs::square(2))
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    );
+}
+
+#[test]
+fn matmul_matches_a_naive_product_on_odd_sizes_and_transposes() {
+    let be = CpuBackend::new();
+    let mut rng = SeededRng::new(2);
+    for (m, k, n) in [(1, 1, 1), (7, 13, 5), (65, 33, 70), (3, 200, 2)] {
+        let a = random_tensor(&[m, k], &mut rng, 0.0);
+        let b = random_tensor(&[k, n], &mut rng, 0.0);
+        let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+        let naive: Vec<f32> = (0..m * n)
+            .map(|i| {
+                (0..k)
+                    .map(|p| av[i / n * k + p] as f64 * bv[p * n + i % n] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let got = be.matmul(&a, &b, false, false).unwrap().to_vec().unwrap();
+        let at = a.permute(&[1, 0]).unwrap().contiguous().unwrap();
+        let bt = b.permute(&[1, 0]).unwrap().contiguous().unwrap();
+        let got_t = be.matmul(&at, &bt, true, true).unwrap().to_vec().unwrap();
+        for i in 0..m * n {
+            assert!(
+                (got[i] - naive[i]).abs() < 1e-4 * (1.0 + naive[i].abs()),
+                "({m},{k},{n})[{i}]"
+            );
+            assert!((got_t[i] - naive[i]).abs() < 1e-4 * (1.0 + naive[i].abs()));
+        }
+    }
+}
+
+/// Adam written out in f64, step by step, as in Kingma & Ba (and PyTorch's `torch.optim.Adam`).
+fn adam_reference(p: f64, grads: &[f64], lr: f64, wd: f64, decoupled: bool) -> f64 {
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let (mut p, mut m, mut v) = (p, 0.0, 0.0);
+    for (t, &g0) in grads.iter().enumerate() {
+        let t = (t + 1) as i32;
+        let mut g = g0;
+        if decoupled {
+            p *= 1.0 - lr * wd;
+        } else {
+            g += wd * p;
+        }
+        m = b1 * m + (1.0 - b1) * g;
+        v = b2 * v + (1.0 - b2) * g * g;
+        let mhat = m / (1.0 - b1.powi(t));
+        let vhat = v / (1.0 - b2.powi(t));
+        p -= lr * mhat / (vhat.sqrt() + eps);
+    }
+    p
+}
+
+#[test]
+fn adam_and_adamw_follow_the_published_update() {
+    let be = CpuBackend::new();
+    let grads = [0.5, -1.0, 0.25, 2.0, -0.1];
+    for decoupled in [false, true] {
+        let mut p = Tensor::from_vec(vec![1.5], &[1]).unwrap();
+        let (mut m, mut v) = (Tensor::zeros(&[1]), Tensor::zeros(&[1]));
+        for (i, &g) in grads.iter().enumerate() {
+            let step = AdamStep {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                decoupled_weight_decay: decoupled,
+                step: i as u64 + 1,
+            };
+            be.adam_step(
+                &mut p,
+                &Tensor::from_vec(vec![g as f32], &[1]).unwrap(),
+                &mut m,
+                &mut v,
+                &step,
+            )
+            .unwrap();
+        }
+        let want = adam_reference(1.5, &grads, 0.01, 0.1, decoupled);
+        assert!(
+            (p.item().unwrap() as f64 - want).abs() < 1e-6,
+            "decoupled={decoupled}: {} vs {want}",
+            p.item().unwrap()
+        );
+    }
+}
+
+#[test]
+fn sgd_momentum_and_nesterov_follow_pytorch_rules() {
+    let be = CpuBackend::new();
+    let grads = [1.0f32, -0.5, 0.25];
+    for nesterov in [false, true] {
+        let mut p = Tensor::from_vec(vec![2.0], &[1]).unwrap();
+        let mut buf = Tensor::zeros(&[1]);
+        let (mut pr, mut br) = (2.0f64, 0.0f64);
+        for &g in &grads {
+            let step = SgdStep {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov,
+                weight_decay: 0.01,
+            };
+            be.sgd_step(
+                &mut p,
+                &Tensor::from_vec(vec![g], &[1]).unwrap(),
+                &mut buf,
+                &step,
+            )
+            .unwrap();
+            let d = g as f64 + 0.01 * pr;
+            br = 0.9 * br + d;
+            pr -= 0.1 * if nesterov { d + 0.9 * br } else { br };
+        }
+        assert!((p.item().unwrap() as f64 - pr).abs() < 1e-6);
+    }
+}
