@@ -8,6 +8,14 @@ use anyhow::{Context, Result, bail};
 pub const REQUIRED: &[(&str, &str)] = &[
     ("pkg-config", "finds the C libraries that -sys crates link"),
     ("build-essential", "C compiler and linker for -sys crates"),
+    (
+        "libhdf5-dev",
+        "HDF5 weights, checkpoints and datasets (hdf5-metno)",
+    ),
+    (
+        "python3-h5py",
+        "tests check that h5py reads the HDF5 files we write",
+    ),
 ];
 
 fn installed(package: &str) -> bool {

@@ -265,3 +265,22 @@ pub struct SgdStep {
     pub nesterov: bool,
     pub weight_decay: f32,
 }
+
+/// Hyper-parameters of one Adagrad step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdagradStep {
+    pub lr: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+/// Hyper-parameters of one RMSProp step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmsPropStep {
+    pub lr: f32,
+    /// Smoothing constant of the squared-gradient average.
+    pub alpha: f32,
+    pub eps: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}

@@ -7,7 +7,8 @@
 use magma_tensor::Tensor;
 
 use crate::attrs::{
-    Activation, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, Pool2dAttrs, SgdStep,
+    Activation, AdagradStep, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs,
+    Pool2dAttrs, RmsPropStep, SgdStep,
 };
 use crate::error::Result;
 
@@ -239,6 +240,24 @@ pub trait OptimizerOps {
         m: &mut Tensor,
         v: &mut Tensor,
         step: &AdamStep,
+    ) -> Result<()>;
+    /// One Adagrad step; `sum_sq` accumulates squared gradients.
+    fn adagrad_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        sum_sq: &mut Tensor,
+        step: &AdagradStep,
+    ) -> Result<()>;
+    /// One RMSProp step; `square_avg` is the running mean of squared gradients, `momentum_buf`
+    /// the momentum buffer (unused when momentum is 0).
+    fn rmsprop_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        square_avg: &mut Tensor,
+        momentum_buf: &mut Tensor,
+        step: &RmsPropStep,
     ) -> Result<()>;
     /// One SGD step with optional (Nesterov) momentum held in `velocity`.
     fn sgd_step(

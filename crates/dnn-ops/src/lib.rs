@@ -17,7 +17,8 @@ mod error;
 pub mod testing;
 
 pub use attrs::{
-    Activation, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, Pool2dAttrs, SgdStep,
+    Activation, AdagradStep, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs,
+    Pool2dAttrs, RmsPropStep, SgdStep,
 };
 pub use autodiff::{Gradients, Graph, ParamId, Parameter, Var};
 pub use backend::Backend;

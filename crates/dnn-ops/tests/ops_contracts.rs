@@ -222,3 +222,72 @@ fn sgd_momentum_and_nesterov_follow_pytorch_rules() {
         assert!((p.item().unwrap() as f64 - pr).abs() < 1e-6);
     }
 }
+
+#[test]
+fn adagrad_and_rmsprop_follow_pytorch_rules() {
+    use dnn_ops::{AdagradStep, RmsPropStep};
+    let be = CpuBackend::new();
+    let grads = [0.7f64, -0.2, 1.3, 0.05];
+    // Adagrad (torch.optim.Adagrad, lr_decay 0, initial accumulator 0).
+    let mut p = Tensor::from_vec(vec![1.0], &[1]).unwrap();
+    let mut acc = Tensor::zeros(&[1]);
+    let (mut pr, mut ar) = (1.0f64, 0.0f64);
+    for &g in &grads {
+        let s = AdagradStep {
+            lr: 0.1,
+            eps: 1e-10,
+            weight_decay: 0.01,
+        };
+        be.adagrad_step(
+            &mut p,
+            &Tensor::from_vec(vec![g as f32], &[1]).unwrap(),
+            &mut acc,
+            &s,
+        )
+        .unwrap();
+        let g = g + 0.01 * pr;
+        ar += g * g;
+        pr -= 0.1 * g / (ar.sqrt() + 1e-10);
+    }
+    assert!(
+        (p.item().unwrap() as f64 - pr).abs() < 1e-6,
+        "adagrad {} vs {pr}",
+        p.item().unwrap()
+    );
+    // RMSProp (torch.optim.RMSprop, centered = false), with and without momentum.
+    for momentum in [0.0f64, 0.9] {
+        let mut p = Tensor::from_vec(vec![1.0], &[1]).unwrap();
+        let (mut sq, mut buf) = (Tensor::zeros(&[1]), Tensor::zeros(&[1]));
+        let (mut pr, mut sr, mut br) = (1.0f64, 0.0f64, 0.0f64);
+        for &g in &grads {
+            let s = RmsPropStep {
+                lr: 0.01,
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: momentum as f32,
+                weight_decay: 0.0,
+            };
+            be.rmsprop_step(
+                &mut p,
+                &Tensor::from_vec(vec![g as f32], &[1]).unwrap(),
+                &mut sq,
+                &mut buf,
+                &s,
+            )
+            .unwrap();
+            sr = 0.99 * sr + 0.01 * g * g;
+            let step = g / (sr.sqrt() + 1e-8);
+            if momentum > 0.0 {
+                br = momentum * br + step;
+                pr -= 0.01 * br;
+            } else {
+                pr -= 0.01 * step;
+            }
+        }
+        assert!(
+            (p.item().unwrap() as f64 - pr).abs() < 1e-5,
+            "rmsprop m={momentum}: {} vs {pr}",
+            p.item().unwrap()
+        );
+    }
+}

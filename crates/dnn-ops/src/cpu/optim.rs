@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::elementwise::same_shape;
-use crate::attrs::{AdamStep, SgdStep};
+use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
 use crate::backend::OptimizerOps;
 use crate::error::{OpError, Result};
 
@@ -78,6 +78,65 @@ impl OptimizerOps for CpuBackend {
                     d = if s.nesterov { d + s.momentum * *b } else { *b };
                 }
                 *p -= s.lr * d;
+            });
+        Ok(())
+    }
+
+    fn adagrad_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        sum_sq: &mut Tensor,
+        s: &AdagradStep,
+    ) -> Result<()> {
+        same_shape("adagrad_step", param, grad)?;
+        same_shape("adagrad_step", param, sum_sq)?;
+        let grad = grad.contiguous()?;
+        let g = grad.host_data()?;
+        let p = param.host_data_mut()?;
+        let acc = sum_sq.host_data_mut()?;
+        p.par_iter_mut()
+            .with_min_len(4096)
+            .zip(acc.par_iter_mut())
+            .zip(g.par_iter())
+            .for_each(|((p, a), &g)| {
+                let g = g + s.weight_decay * *p;
+                *a += g * g;
+                *p -= s.lr * g / (a.sqrt() + s.eps);
+            });
+        Ok(())
+    }
+
+    fn rmsprop_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        square_avg: &mut Tensor,
+        momentum_buf: &mut Tensor,
+        s: &RmsPropStep,
+    ) -> Result<()> {
+        for t in [grad, &*square_avg, &*momentum_buf] {
+            same_shape("rmsprop_step", param, t)?;
+        }
+        let grad = grad.contiguous()?;
+        let g = grad.host_data()?;
+        let p = param.host_data_mut()?;
+        let sq = square_avg.host_data_mut()?;
+        let buf = momentum_buf.host_data_mut()?;
+        p.par_iter_mut()
+            .with_min_len(4096)
+            .zip(sq.par_iter_mut().zip(buf.par_iter_mut()))
+            .zip(g.par_iter())
+            .for_each(|((p, (sq, b)), &g)| {
+                let g = g + s.weight_decay * *p;
+                *sq = s.alpha * *sq + (1.0 - s.alpha) * g * g;
+                let step = g / (sq.sqrt() + s.eps);
+                if s.momentum > 0.0 {
+                    *b = s.momentum * *b + step;
+                    *p -= s.lr * *b;
+                } else {
+                    *p -= s.lr * step;
+                }
             });
         Ok(())
     }

@@ -1,0 +1,82 @@
+//! Per-parameter optimizer state, keyed by parameter name.
+
+use std::collections::BTreeMap;
+
+use dnn_ops::Tensor;
+
+use crate::error::{LayerError, Result};
+
+/// Named slots (e.g. Adam's `m` and `v`) for every parameter, and the step count.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    /// Completed update steps.
+    pub step: u64,
+    slot_names: &'static [&'static str],
+    slots: BTreeMap<String, Vec<Tensor>>,
+}
+
+impl SlotState {
+    pub fn new(slot_names: &'static [&'static str]) -> Self {
+        Self {
+            step: 0,
+            slot_names,
+            slots: BTreeMap::new(),
+        }
+    }
+
+    /// The slots of `param`, created as zeros of `like`'s shape on first use.
+    pub fn slots_for(&mut self, param: &str, like: &Tensor) -> &mut Vec<Tensor> {
+        let n = self.slot_names.len();
+        self.slots
+            .entry(param.to_string())
+            .or_insert_with(|| (0..n).map(|_| like.zeros_like()).collect())
+    }
+
+    /// Every slot tensor as `(param/slot, tensor)`.
+    pub fn export(&self) -> Vec<(String, Tensor)> {
+        self.slots
+            .iter()
+            .flat_map(|(param, tensors)| {
+                self.slot_names
+                    .iter()
+                    .zip(tensors)
+                    .map(move |(slot, t)| (format!("{param}/{slot}"), t.clone()))
+            })
+            .collect()
+    }
+
+    /// Restores slots exported by [`SlotState::export`]; `lookup(name)` returns a stored tensor.
+    pub fn import(
+        &mut self,
+        step: u64,
+        params: &[(String, Vec<usize>)],
+        lookup: impl Fn(&str) -> Option<Tensor>,
+    ) -> Result<()> {
+        let mut slots = BTreeMap::new();
+        for (param, shape) in params {
+            let mut tensors = Vec::new();
+            for slot in self.slot_names {
+                let key = format!("{param}/{slot}");
+                match lookup(&key) {
+                    Some(t) if t.shape() == shape.as_slice() => tensors.push(t),
+                    Some(t) => {
+                        return Err(LayerError::Data(format!(
+                            "optimizer state {key} has shape {:?}, the parameter {shape:?}",
+                            t.shape()
+                        )));
+                    }
+                    None if step == 0 => tensors.push(dnn_ops::Tensor::zeros(shape)),
+                    None => {
+                        return Err(LayerError::Data(format!(
+                            "optimizer state {key} is missing"
+                        )));
+                    }
+                }
+            }
+            slots.insert(param.clone(), tensors);
+        }
+        self.step = step;
+        self.slots = slots;
+        Ok(())
+    }
+}
