@@ -15,6 +15,7 @@ pub mod layers;
 pub mod loss;
 pub mod metrics;
 mod model;
+pub mod models;
 mod module;
 pub mod optim;
 mod progress;

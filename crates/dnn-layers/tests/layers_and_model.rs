@@ -12,22 +12,22 @@ use magma_tensor::SeededRng;
 
 fn lenet_like(rng: &mut SeededRng) -> Sequential {
     Sequential::new()
-        .add(Input::new(&[1, 12, 12]))
-        .add(
+        .with(Input::new(&[1, 12, 12]))
+        .with(
             Conv2dConfig::new(1, 4, [3, 3])
                 .with_same_padding()
                 .init("conv1", rng)
                 .unwrap(),
         )
-        .add(BatchNormConfig::new(4).init("bn1").unwrap())
-        .add(ActivationLayer::relu())
-        .add(Pool::max(2))
-        .add(Flatten)
-        .add(LinearConfig::new(4 * 6 * 6, 16).init("fc1", rng).unwrap())
-        .add(ActivationLayer::relu())
-        .add(Dropout::new(0.1, rng).unwrap())
-        .add(LinearConfig::new(16, 3).init("fc2", rng).unwrap())
-        .add(Output::Softmax)
+        .with(BatchNormConfig::new(4).init("bn1").unwrap())
+        .with(ActivationLayer::relu())
+        .with(Pool::max(2))
+        .with(Flatten)
+        .with(LinearConfig::new(4 * 6 * 6, 16).init("fc1", rng).unwrap())
+        .with(ActivationLayer::relu())
+        .with(Dropout::new(0.1, rng).unwrap())
+        .with(LinearConfig::new(16, 3).init("fc2", rng).unwrap())
+        .with(Output::Softmax)
 }
 
 /// Three classes of 12×12 images: a horizontal bar, a vertical bar, or a dot, with noise.
@@ -184,7 +184,7 @@ fn mse_fits_a_linear_map_and_its_gradient_is_exact() {
         .flat_map(|r| [2.0 * r[0] - r[1] + 0.5, r[2] * 3.0])
         .collect();
     let data = TensorDataset::new(x, Tensor::from_vec(y, &[64, 2]).unwrap()).unwrap();
-    let net = Sequential::new().add(LinearConfig::new(3, 2).init("fc", &mut rng).unwrap());
+    let net = Sequential::new().with(LinearConfig::new(3, 2).init("fc", &mut rng).unwrap());
     let mut model = Model::new(net, MseLoss, Adam::new(0.05), CpuBackend::new());
     let cfg = FitConfig {
         epochs: 60,
@@ -218,7 +218,7 @@ fn a_nan_input_stops_training_with_the_step_named() {
     x[5] = f32::NAN;
     let data =
         TensorDataset::new(Tensor::from_vec(x, &[8, 3]).unwrap(), Tensor::zeros(&[8])).unwrap();
-    let net = Sequential::new().add(LinearConfig::new(3, 2).init("fc", &mut rng).unwrap());
+    let net = Sequential::new().with(LinearConfig::new(3, 2).init("fc", &mut rng).unwrap());
     let mut model = Model::new(
         net,
         CrossEntropyLoss::new(),

@@ -11,14 +11,14 @@ use magma_tensor::SeededRng;
 fn net(seed: u64, hidden: usize) -> Sequential {
     let mut rng = SeededRng::new(seed);
     Sequential::new()
-        .add(
+        .with(
             Conv2dConfig::new(1, 2, [3, 3])
                 .init("features/conv1", &mut rng)
                 .unwrap(),
         )
-        .add(BatchNormConfig::new(2).init("features/bn1").unwrap())
-        .add(Flatten)
-        .add(
+        .with(BatchNormConfig::new(2).init("features/bn1").unwrap())
+        .with(Flatten)
+        .with(
             LinearConfig::new(8, hidden)
                 .init("head/fc", &mut rng)
                 .unwrap(),

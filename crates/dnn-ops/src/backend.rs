@@ -228,6 +228,28 @@ pub trait LossOps {
         class_weights: Option<&Tensor>,
         ignore_index: Option<i64>,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// Cross-entropy with a weight per pixel: `Σ wᵢ·CEᵢ / Σ wᵢ` over non-ignored pixels, for
+    /// `logits` `[N, C, ...]`, `labels` `[N, ...]` and `pixel_weights` `[N, ...]` (all ≥ 0).
+    /// Returns `(loss, dloss/dlogits)`.
+    fn pixel_weighted_cross_entropy(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        pixel_weights: &Tensor,
+        ignore_index: Option<i64>,
+    ) -> Result<(Tensor, Tensor)>;
+
+    /// Soft multi-class Dice loss on softmax probabilities:
+    /// `1 − (1/C)·Σ_c (2·Σᵢ pᵢc·tᵢc + ε) / (Σᵢ pᵢc + Σᵢ tᵢc + ε)`, ignored pixels excluded.
+    /// Returns `(loss, dloss/dlogits)`.
+    fn soft_dice(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        eps: f32,
+        ignore_index: Option<i64>,
+    ) -> Result<(Tensor, Tensor)>;
 }
 
 /// In-place parameter updates.

@@ -343,3 +343,25 @@ fn a_shared_parameter_and_a_fan_out_sum_their_gradients() {
         assert!((got[i] - want).abs() < 1e-5, "{i}: {} vs {want}", got[i]);
     }
 }
+
+#[test]
+fn pixel_weighted_cross_entropy_and_soft_dice_gradients() {
+    for_each_backend(|be| {
+        let mut rng = SeededRng::new(13);
+        let (n, c, h, w) = (2, 3, dim(&mut rng, 2, 4), dim(&mut rng, 2, 4));
+        let logits = random_tensor(&[n, c, h, w], &mut rng, 0.05);
+        let labels: Vec<f32> = (0..n * h * w)
+            .map(|i| if i % 7 == 6 { 255.0 } else { (i % c) as f32 })
+            .collect();
+        let labels = Tensor::from_vec(labels, &[n, h, w]).unwrap();
+        let weights = random_tensor(&[n, h, w], &mut rng, 0.1)
+            .map(|v| v.abs() + 0.2)
+            .unwrap();
+        check(be, std::slice::from_ref(&logits), |g, v| {
+            g.pixel_weighted_cross_entropy(v[0], &labels, &weights, Some(255))
+        });
+        check(be, &[logits], |g, v| {
+            g.soft_dice(v[0], &labels, 1.0, Some(255))
+        });
+    });
+}

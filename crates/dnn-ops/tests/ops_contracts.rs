@@ -291,3 +291,53 @@ fn adagrad_and_rmsprop_follow_pytorch_rules() {
         );
     }
 }
+
+#[test]
+fn pixel_weights_reduce_to_class_weights_and_perfect_predictions_have_zero_dice_loss() {
+    let be = CpuBackend::new();
+    let mut rng = SeededRng::new(5);
+    let logits = random_tensor(&[2, 3, 3, 4], &mut rng, 0.0);
+    let labels: Vec<f32> = (0..24).map(|i| (i % 3) as f32).collect();
+    let class_w = [0.5f32, 2.0, 1.5];
+    let pixel_w: Vec<f32> = labels.iter().map(|&l| class_w[l as usize]).collect();
+    let labels = Tensor::from_vec(labels, &[2, 3, 4]).unwrap();
+    let (a, ga) = be
+        .cross_entropy(
+            &logits,
+            &labels,
+            Some(&Tensor::from_vec(class_w.to_vec(), &[3]).unwrap()),
+            None,
+        )
+        .unwrap();
+    let (b, gb) = be
+        .pixel_weighted_cross_entropy(
+            &logits,
+            &labels,
+            &Tensor::from_vec(pixel_w, &[2, 3, 4]).unwrap(),
+            None,
+        )
+        .unwrap();
+    assert!((a.item().unwrap() - b.item().unwrap()).abs() < 1e-6);
+    assert!(ga.max_abs_diff(&gb).unwrap() < 1e-7);
+    // Logits that put (almost) all mass on the right class: Dice loss ≈ 0; uniform: known value.
+    let l = labels.to_vec().unwrap();
+    let mut sharp = vec![0.0f32; 72];
+    for (i, &k) in l.iter().enumerate() {
+        let (n, p) = (i / 12, i % 12);
+        sharp[(n * 3 + k as usize) * 12 + p] = 30.0;
+    }
+    let (loss, _) = be
+        .soft_dice(
+            &Tensor::from_vec(sharp, &[2, 3, 3, 4]).unwrap(),
+            &labels,
+            1e-6,
+            None,
+        )
+        .unwrap();
+    assert!(loss.item().unwrap() < 1e-5);
+    // Uniform logits: p = 1/3 everywhere, 8 pixels per class: dice_c = (2·8/3)/(8 + 8) = 1/3.
+    let (loss, _) = be
+        .soft_dice(&Tensor::zeros(&[2, 3, 3, 4]), &labels, 1e-9, None)
+        .unwrap();
+    assert!((loss.item().unwrap() - 2.0 / 3.0).abs() < 1e-5);
+}

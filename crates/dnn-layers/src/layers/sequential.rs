@@ -25,7 +25,7 @@ impl Sequential {
     }
 
     /// Appends a layer (builder style).
-    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+    pub fn with(mut self, layer: impl Module + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
     }

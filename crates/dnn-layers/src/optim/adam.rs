@@ -50,6 +50,20 @@ impl Adam {
     }
 }
 
+impl Adam {
+    /// `Adam(lr …)` or `AdamW(lr …, wd …)`.
+    pub fn describe_short(&self) -> String {
+        if self.decoupled {
+            format!(
+                "AdamW(lr {:e}, weight decay {})",
+                self.lr, self.weight_decay
+            )
+        } else {
+            format!("Adam(lr {:e})", self.lr)
+        }
+    }
+}
+
 impl Optimizer for Adam {
     fn step(
         &mut self,

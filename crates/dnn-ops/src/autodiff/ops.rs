@@ -373,4 +373,49 @@ impl Graph<'_> {
             },
         ))
     }
+
+    /// Mean cross-entropy weighted per pixel (`Σ wᵢ·CEᵢ / Σ wᵢ`), `pixel_weights` shaped like the
+    /// labels. The weights are constants (no gradient flows into them).
+    pub fn pixel_weighted_cross_entropy(
+        &self,
+        logits: Var,
+        labels: &Tensor,
+        pixel_weights: &Tensor,
+        ignore_index: Option<i64>,
+    ) -> Result<Var> {
+        let (loss, dlogits) = self.backend().pixel_weighted_cross_entropy(
+            &self.value(logits),
+            labels,
+            pixel_weights,
+            ignore_index,
+        )?;
+        Ok(self.record(
+            "pixel_weighted_cross_entropy",
+            loss,
+            &[logits],
+            move |be: &dyn Backend, dy| {
+                let scale = be.broadcast_scalar(dy, dlogits.shape())?;
+                Ok(vec![Some(be.mul(&dlogits, &scale)?)])
+            },
+        ))
+    }
+
+    /// Soft multi-class Dice loss of the softmax of `logits` against integer `labels`.
+    pub fn soft_dice(
+        &self,
+        logits: Var,
+        labels: &Tensor,
+        eps: f32,
+        ignore_index: Option<i64>,
+    ) -> Result<Var> {
+        let (loss, dlogits) =
+            self.backend()
+                .soft_dice(&self.value(logits), labels, eps, ignore_index)?;
+        Ok(
+            self.record("soft_dice", loss, &[logits], move |be: &dyn Backend, dy| {
+                let scale = be.broadcast_scalar(dy, dlogits.shape())?;
+                Ok(vec![Some(be.mul(&dlogits, &scale)?)])
+            }),
+        )
+    }
 }

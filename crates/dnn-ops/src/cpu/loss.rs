@@ -1,4 +1,5 @@
-//! Pixel-wise cross-entropy, fused with its gradient, on the CPU.
+//! Pixel-wise losses fused with their gradients on the CPU: cross-entropy (class weights,
+//! ignore index), cross-entropy with per-pixel weights, and soft multi-class Dice.
 
 use magma_tensor::Tensor;
 use rayon::prelude::*;
@@ -7,6 +8,127 @@ use super::CpuBackend;
 use super::softmax::{channel_dims, log_sum_exp};
 use crate::backend::LossOps;
 use crate::error::{OpError, Result, shape_err};
+
+/// Validated labels of a `[N, C, ...]` problem: `None` marks an ignored pixel.
+struct Labels {
+    classes: Vec<Option<usize>>,
+    outer: usize,
+    c: usize,
+    inner: usize,
+}
+
+fn validate_labels(
+    op: &'static str,
+    logits: &Tensor,
+    labels: &Tensor,
+    ignore_index: Option<i64>,
+) -> Result<Labels> {
+    let (outer, c, inner) = channel_dims(logits.shape(), op)?;
+    let mut want = vec![logits.shape()[0]];
+    want.extend_from_slice(&logits.shape()[2..]);
+    if labels.shape() != want.as_slice() {
+        return shape_err(
+            op,
+            "labels",
+            labels.shape(),
+            format!("{want:?} for logits {:?}", logits.shape()),
+        );
+    }
+    let classes = labels
+        .to_vec()?
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v.fract() != 0.0 || !v.is_finite() {
+                return Err(OpError::BadLabel {
+                    op,
+                    index: i,
+                    value: v,
+                    classes: c,
+                });
+            }
+            if ignore_index == Some(v as i64) {
+                return Ok(None);
+            }
+            if v < 0.0 || v as usize >= c {
+                return Err(OpError::BadLabel {
+                    op,
+                    index: i,
+                    value: v,
+                    classes: c,
+                });
+            }
+            Ok(Some(v as usize))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if classes.iter().all(Option::is_none) {
+        return Err(OpError::AllIgnored {
+            op,
+            ignore_index: ignore_index.unwrap_or(-100),
+        });
+    }
+    Ok(Labels {
+        classes,
+        outer,
+        c,
+        inner,
+    })
+}
+
+/// Weighted mean cross-entropy where pixel `i` (of sample `n`, position `p`) has weight
+/// `weight(n·inner + p, class)`; shared by the class-weighted and pixel-weighted losses.
+fn weighted_ce(
+    logits: &Tensor,
+    lab: &Labels,
+    weight: impl Fn(usize, usize) -> f32 + Sync,
+) -> Result<(Tensor, Tensor)> {
+    let (c, inner) = (lab.c, lab.inner);
+    let total_weight: f64 = lab
+        .classes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| k.map(|k| weight(i, k) as f64))
+        .sum();
+    if total_weight <= 0.0 {
+        return Err(OpError::Attr {
+            op: "cross_entropy",
+            reason: "the weights of all counted pixels sum to zero".to_string(),
+        });
+    }
+    let logits = logits.contiguous()?;
+    let ld = logits.host_data()?;
+    let mut grad = vec![0.0f32; ld.len()];
+    let inv_total = (1.0 / total_weight) as f32;
+    let loss: f64 = grad
+        .par_chunks_mut((c * inner).max(1))
+        .enumerate()
+        .map(|(n, g)| {
+            let mut pixel = vec![0.0f32; c];
+            let mut acc = 0.0f64;
+            for i in 0..inner {
+                let Some(k) = lab.classes[n * inner + i] else {
+                    continue;
+                };
+                for (ch, p) in pixel.iter_mut().enumerate() {
+                    *p = ld[(n * c + ch) * inner + i];
+                }
+                let lse = log_sum_exp(&pixel);
+                let w = weight(n * inner + i, k);
+                acc += w as f64 * (lse - pixel[k]) as f64;
+                for (ch, &z) in pixel.iter().enumerate() {
+                    let onehot = if ch == k { 1.0 } else { 0.0 };
+                    g[ch * inner + i] = w * inv_total * ((z - lse).exp() - onehot);
+                }
+            }
+            acc
+        })
+        .sum();
+    debug_assert_eq!(lab.outer * c * inner, ld.len());
+    Ok((
+        Tensor::scalar((loss / total_weight) as f32),
+        Tensor::from_vec(grad, logits.shape())?,
+    ))
+}
 
 impl LossOps for CpuBackend {
     fn cross_entropy(
@@ -17,90 +139,114 @@ impl LossOps for CpuBackend {
         ignore_index: Option<i64>,
     ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "cross_entropy";
-        let (outer, c, inner) = channel_dims(logits.shape(), OP)?;
-        let mut want = vec![logits.shape()[0]];
-        want.extend_from_slice(&logits.shape()[2..]);
-        if labels.shape() != want.as_slice() {
-            return shape_err(
-                OP,
-                "labels",
-                labels.shape(),
-                format!("{want:?} for logits {:?}", logits.shape()),
-            );
-        }
+        let lab = validate_labels(OP, logits, labels, ignore_index)?;
         let weights = match class_weights {
-            Some(w) if w.shape() != [c] => {
-                return shape_err(OP, "class weights", w.shape(), format!("[{c}]"));
+            Some(w) if w.shape() != [lab.c] => {
+                return shape_err(OP, "class weights", w.shape(), format!("[{}]", lab.c));
             }
             Some(w) => w.to_vec()?,
-            None => vec![1.0; c],
+            None => vec![1.0; lab.c],
         };
-        let labels = labels.to_vec()?;
-        // Validate every label once; `None` marks an ignored pixel.
-        let classes: Vec<Option<usize>> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                if v.fract() != 0.0 || !v.is_finite() {
-                    return Err(OpError::BadLabel {
-                        op: OP,
-                        index: i,
-                        value: v,
-                        classes: c,
-                    });
-                }
-                if ignore_index == Some(v as i64) {
-                    return Ok(None);
-                }
-                if v < 0.0 || v as usize >= c {
-                    return Err(OpError::BadLabel {
-                        op: OP,
-                        index: i,
-                        value: v,
-                        classes: c,
-                    });
-                }
-                Ok(Some(v as usize))
-            })
-            .collect::<Result<_>>()?;
-        let total_weight: f64 = classes.iter().flatten().map(|&k| weights[k] as f64).sum();
-        if classes.iter().all(Option::is_none) {
-            return Err(OpError::AllIgnored {
+        weighted_ce(logits, &lab, |_, k| weights[k])
+    }
+
+    fn pixel_weighted_cross_entropy(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        pixel_weights: &Tensor,
+        ignore_index: Option<i64>,
+    ) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "pixel_weighted_cross_entropy";
+        let lab = validate_labels(OP, logits, labels, ignore_index)?;
+        if pixel_weights.shape() != labels.shape() {
+            return shape_err(
+                OP,
+                "pixel weights",
+                pixel_weights.shape(),
+                format!("{:?} (the labels' shape)", labels.shape()),
+            );
+        }
+        let w = pixel_weights.to_vec()?;
+        if let Some(bad) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
+            return Err(OpError::Attr {
                 op: OP,
-                ignore_index: ignore_index.unwrap_or(-100),
+                reason: format!(
+                    "pixel weight {} at position {bad} is not a finite non-negative number",
+                    w[bad]
+                ),
             });
         }
+        weighted_ce(logits, &lab, |i, _| w[i])
+    }
+
+    fn soft_dice(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        eps: f32,
+        ignore_index: Option<i64>,
+    ) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "soft_dice";
+        if eps.is_nan() || eps <= 0.0 {
+            return Err(OpError::Attr {
+                op: OP,
+                reason: format!("eps must be positive, got {eps}"),
+            });
+        }
+        let lab = validate_labels(OP, logits, labels, ignore_index)?;
+        let (c, inner) = (lab.c, lab.inner);
         let logits = logits.contiguous()?;
         let ld = logits.host_data()?;
-        let mut grad = vec![0.0f32; ld.len()];
-        let inv_total = (1.0 / total_weight) as f32;
-        let loss: f64 = grad
-            .par_chunks_mut(c * inner.max(1))
-            .enumerate()
-            .map(|(n, g)| {
-                let mut pixel = vec![0.0f32; c];
-                let mut acc = 0.0f64;
-                for i in 0..inner {
-                    let Some(k) = classes[n * inner + i] else {
-                        continue;
-                    };
-                    for (ch, p) in pixel.iter_mut().enumerate() {
-                        *p = ld[(n * c + ch) * inner + i];
-                    }
-                    let lse = log_sum_exp(&pixel);
-                    let w = weights[k];
-                    acc += w as f64 * (lse - pixel[k]) as f64;
-                    for (ch, &z) in pixel.iter().enumerate() {
-                        let onehot = if ch == k { 1.0 } else { 0.0 };
-                        g[ch * inner + i] = w * inv_total * ((z - lse).exp() - onehot);
-                    }
+        // Softmax probabilities of every counted pixel, and per-class sums in f64.
+        let mut probs = vec![0.0f32; ld.len()];
+        let (mut inter, mut psum, mut tsum) = (vec![0.0f64; c], vec![0.0f64; c], vec![0.0f64; c]);
+        let mut pixel = vec![0.0f32; c];
+        for n in 0..lab.outer {
+            for i in 0..inner {
+                let Some(k) = lab.classes[n * inner + i] else {
+                    continue;
+                };
+                for (ch, p) in pixel.iter_mut().enumerate() {
+                    *p = ld[(n * c + ch) * inner + i];
                 }
-                acc
-            })
-            .sum();
-        debug_assert_eq!(outer * c * inner, ld.len());
+                let lse = log_sum_exp(&pixel);
+                for ch in 0..c {
+                    let p = (pixel[ch] - lse).exp();
+                    probs[(n * c + ch) * inner + i] = p;
+                    psum[ch] += p as f64;
+                }
+                inter[k] += probs[(n * c + k) * inner + i] as f64;
+                tsum[k] += 1.0;
+            }
+        }
+        let e = eps as f64;
+        let denom: Vec<f64> = (0..c).map(|ch| psum[ch] + tsum[ch] + e).collect();
+        let dice: Vec<f64> = (0..c).map(|ch| (2.0 * inter[ch] + e) / denom[ch]).collect();
+        let loss = 1.0 - dice.iter().sum::<f64>() / c as f64;
+        // dL/dp_ic = −(1/C)·(2·t_ic·denom_c − (2·I_c + ε)) / denom_c², then through the softmax.
+        let mut grad = vec![0.0f32; ld.len()];
+        let mut gp = vec![0.0f64; c];
+        for n in 0..lab.outer {
+            for i in 0..inner {
+                let Some(k) = lab.classes[n * inner + i] else {
+                    continue;
+                };
+                let mut dot = 0.0f64;
+                for ch in 0..c {
+                    let t = if ch == k { 1.0 } else { 0.0 };
+                    gp[ch] = -(2.0 * t * denom[ch] - (2.0 * inter[ch] + e))
+                        / (denom[ch] * denom[ch] * c as f64);
+                    dot += gp[ch] * probs[(n * c + ch) * inner + i] as f64;
+                }
+                for ch in 0..c {
+                    let at = (n * c + ch) * inner + i;
+                    grad[at] = (probs[at] as f64 * (gp[ch] - dot)) as f32;
+                }
+            }
+        }
         Ok((
-            Tensor::scalar((loss / total_weight) as f32),
+            Tensor::scalar(loss as f32),
             Tensor::from_vec(grad, logits.shape())?,
         ))
     }
