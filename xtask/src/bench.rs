@@ -36,3 +36,45 @@ pub fn gemm() -> Result<()> {
     }
     Ok(())
 }
+
+/// Decode + resize to 128x128 of the Oxford-IIIT Pet sample on one core, then the PIL peer on the
+/// same files (docs/perf/decode.md). Pinned to CPU 0 with `taskset` when it exists; the peer runs
+/// with `$PYTHON` (default `python3`) and is skipped with a message when PIL is missing.
+pub fn decode() -> Result<()> {
+    let status = Command::new(cargo())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "dnn-data",
+            "--example",
+            "bench_decode",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the decode benchmark failed");
+    }
+    let pin = Command::new("taskset").arg("--version").output().is_ok();
+    let run = |program: &str, args: &[&str]| -> std::io::Result<std::process::ExitStatus> {
+        if pin {
+            Command::new("taskset")
+                .args(["-c", "0", program])
+                .args(args)
+                .status()
+        } else {
+            Command::new(program).args(args).status()
+        }
+    };
+    let root = "../shared/data/oxford-pet-sample";
+    if !run("target/release/examples/bench_decode", &[root])?.success() {
+        bail!("the decode benchmark failed (is {root} present?)");
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    match run(&python, &["peers/python/bench_decode_pil.py", root]) {
+        Ok(s) if s.success() => {}
+        _ => eprintln!(
+            "PIL peer skipped: `{python} peers/python/bench_decode_pil.py` failed (pip install pillow, or set PYTHON)"
+        ),
+    }
+    Ok(())
+}

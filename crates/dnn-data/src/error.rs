@@ -56,6 +56,60 @@ pub enum DataError {
     /// Any other violation of the file format (bad dimensions, trailing bytes, bad names file).
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
+    /// The file holds an image in a format this build cannot decode (for example a GIF, which
+    /// Debian's OpenCV 4.6 does not read). Callers may skip such a sample with a warning.
+    #[error("{}: unsupported image content ({format}): {reason}", path.display())]
+    Unsupported {
+        path: PathBuf,
+        format: String,
+        reason: String,
+    },
+    /// The file claims a supported format but its content could not be decoded or encoded.
+    #[error("{}: cannot decode: {reason}", path.display())]
+    Decode { path: PathBuf, reason: String },
+    /// A mask pixel holds a value that is not allowed (a trimap value outside 1..=3, or a class
+    /// index not below the number of classes).
+    #[error("{}: mask value {value} at (x {x}, y {y}) is not allowed: expected {expected}", path.display())]
+    MaskValue {
+        path: PathBuf,
+        value: u8,
+        x: usize,
+        y: usize,
+        expected: String,
+    },
+    /// An image and its mask have different sizes (`[width, height]`).
+    #[error(
+        "{}: image is {}x{} but its mask {} is {}x{}",
+        image_path.display(),
+        image_size[0],
+        image_size[1],
+        mask_path.display(),
+        mask_size[0],
+        mask_size[1]
+    )]
+    SizeMismatch {
+        image_path: PathBuf,
+        mask_path: PathBuf,
+        image_size: [usize; 2],
+        mask_size: [usize; 2],
+    },
+    /// A line of a list file (Oxford-IIIT Pet `list.txt`, `classes.txt`, …) is malformed or
+    /// names a file outside the dataset root.
+    #[error("{}:{line}: {reason}", path.display())]
+    ListEntry {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// Preprocessing or augmentation was given an inconsistent sample or configuration.
+    #[error("preprocessing sample {name}: {reason}")]
+    Preprocess { name: String, reason: String },
+    /// A download from `url` failed (network error, bad HTTP status, cut-off transfer).
+    #[error("{url}: {reason}")]
+    Download { url: String, reason: String },
+    /// A loader or writer was configured inconsistently for a data source (`what` names it).
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
     /// Building or reading a tensor failed (for example a sample index out of range).
     #[error(transparent)]
     Tensor(#[from] TensorError),

@@ -106,7 +106,13 @@ impl TensorArchive {
 
     fn write_to(&self, tmp: &Path) -> Result<()> {
         let h5 = |e: hdf5::Error| file_err(tmp, e);
-        let file = hdf5::File::create(tmp).map_err(h5)?;
+        // No HDF5 file locks: child processes inherit the descriptor (HDF5 does not set
+        // close-on-exec) and would keep the lock; files appear under their final name only when
+        // complete, so readers never see a file being written.
+        let file = hdf5::File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .create(tmp)
+            .map_err(h5)?;
         for (name, tensor) in &self.tensors {
             let (groups, leaf) = match name.rsplit_once('/') {
                 Some((g, l)) => (Some(g), l),
@@ -165,7 +171,9 @@ impl TensorArchive {
             return Err(file_err(path, "no such file"));
         }
         let h5 = |e: hdf5::Error| file_err(path, e);
-        let file = hdf5::File::open(path)
+        let file = hdf5::File::with_options()
+            .with_fapl(|p| p.file_locking(false))
+            .open(path)
             .map_err(|e| file_err(path, format!("not a readable HDF5 file: {e}")))?;
         let mut archive = TensorArchive::new();
         let root = file.as_group().map_err(h5)?;

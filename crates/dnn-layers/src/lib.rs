@@ -18,7 +18,7 @@ mod model;
 pub mod models;
 mod module;
 pub mod optim;
-mod progress;
+pub mod progress;
 pub mod weights;
 
 pub use dataset::{Dataset, TensorDataset, gather_rows};

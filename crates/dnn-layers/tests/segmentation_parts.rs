@@ -148,7 +148,7 @@ fn upsampling_layers_and_the_residual_block_have_the_right_shapes_and_gradients(
         .unwrap();
     let mut bil = Upsample::bilinear(2).unwrap();
     let mut res = ResidualBlock::new("res", 4, 6, &mut rng).unwrap();
-    let mut same = ResidualBlock::new("same", 4, 4, &mut rng).unwrap();
+    let same = ResidualBlock::new("same", 4, 4, &mut rng).unwrap();
     let x = random_tensor(&[2, 4, 3, 5], &mut rng, 0.05);
     let g = Graph::new(&be);
     let v = g.input(x.clone());

@@ -1,1 +1,21 @@
+//! # unet
+//!
+//! Owns the segmentation models and their workflows: the [`UNet`] (and ResU-Net, the same
+//! network with residual blocks) for any input size, and the training, evaluation and prediction
+//! that `cargo xtask train-unet`, `eval-unet` and `predict-unet` run. Layers, losses, optimizers
+//! and metrics come from `dnn-layers`; datasets and loaders from `dnn-data`; the command line
+//! lives in `xtask`.
 
+mod config;
+mod model;
+
+pub use config::{BlockKind, UNetConfig, UpsampleKind};
+pub use model::UNet;
+pub mod checkpoint;
+mod error;
+pub mod metrics;
+pub mod predict;
+pub mod report;
+pub mod train;
+
+pub use error::{Result, UnetError};

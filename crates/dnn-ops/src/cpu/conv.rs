@@ -265,17 +265,19 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         )
     };
     if g.batch_parallel() {
+        // Contiguous groups of samples, one partial sum each, added in order: the result does
+        // not depend on how rayon schedules the groups (only on the thread count).
+        let group = g.n.div_ceil(rayon::current_num_threads());
         let partials = x
-            .par_chunks(g.in_image())
-            .zip(dy.par_chunks(out_image))
-            .try_fold(
-                || (vec![0.0f32; wlen], Vec::new()),
-                |(mut acc, mut col), (image, grad)| {
+            .par_chunks(group * g.in_image())
+            .zip(dy.par_chunks(group * out_image))
+            .map(|(images, grads)| {
+                let (mut acc, mut col) = (vec![0.0f32; wlen], Vec::new());
+                for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
                     one(&mut acc, image, grad, &mut col, false)?;
-                    Ok::<_, crate::error::OpError>((acc, col))
-                },
-            )
-            .map(|r| r.map(|(acc, _)| acc))
+                }
+                Ok(acc)
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut dw = vec![0.0f32; wlen];
         for p in partials {

@@ -90,12 +90,13 @@ impl ElementwiseOps for CpuBackend {
 
     fn sum_all(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let s: f64 = x
+        // Fixed blocks summed in order: deterministic whatever the scheduling.
+        let partials: Vec<f64> = x
             .host_data()?
-            .par_iter()
-            .with_min_len(8192)
-            .map(|&v| v as f64)
-            .sum();
+            .par_chunks(8192)
+            .map(|block| block.iter().map(|&v| v as f64).sum::<f64>())
+            .collect();
+        let s: f64 = partials.iter().sum();
         Ok(Tensor::scalar(s as f32))
     }
 

@@ -122,6 +122,8 @@ fn weighted_ce(
             }
             acc
         })
+        .collect::<Vec<f64>>()
+        .iter()
         .sum();
     debug_assert_eq!(lab.outer * c * inner, ld.len());
     Ok((
@@ -233,15 +235,15 @@ impl LossOps for CpuBackend {
                     continue;
                 };
                 let mut dot = 0.0f64;
-                for ch in 0..c {
+                for (ch, g) in gp.iter_mut().enumerate() {
                     let t = if ch == k { 1.0 } else { 0.0 };
-                    gp[ch] = -(2.0 * t * denom[ch] - (2.0 * inter[ch] + e))
+                    *g = -(2.0 * t * denom[ch] - (2.0 * inter[ch] + e))
                         / (denom[ch] * denom[ch] * c as f64);
-                    dot += gp[ch] * probs[(n * c + ch) * inner + i] as f64;
+                    dot += *g * probs[(n * c + ch) * inner + i] as f64;
                 }
-                for ch in 0..c {
+                for (ch, g) in gp.iter().enumerate() {
                     let at = (n * c + ch) * inner + i;
-                    grad[at] = (probs[at] as f64 * (gp[ch] - dot)) as f32;
+                    grad[at] = (probs[at] as f64 * (g - dot)) as f32;
                 }
             }
         }

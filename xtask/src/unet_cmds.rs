@@ -1,0 +1,376 @@
+//! `cargo xtask train-unet`, `eval-unet` and `predict-unet`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use dnn_data::image_io::{PixelsRef, encode_png, read_rgb};
+use dnn_ops::CpuBackend;
+use unet::train::{AugmentKind, LossKind, TrainConfig, TrainRun};
+use unet::{BlockKind, UNetConfig, UpsampleKind, checkpoint};
+
+/// Where the real dataset goes (`cargo xtask download-pets`).
+pub const PET_DIR: &str = "data/oxford-iiit-pet";
+/// Where the embedded synthetic dataset is generated when no real data is present.
+pub const SYNTHETIC_DIR: &str = "data/synthetic-pets";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModelArg {
+    Unet,
+    Resunet,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UpsampleArg {
+    Transpose,
+    Bilinear,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LossArg {
+    Ce,
+    GaussianCe,
+    Dice,
+    CeDice,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AugmentArg {
+    None,
+    Hflip,
+    Standard,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainUnetArgs {
+    /// Oxford-IIIT Pet folder, images/+masks/ folder, or .h5 file (default: data/oxford-iiit-pet
+    /// if present, else the embedded synthetic set, generated into data/synthetic-pets).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training split (trainval|test|all for Pet folders; a split name for .h5 files).
+    #[arg(long, default_value = "trainval")]
+    split: String,
+    /// Validation data (default: the --val-split of --data).
+    #[arg(long)]
+    val_data: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    val_split: String,
+    /// Training resolution (images and masks resized to SIZE×SIZE).
+    #[arg(long, default_value_t = 96)]
+    size: usize,
+    /// Channels of the first level.
+    #[arg(long, default_value_t = 8)]
+    base: usize,
+    /// Number of down/up levels.
+    #[arg(long, default_value_t = 3)]
+    depth: usize,
+    #[arg(long, value_enum, default_value = "unet")]
+    model: ModelArg,
+    #[arg(long, value_enum, default_value = "transpose")]
+    upsample: UpsampleArg,
+    #[arg(long, value_enum, default_value = "ce")]
+    loss: LossArg,
+    #[arg(long, value_enum, default_value = "hflip")]
+    augment: AugmentArg,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Loader threads decoding ahead of training.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// Output folder (metrics.json, best.h5, last.h5, curves.png, predictions.png).
+    #[arg(long, default_value = "runs/train-unet")]
+    out: PathBuf,
+    /// Continue the run in DIR (its last.h5) exactly where it stopped; --epochs may extend it.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// The dataset to use when `--data` is not given, generating the synthetic set if needed.
+fn default_data(root: &Path) -> Result<PathBuf> {
+    let pets = root.join(PET_DIR);
+    if pets.join("annotations").exists() {
+        println!("data: {} (Oxford-IIIT Pet found)", pets.display());
+        return Ok(pets);
+    }
+    let synth = root.join(SYNTHETIC_DIR);
+    if !synth.join("annotations/list.txt").exists() {
+        println!(
+            "data: no {PET_DIR}; generating the embedded synthetic Pet-layout set into {} (run `cargo xtask download-pets` for the real one)",
+            synth.display()
+        );
+        let config = dnn_data::SyntheticConfig {
+            images: 360,
+            size: [96, 96],
+            test_fraction: 1.0 / 6.0,
+            seed: 7,
+            ..dnn_data::SyntheticConfig::default()
+        };
+        dnn_data::generate_synthetic_pets(&synth, &config)
+            .with_context(|| format!("generating {}", synth.display()))?;
+    } else {
+        println!(
+            "data: {} (embedded synthetic set; no {PET_DIR})",
+            synth.display()
+        );
+    }
+    Ok(synth)
+}
+
+pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
+    let DeviceArg::Cpu = args.device;
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
+    }
+    let out = absolute(cwd, &args.out);
+    let backend = CpuBackend::new();
+    let mut log = |line: &str| println!("{line}");
+    let summary = if let Some(dir) = &args.resume {
+        let dir = absolute(cwd, dir);
+        let path = if dir.is_dir() {
+            dir.join("last.h5")
+        } else {
+            dir.clone()
+        };
+        let ck =
+            checkpoint::load(&path).with_context(|| format!("resuming from {}", path.display()))?;
+        let mut config = ck.meta.train.clone();
+        config.epochs = args.epochs.max(ck.meta.epoch);
+        let out = if args.out == Path::new("runs/train-unet") {
+            path.parent().unwrap_or(&out).to_path_buf()
+        } else {
+            out
+        };
+        let unet_config = ck.meta.unet.clone();
+        let run = TrainRun {
+            out,
+            progress: !args.quiet,
+        };
+        unet::train::train(
+            &config,
+            &unet_config,
+            &run,
+            &backend,
+            Some((&ck, &path)),
+            &mut log,
+        )?
+    } else {
+        let data = match &args.data {
+            Some(p) => absolute(cwd, p),
+            None => default_data(root)?,
+        };
+        let config = TrainConfig {
+            data,
+            split: args.split.clone(),
+            val_data: args.val_data.as_ref().map(|p| absolute(cwd, p)),
+            val_split: args.val_split.clone(),
+            size: args.size,
+            loss: match args.loss {
+                LossArg::Ce => LossKind::Ce,
+                LossArg::GaussianCe => LossKind::GaussianCe,
+                LossArg::Dice => LossKind::Dice,
+                LossArg::CeDice => LossKind::CeDice,
+            },
+            epochs: args.epochs,
+            batch: args.batch,
+            lr: args.lr,
+            seed: args.seed,
+            augment: match args.augment {
+                AugmentArg::None => AugmentKind::None,
+                AugmentArg::Hflip => AugmentKind::Hflip,
+                AugmentArg::Standard => AugmentKind::Standard,
+            },
+            workers: args.workers,
+        };
+        let classes = dnn_data::open_segmentation(&config.data, &config.split)
+            .with_context(|| format!("opening {}", config.data.display()))?
+            .class_names()
+            .len();
+        let unet_config = UNetConfig::new(3, classes)
+            .with_base(args.base)
+            .with_depth(args.depth)
+            .with_upsample(match args.upsample {
+                UpsampleArg::Transpose => UpsampleKind::TransposedConv,
+                UpsampleArg::Bilinear => UpsampleKind::Bilinear,
+            })
+            .with_block(match args.model {
+                ModelArg::Unet => BlockKind::Plain,
+                ModelArg::Resunet => BlockKind::Residual,
+            });
+        let run = TrainRun {
+            out,
+            progress: !args.quiet,
+        };
+        unet::train::train(&config, &unet_config, &run, &backend, None, &mut log)?
+    };
+    println!(
+        "wrote {}/{{metrics.json, best.h5, last.h5, curves.png, predictions.png}}",
+        summary.out.display()
+    );
+    println!("{}", summary.final_line());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EvalUnetArgs {
+    /// A checkpoint (best.h5 or last.h5) written by train-unet.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset to evaluate on (Pet folder, images/+masks/ folder, or .h5).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn eval(args: EvalUnetArgs, cwd: &Path) -> Result<()> {
+    if let Some(t) = args.threads {
+        CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
+    }
+    let path = absolute(cwd, &args.checkpoint);
+    let ck = checkpoint::load(&path)?;
+    let mut model = ck.build_model(&path)?;
+    let mut config = ck.meta.train.clone();
+    config.batch = args.batch.max(1);
+    let source: std::sync::Arc<dyn dnn_data::SegmentationSource> =
+        dnn_data::open_segmentation(&absolute(cwd, &args.data), &args.split)?.into();
+    eprintln!(
+        "eval: {} on {} ({} images)",
+        path.display(),
+        source.describe(),
+        source.len()
+    );
+    let loader = unet::train::loader(source, &config, false)?;
+    let loss = config.loss.build();
+    let report = unet::metrics::evaluate(&mut model, &CpuBackend::new(), &loader, loss.as_ref())?;
+    println!("{}", report.json_line());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PredictUnetArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// An image, or a folder of images.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write NAME_mask.png (trimap values: class + 1) and NAME_overlay.png.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("jpg" | "jpeg" | "png" | "bmp" | "gif" | "webp" | "tif" | "tiff")
+    )
+}
+
+pub fn predict(args: PredictUnetArgs, cwd: &Path) -> Result<()> {
+    if let Some(t) = args.threads {
+        CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
+    }
+    let path = absolute(cwd, &args.checkpoint);
+    let ck = checkpoint::load(&path)?;
+    let mut model = ck.build_model(&path)?;
+    let input = absolute(cwd, &args.input);
+    let mut files: Vec<PathBuf> = if input.is_dir() {
+        std::fs::read_dir(&input)
+            .with_context(|| format!("reading {}", input.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_image(p))
+            .collect()
+    } else if input.is_file() {
+        vec![input.clone()]
+    } else {
+        bail!("{}: no such file or folder", input.display());
+    };
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{}: no image files (jpg, png, bmp, gif, webp, tif) found",
+            input.display()
+        );
+    }
+    let out = absolute(cwd, &args.out);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let backend = CpuBackend::new();
+    let (mut done, mut failed) = (0, 0);
+    for file in &files {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let result = (|| -> Result<()> {
+            let image = read_rgb(file)?;
+            let mask =
+                unet::predict::predict_mask(&mut model, &backend, &image, ck.meta.train.size)?;
+            let trimap: Vec<u8> = mask.data.iter().map(|&k| k + 1).collect();
+            encode_png(
+                &out.join(format!("{stem}_mask.png")),
+                PixelsRef {
+                    width: mask.width,
+                    height: mask.height,
+                    channels: 1,
+                    data: &trimap,
+                },
+            )?;
+            let over = unet::predict::overlay(&image, &mask, &ck.meta.class_names);
+            encode_png(&out.join(format!("{stem}_overlay.png")), (&over).into())?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => done += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("predict-unet: skipped {}: {e:#}", file.display());
+            }
+        }
+    }
+    println!(
+        "predict-unet: {done} images written to {} ({failed} skipped)",
+        out.display()
+    );
+    if done == 0 {
+        bail!("no image could be predicted");
+    }
+    Ok(())
+}
