@@ -1,81 +1,104 @@
-//! The magma-dnn runner. `cargo xtask <command>`; see `cargo xtask --help`.
+//! The magma-dnn runner: `cargo xtask <command>`.
+//!
+//! This package stays light (no OpenCV, HDF5 or model crates) so that it builds on a fresh
+//! machine. Every command first installs the apt packages the workspace needs when they are
+//! missing (saying so), then either runs here (`test`, `setup`, `bench`) or hands over to the
+//! heavy tasks binary (`xtask/tasks`, package `xtask-tasks`): `train-unet`, `eval-unet`,
+//! `predict-unet`, `train-classifier`, `convert-hdf5`, `download-pets`.
 
 mod apt;
 mod bench;
-mod convert_hdf5;
-mod download_pets;
 mod test_cmd;
-mod train_classifier;
-mod unet_cmds;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 
-#[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "magma-dnn tasks: training, tests, benchmarks"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
+use anyhow::{Result, bail};
+
+const HELP: &str = "\
+magma-dnn tasks — cargo xtask <command> [options]
+
+  train-unet        train a U-Net for segmentation (the main job; no options = embedded default)
+  eval-unet         evaluate a checkpoint (last line: one JSON object)
+  predict-unet      mask and overlay PNGs for an image or a folder
+  train-classifier  a LeNet-5-style CNN on Fashion-MNIST, MNIST or CIFAR-10
+  convert-hdf5      a Pet or image/mask folder as one HDF5 dataset
+  download-pets     the real Oxford-IIIT Pet into data/oxford-iiit-pet
+  test [--quick]    install missing apt packages, then fmt check, clippy -D warnings, every test
+  setup             install missing apt packages only
+  bench gemm|decode benchmarks (docs/perf/)
+
+`cargo xtask <command> --help` shows a command's options.";
+
+fn workspace_root() -> Result<PathBuf> {
+    Ok(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize()?)
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Train a U-Net for image segmentation (the main job). With no options: a small U-Net on
-    /// data/oxford-iiit-pet if present, else on the embedded synthetic set, on the CPU.
-    TrainUnet(unet_cmds::TrainUnetArgs),
-    /// Evaluate a checkpoint; prints one JSON object as its last line.
-    EvalUnet(unet_cmds::EvalUnetArgs),
-    /// Predict masks (PNG, trimap values) and overlays for an image or a folder of images.
-    PredictUnet(unet_cmds::PredictUnetArgs),
-    /// Train a LeNet-5-style CNN on MNIST, Fashion-MNIST or CIFAR-10 (CPU).
-    TrainClassifier(train_classifier::TrainClassifierArgs),
-    /// Convert a Pet folder, an images/ + masks/ folder or a .h5 file into one HDF5 file.
-    ConvertHdf5(convert_hdf5::ConvertHdf5Args),
-    /// Download the real Oxford-IIIT Pet dataset into data/oxford-iiit-pet (resumable, verified).
-    DownloadPets(download_pets::DownloadPetsArgs),
-    /// Install missing system packages, then run fmt check, clippy -D warnings and every test.
-    Test {
-        /// Only run the tests (skip fmt and clippy).
-        #[arg(long)]
-        quick: bool,
-    },
-    /// Benchmarks (results are recorded in docs/perf/).
-    Bench {
-        #[command(subcommand)]
-        which: BenchCmd,
-    },
+/// Runs the heavy tasks binary with `args`, from the caller's directory (relative paths keep
+/// meaning what the user meant).
+fn forward(args: &[String]) -> Result<ExitCode> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = workspace_root()?.join("Cargo.toml");
+    let status = Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "xtask-tasks",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--")
+        .args(args)
+        .status()?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }
 
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// The `gemm` crate against `matrixmultiply` on conv-shaped problems.
-    Gemm,
-    /// Pet image + trimap decode and resize to 128x128 on one core, beside Python PIL.
-    Decode,
+fn run() -> Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let first = args.first().map(String::as_str);
+    if matches!(first, None | Some("-h" | "--help" | "help")) {
+        println!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    apt::ensure(apt::REQUIRED)?;
+    match first {
+        Some("setup") => {
+            println!("xtask: system packages are in place");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("test") => {
+            let quick = match &args[1..] {
+                [] => false,
+                [flag] if flag == "--quick" => true,
+                other => bail!("cargo xtask test takes only --quick, got {other:?}"),
+            };
+            std::env::set_current_dir(workspace_root()?)?;
+            test_cmd::run(quick)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("bench") => {
+            std::env::set_current_dir(workspace_root()?)?;
+            match args.get(1).map(String::as_str) {
+                Some("gemm") => bench::gemm()?,
+                Some("decode") => bench::decode()?,
+                other => bail!("cargo xtask bench takes gemm or decode, got {other:?}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => forward(&args),
+    }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    // Paths given on the command line are relative to where the user ran the command; tasks
-    // run from the workspace root.
-    let cwd = std::env::current_dir()?;
-    let root =
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize()?;
-    std::env::set_current_dir(&root)?;
-    match cli.command {
-        Cmd::TrainUnet(args) => unet_cmds::train(args, &cwd, &root),
-        Cmd::EvalUnet(args) => unet_cmds::eval(args, &cwd),
-        Cmd::PredictUnet(args) => unet_cmds::predict(args, &cwd),
-        Cmd::ConvertHdf5(args) => convert_hdf5::run(args, &cwd),
-        Cmd::DownloadPets(args) => download_pets::run(args, &cwd),
-        Cmd::Test { quick } => test_cmd::run(quick),
-        Cmd::TrainClassifier(args) => train_classifier::run(args, &cwd),
-        Cmd::Bench { which } => match which {
-            BenchCmd::Gemm => bench::gemm(),
-            BenchCmd::Decode => bench::decode(),
-        },
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

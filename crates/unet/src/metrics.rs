@@ -56,17 +56,27 @@ impl EvalReport {
         }
     }
 
-    /// The one-line JSON object `eval-unet` prints last.
+    /// The one-line JSON object `eval-unet` prints last:
+    /// `{"images":N,"pixel_acc":…,"iou":[…],"miou":…,"fg_iou":…,"loss":…}`.
     pub fn json_line(&self) -> String {
-        serde_json::json!({
-            "images": self.images,
-            "pixel_acc": self.pixel_acc,
-            "iou": self.iou,
-            "miou": self.miou,
-            "fg_iou": self.fg_iou,
-            "loss": self.loss,
-        })
-        .to_string()
+        #[derive(Serialize)]
+        struct Line<'a> {
+            images: usize,
+            pixel_acc: f64,
+            iou: &'a [Option<f64>],
+            miou: f64,
+            fg_iou: f64,
+            loss: f64,
+        }
+        let line = Line {
+            images: self.images,
+            pixel_acc: self.pixel_acc,
+            iou: &self.iou,
+            miou: self.miou,
+            fg_iou: self.fg_iou,
+            loss: self.loss,
+        };
+        serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 }
 

@@ -361,7 +361,7 @@ pub fn predict(args: PredictUnetArgs, cwd: &Path) -> Result<()> {
             Ok(()) => done += 1,
             Err(e) => {
                 failed += 1;
-                eprintln!("predict-unet: skipped {}: {e:#}", file.display());
+                eprintln!("predict-unet: skipped: {e:#}");
             }
         }
     }
