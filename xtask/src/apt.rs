@@ -16,6 +16,23 @@ pub const REQUIRED: &[(&str, &str)] = &[
         "python3-h5py",
         "tests check that h5py reads the HDF5 files we write",
     ),
+    (
+        "libopencv-dev",
+        "image decoding and resizing (opencv crate: imgcodecs, imgproc)",
+    ),
+    (
+        "clang",
+        "the opencv crate generates its bindings with libclang",
+    ),
+    (
+        "libclang-dev",
+        "the opencv crate generates its bindings with libclang",
+    ),
+    ("fonts-dejavu-core", "the font of curves.png"),
+    (
+        "dataset-fashion-mnist",
+        "the default data of train-classifier and its reader tests",
+    ),
 ];
 
 fn installed(package: &str) -> bool {
