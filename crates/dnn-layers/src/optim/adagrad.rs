@@ -4,7 +4,7 @@ use dnn_ops::{AdagradStep, Backend, Gradients};
 
 use super::{Optimizer, SlotState};
 use crate::error::Result;
-use crate::module::{Module, try_for_each_parameter_mut};
+use crate::module::Module;
 
 /// Adagrad (PyTorch's rule, ε = 1e-10, no learning-rate decay).
 #[derive(Debug, Clone)]
@@ -37,20 +37,13 @@ impl Optimizer for Adagrad {
         module: &mut dyn Module,
         grads: &Gradients,
     ) -> Result<()> {
-        self.state.step += 1;
         let hyper = AdagradStep {
             lr: self.lr,
             eps: self.eps,
             weight_decay: self.weight_decay,
         };
-        let state = &mut self.state;
-        try_for_each_parameter_mut(module, |p| {
-            let Some(grad) = grads.param(p.id()) else {
-                return Ok(());
-            };
-            let slots = state.slots_for(p.name(), p.value());
-            backend.adagrad_step(p.value_mut(), grad, &mut slots[0], &hyper)?;
-            Ok(())
+        self.state.step_each(module, grads, |p, grad, slots| {
+            Ok(backend.adagrad_step(p.value_mut(), grad, &mut slots[0], &hyper)?)
         })
     }
     fn learning_rate(&self) -> f32 {

@@ -4,7 +4,7 @@ use dnn_ops::{AdamStep, Backend, Gradients};
 
 use super::{Optimizer, SlotState};
 use crate::error::Result;
-use crate::module::{Module, try_for_each_parameter_mut};
+use crate::module::Module;
 
 /// Adam (Kingma & Ba) with optional L2 penalty, or AdamW with decoupled weight decay.
 #[derive(Debug, Clone)]
@@ -71,7 +71,6 @@ impl Optimizer for Adam {
         module: &mut dyn Module,
         grads: &Gradients,
     ) -> Result<()> {
-        self.state.step += 1;
         let hyper = AdamStep {
             lr: self.lr,
             beta1: self.beta1,
@@ -79,17 +78,13 @@ impl Optimizer for Adam {
             eps: self.eps,
             weight_decay: self.weight_decay,
             decoupled_weight_decay: self.decoupled,
-            step: self.state.step,
+            step: self.state.step + 1,
         };
-        let state = &mut self.state;
-        try_for_each_parameter_mut(module, |p| {
-            let Some(grad) = grads.param(p.id()) else {
-                return Ok(());
+        self.state.step_each(module, grads, |p, grad, slots| {
+            let [m, v] = slots else {
+                unreachable!("Adam keeps two slots")
             };
-            let slots = state.slots_for(p.name(), p.value());
-            let (m, v) = slots.split_at_mut(1);
-            backend.adam_step(p.value_mut(), grad, &mut m[0], &mut v[0], &hyper)?;
-            Ok(())
+            Ok(backend.adam_step(p.value_mut(), grad, m, v, &hyper)?)
         })
     }
     fn learning_rate(&self) -> f32 {

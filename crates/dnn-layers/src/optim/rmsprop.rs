@@ -4,7 +4,7 @@ use dnn_ops::{Backend, Gradients, RmsPropStep};
 
 use super::{Optimizer, SlotState};
 use crate::error::Result;
-use crate::module::{Module, try_for_each_parameter_mut};
+use crate::module::Module;
 
 /// RMSProp (PyTorch's non-centred rule: α = 0.99, ε = 1e-8).
 #[derive(Debug, Clone)]
@@ -45,7 +45,6 @@ impl Optimizer for RmsProp {
         module: &mut dyn Module,
         grads: &Gradients,
     ) -> Result<()> {
-        self.state.step += 1;
         let hyper = RmsPropStep {
             lr: self.lr,
             alpha: self.alpha,
@@ -53,15 +52,11 @@ impl Optimizer for RmsProp {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
         };
-        let state = &mut self.state;
-        try_for_each_parameter_mut(module, |p| {
-            let Some(grad) = grads.param(p.id()) else {
-                return Ok(());
+        self.state.step_each(module, grads, |p, grad, slots| {
+            let [square_avg, momentum] = slots else {
+                unreachable!("RMSProp keeps two slots")
             };
-            let slots = state.slots_for(p.name(), p.value());
-            let (sq, buf) = slots.split_at_mut(1);
-            backend.rmsprop_step(p.value_mut(), grad, &mut sq[0], &mut buf[0], &hyper)?;
-            Ok(())
+            Ok(backend.rmsprop_step(p.value_mut(), grad, square_avg, momentum, &hyper)?)
         })
     }
     fn learning_rate(&self) -> f32 {

@@ -4,7 +4,7 @@ use dnn_ops::{Backend, Gradients, SgdStep};
 
 use super::{Optimizer, SlotState};
 use crate::error::Result;
-use crate::module::{Module, try_for_each_parameter_mut};
+use crate::module::Module;
 
 /// SGD (PyTorch's update rule, no dampening).
 #[derive(Debug, Clone)]
@@ -47,21 +47,14 @@ impl Optimizer for Sgd {
         module: &mut dyn Module,
         grads: &Gradients,
     ) -> Result<()> {
-        self.state.step += 1;
         let hyper = SgdStep {
             lr: self.lr,
             momentum: self.momentum,
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
         };
-        let state = &mut self.state;
-        try_for_each_parameter_mut(module, |p| {
-            let Some(grad) = grads.param(p.id()) else {
-                return Ok(());
-            };
-            let slots = state.slots_for(p.name(), p.value());
-            backend.sgd_step(p.value_mut(), grad, &mut slots[0], &hyper)?;
-            Ok(())
+        self.state.step_each(module, grads, |p, grad, slots| {
+            Ok(backend.sgd_step(p.value_mut(), grad, &mut slots[0], &hyper)?)
         })
     }
     fn learning_rate(&self) -> f32 {

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use dnn_ops::Tensor;
+use dnn_ops::{Gradients, Parameter, Tensor};
 
 use crate::error::{LayerError, Result};
+use crate::module::{Module, try_for_each_parameter_mut};
 
 /// Named slots (e.g. Adam's `m` and `v`) for every parameter, and the step count.
 #[derive(Debug, Clone)]
@@ -30,6 +31,24 @@ impl SlotState {
         self.slots
             .entry(param.to_string())
             .or_insert_with(|| (0..n).map(|_| like.zeros_like()).collect())
+    }
+
+    /// Counts one step, then calls `update(parameter, gradient, slots)` for every parameter of
+    /// `module` that has a gradient in `grads` (the loop every optimizer shares).
+    pub fn step_each(
+        &mut self,
+        module: &mut dyn Module,
+        grads: &Gradients,
+        mut update: impl FnMut(&mut Parameter, &Tensor, &mut [Tensor]) -> Result<()>,
+    ) -> Result<()> {
+        self.step += 1;
+        try_for_each_parameter_mut(module, |p| {
+            let Some(grad) = grads.param(p.id()) else {
+                return Ok(());
+            };
+            let slots = self.slots_for(p.name(), p.value());
+            update(p, grad, slots)
+        })
     }
 
     /// Every slot tensor as `(param/slot, tensor)`.
