@@ -61,6 +61,24 @@ fn argmax(plane: &[f32], g: &PoolGeometry, a: &Pool2dAttrs, oh: usize, ow: usize
     best
 }
 
+/// The input rows and columns averaged into output `(oh, ow)`, and the divisor PyTorch uses
+/// (the padded window size, or the clipped one without `count_include_pad`).
+fn avg_window(
+    g: &PoolGeometry,
+    a: &Pool2dAttrs,
+    oh: usize,
+    ow: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>, f32) {
+    let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
+    let (w0, w1, wp) = window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
+    let div = if a.count_include_pad {
+        hp * wp
+    } else {
+        (h1 - h0) * (w1 - w0)
+    };
+    (h0..h1, w0..w1, div.max(1) as f32)
+}
+
 fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
     let (n, c, h, w) = t.dims4(op)?;
     Ok([n, c, h, w])
@@ -138,20 +156,16 @@ impl PoolOps for CpuBackend {
                 .for_each(|(p, out)| {
                     let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
                     for oh in 0..g.ho {
-                        let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
                         for ow in 0..g.wo {
-                            let (w0, w1, wp) =
-                                window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
-                            let mut s = 0.0f32;
-                            for ih in h0..h1 {
-                                s += plane[ih * g.w + w0..ih * g.w + w1].iter().sum::<f32>();
-                            }
-                            let div = if a.count_include_pad {
-                                hp * wp
-                            } else {
-                                (h1 - h0) * (w1 - w0)
-                            };
-                            out[oh * g.wo + ow] = s / div.max(1) as f32;
+                            let (rows, cols, div) = avg_window(&g, a, oh, ow);
+                            let s: f32 = rows
+                                .map(|ih| {
+                                    plane[ih * g.w + cols.start..ih * g.w + cols.end]
+                                        .iter()
+                                        .sum::<f32>()
+                                })
+                                .sum();
+                            out[oh * g.wo + ow] = s / div;
                         }
                     }
                 });
@@ -185,18 +199,11 @@ impl PoolOps for CpuBackend {
                 .for_each(|(p, out)| {
                     let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
                     for oh in 0..g.ho {
-                        let (h0, h1, hp) = window(oh, a.kernel[0], a.stride[0], a.padding[0], g.h);
                         for ow in 0..g.wo {
-                            let (w0, w1, wp) =
-                                window(ow, a.kernel[1], a.stride[1], a.padding[1], g.w);
-                            let div = if a.count_include_pad {
-                                hp * wp
-                            } else {
-                                (h1 - h0) * (w1 - w0)
-                            };
-                            let v = grad[oh * g.wo + ow] / div.max(1) as f32;
-                            for ih in h0..h1 {
-                                out[ih * g.w + w0..ih * g.w + w1]
+                            let (rows, cols, div) = avg_window(&g, a, oh, ow);
+                            let v = grad[oh * g.wo + ow] / div;
+                            for ih in rows {
+                                out[ih * g.w + cols.start..ih * g.w + cols.end]
                                     .iter_mut()
                                     .for_each(|d| *d += v);
                             }
