@@ -1,9 +1,9 @@
 //! 2-D transposed convolution layer (the U-Net's learned upsampling).
 
-use dnn_ops::{ConvTranspose2dAttrs, Graph, Parameter, Tensor, Var};
+use dnn_ops::{ConvTranspose2dAttrs, Graph, Parameter, Var};
 use magma_tensor::{Initializer, SeededRng};
 
-use super::join_name;
+use super::weight_bias::WeightBias;
 use crate::error::{Result, config_err};
 use crate::module::{Mode, Module};
 
@@ -64,14 +64,14 @@ impl ConvTranspose2dConfig {
             self.kernel[0],
             self.kernel[1],
         ];
-        let weight = Parameter::new(join_name(name, "weight"), self.init.init(&shape, rng)?);
-        let bias = self
-            .bias
-            .then(|| Parameter::new(join_name(name, "bias"), Tensor::zeros(&[self.out_channels])));
+        let params = WeightBias::new(
+            name,
+            self.init.init(&shape, rng)?,
+            self.bias.then_some(self.out_channels),
+        );
         Ok(ConvTranspose2d {
             config: self.clone(),
-            weight,
-            bias,
+            params,
         })
     }
 }
@@ -80,27 +80,19 @@ impl ConvTranspose2dConfig {
 #[derive(Debug, Clone)]
 pub struct ConvTranspose2d {
     config: ConvTranspose2dConfig,
-    weight: Parameter,
-    bias: Option<Parameter>,
+    params: WeightBias,
 }
 
 impl Module for ConvTranspose2d {
     fn forward(&mut self, g: &Graph, x: Var, _mode: Mode) -> Result<Var> {
-        let w = g.param(&self.weight);
-        let b = self.bias.as_ref().map(|b| g.param(b));
+        let (w, b) = self.params.vars(g);
         Ok(g.conv_transpose2d(x, w, b, self.config.attrs)?)
     }
     fn visit_parameters(&self, f: &mut dyn FnMut(&Parameter)) {
-        f(&self.weight);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        self.params.visit(f);
     }
     fn visit_parameters_mut(&mut self, f: &mut dyn FnMut(&mut Parameter)) {
-        f(&mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f(b);
-        }
+        self.params.visit_mut(f);
     }
     fn describe(&self) -> String {
         let c = &self.config;

@@ -1,9 +1,9 @@
 //! Fully connected layer: `y = x · Wᵀ + b`.
 
-use dnn_ops::{Graph, Parameter, Tensor, Var};
+use dnn_ops::{Graph, Parameter, Var};
 use magma_tensor::{Initializer, SeededRng};
 
-use super::join_name;
+use super::weight_bias::WeightBias;
 use crate::error::{Result, config_err};
 use crate::module::{Mode, Module};
 
@@ -45,18 +45,15 @@ impl LinearConfig {
                 ),
             );
         }
-        let weight = Parameter::new(
-            join_name(name, "weight"),
+        let params = WeightBias::new(
+            name,
             self.init
                 .init(&[self.out_features, self.in_features], rng)?,
+            self.bias.then_some(self.out_features),
         );
-        let bias = self
-            .bias
-            .then(|| Parameter::new(join_name(name, "bias"), Tensor::zeros(&[self.out_features])));
         Ok(Linear {
             config: self.clone(),
-            weight,
-            bias,
+            params,
         })
     }
 }
@@ -65,27 +62,19 @@ impl LinearConfig {
 #[derive(Debug, Clone)]
 pub struct Linear {
     config: LinearConfig,
-    weight: Parameter,
-    bias: Option<Parameter>,
+    params: WeightBias,
 }
 
 impl Module for Linear {
     fn forward(&mut self, g: &Graph, x: Var, _mode: Mode) -> Result<Var> {
-        let w = g.param(&self.weight);
-        let b = self.bias.as_ref().map(|b| g.param(b));
+        let (w, b) = self.params.vars(g);
         Ok(g.linear(x, w, b)?)
     }
     fn visit_parameters(&self, f: &mut dyn FnMut(&Parameter)) {
-        f(&self.weight);
-        if let Some(b) = &self.bias {
-            f(b);
-        }
+        self.params.visit(f);
     }
     fn visit_parameters_mut(&mut self, f: &mut dyn FnMut(&mut Parameter)) {
-        f(&mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f(b);
-        }
+        self.params.visit_mut(f);
     }
     fn describe(&self) -> String {
         format!(

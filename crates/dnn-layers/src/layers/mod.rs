@@ -14,6 +14,7 @@ mod pool;
 mod residual;
 mod sequential;
 mod upsample;
+mod weight_bias;
 
 pub use activation::ActivationLayer;
 pub use batch_norm::{BatchNorm, BatchNormConfig};
