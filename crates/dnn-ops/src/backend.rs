@@ -291,6 +291,20 @@ pub trait OptimizerOps {
     ) -> Result<()>;
 }
 
+/// Evaluation counts computed where the logits live (only the counts travel to the host).
+pub trait MetricOps {
+    /// Counts of (true class, predicted class) pairs, row-major `[C × C]`, for `logits`
+    /// `[N, C, ...]` and integer `labels` `[N, ...]` (stored as `f32`). The prediction of a pixel
+    /// is the first maximum over dimension 1; pixels labelled `ignore_index` are skipped; any
+    /// other label outside `0..C` is an error.
+    fn confusion_matrix(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        ignore_index: Option<i64>,
+    ) -> Result<Vec<u64>>;
+}
+
 /// A complete backend: every op trait, shareable across threads.
 pub trait Backend:
     MatmulOps
@@ -304,6 +318,7 @@ pub trait Backend:
     + ElementwiseOps
     + LossOps
     + OptimizerOps
+    + MetricOps
     + Send
     + Sync
     + std::fmt::Debug

@@ -27,6 +27,12 @@ pub enum OpError {
         "{op}: every target pixel is ignored (ignore_index {ignore_index}), the mean is undefined"
     )]
     AllIgnored { op: &'static str, ignore_index: i64 },
+    #[error("{op}: {call} failed: {detail}")]
+    Cuda {
+        op: &'static str,
+        call: &'static str,
+        detail: String,
+    },
     #[error("autodiff: {0}")]
     Graph(String),
 }

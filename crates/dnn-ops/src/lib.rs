@@ -4,7 +4,8 @@
 //! [`Backend`] is the sum of small object-safe op traits (convolution, pooling, activations,
 //! batch norm, softmax, resampling, shape, elementwise, losses, optimizer updates), each with
 //! explicit backward functions. [`cpu::CpuBackend`] implements them all with rayon and the `gemm`
-//! crate and is the reference every GPU op is tested against. [`autodiff`] records a tape of
+//! crate and is the reference every GPU op is tested against; `cuda::CudaBackend` (feature
+//! `cuda`) runs the same traits on cuDNN and our own kernels (`cuda/*.cu`). [`autodiff`] records a tape of
 //! these ops ([`Graph`]) so that models with skip connections, concatenation and shared
 //! parameters backpropagate without hand-written plumbing. Tensors and memory belong to
 //! `magma-tensor`; layers, losses as modules, and optimizers as objects belong to `dnn-layers`.
@@ -13,6 +14,8 @@ pub mod attrs;
 pub mod autodiff;
 pub mod backend;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod testing;
 
@@ -23,5 +26,7 @@ pub use attrs::{
 pub use autodiff::{Gradients, Graph, ParamId, Parameter, Var};
 pub use backend::Backend;
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
 pub use error::{OpError, Result};
 pub use magma_tensor::Tensor;

@@ -1,5 +1,7 @@
 //! Test support shared by every crate that defines differentiable things: a finite-difference
-//! gradient checker that works through the autodiff [`Graph`] on any backend.
+//! gradient checker that works through the autodiff [`Graph`] on any backend, relative-error
+//! comparison of tensors on any device, and the [`test_device!`](crate::test_device) macro that
+//! runs one test body on the CPU and on CUDA.
 
 use magma_tensor::{SeededRng, Tensor};
 
@@ -121,4 +123,79 @@ impl GradCheck {
         }
         Ok(worst)
     }
+}
+
+/// Relative distance `‖a − b‖₂ / max(‖b‖₂, 1e-6)` of two same-shaped tensors (on any device),
+/// with `b` the reference; NaN anywhere gives infinity.
+pub fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.shape() != b.shape() {
+        return Err(OpError::Shape {
+            op: "relative_error",
+            what: "first tensor",
+            got: a.shape().to_vec(),
+            expected: format!("{:?}", b.shape()),
+        });
+    }
+    let (a, b) = (a.to_vec()?, b.to_vec()?);
+    let mut diff = 0.0f64;
+    let mut norm = 0.0f64;
+    for (&x, &y) in a.iter().zip(&b) {
+        if !x.is_finite() || !y.is_finite() {
+            return Ok(f64::INFINITY);
+        }
+        diff += (x as f64 - y as f64).powi(2);
+        norm += (y as f64).powi(2);
+    }
+    Ok(diff.sqrt() / norm.sqrt().max(1e-6))
+}
+
+/// Panics with the op's name unless `got` is within `tol` relative error of `reference`.
+#[track_caller]
+pub fn assert_close(what: &str, got: &Tensor, reference: &Tensor, tol: f64) {
+    let err = relative_error(got, reference).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        err <= tol,
+        "{what}: relative error {err:.3e} exceeds {tol:.0e} (shape {:?})",
+        reference.shape()
+    );
+}
+
+/// Defines one test body that runs on every backend: `cpu` always, and with the `cuda` feature
+/// `cuda` on GPU 0 (skipped, with a message, when no GPU is present).
+///
+/// ```ignore
+/// dnn_ops::test_device!(fn relu_is_max_zero(be) {
+///     let y = be.activation(&x, Activation::Relu).unwrap();
+///     ...
+/// });
+/// ```
+/// expands to a module `relu_is_max_zero` with tests `cpu` and `cuda`; `be` is a
+/// `&dyn dnn_ops::Backend`.
+#[macro_export]
+macro_rules! test_device {
+    ($(#[$meta:meta])* fn $name:ident($be:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[allow(dead_code)]
+            fn body($be: &dyn $crate::Backend) $body
+
+            $(#[$meta])*
+            #[test]
+            fn cpu() {
+                body(&$crate::cpu::CpuBackend::new());
+            }
+
+            $(#[$meta])*
+            #[cfg(feature = "cuda")]
+            #[test]
+            fn cuda() {
+                match $crate::cuda::test_backend() {
+                    Some(be) => body(be),
+                    None => eprintln!("skipped: no CUDA device for {}", module_path!()),
+                }
+            }
+        }
+    };
 }

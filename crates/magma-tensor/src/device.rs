@@ -19,6 +19,8 @@ pub trait DeviceBuffer: Send + Sync + Debug {
     }
     /// Which device the buffer lives on.
     fn ordinal(&self) -> usize;
+    /// The raw device address of the first element (what kernels and cuDNN are given).
+    fn device_ptr(&self) -> u64;
     /// Copies `src` (exactly `len()` values) to the device.
     fn copy_from_host(&mut self, src: &[f32]) -> Result<()>;
     /// Copies the buffer into `dst` (exactly `len()` values).

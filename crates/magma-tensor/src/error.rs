@@ -69,6 +69,8 @@ pub enum TensorError {
     },
     #[error("initialiser {init}: {reason}")]
     BadInitializer { init: &'static str, reason: String },
+    #[error("CUDA call {call} failed: {detail}")]
+    Cuda { call: &'static str, detail: String },
     #[error("device memory: {0}")]
     Device(String),
     #[error("ndarray: {0}")]

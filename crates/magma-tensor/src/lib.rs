@@ -5,11 +5,14 @@
 //! and may be laid out channels-last ([`MemoryFormat::ChannelsLast`], NHWC in memory) behind the
 //! same logical shape. Memory comes in MagmaDNN's kinds: [`MemoryKind::Host`] always, and with
 //! the `cuda` feature `Device` and `Managed` (host and device copies synchronised explicitly)
-//! through the [`DeviceBuffer`](device::DeviceBuffer) seam that the CUDA backend fills. The crate
+//! through the [`DeviceBuffer`](device::DeviceBuffer) seam, filled by the cust-backed `cuda`
+//! module (a caching allocator, one stream per GPU, pinned staging for copies). The crate
 //! also owns seeded initialisers ([`Initializer`], [`SeededRng`]) and zero-copy `ndarray`
 //! interop. It knows nothing of operations, gradients or layers: those live in `dnn-ops` and
 //! above. Every fallible public call returns a typed [`TensorError`].
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "cuda")]
 pub mod device;
 mod error;

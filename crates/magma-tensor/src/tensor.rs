@@ -203,8 +203,10 @@ impl Tensor {
     }
 
     /// The elements in logical (row-major) order, copied out.
+    /// Device tensors are copied to the host (after all queued work on their device).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        let data = self.storage.host("to_vec")?;
+        let data = self.storage_values("to_vec")?;
+        let data = &data[..];
         if self.is_contiguous() {
             return Ok(data[self.offset..self.offset + self.numel()].to_vec());
         }
@@ -242,6 +244,69 @@ impl Tensor {
         self.to_vec()
     }
 
+    /// A host tensor with the same values: a cheap clone when the tensor is already in host
+    /// memory, a download (after all queued device work) otherwise.
+    pub fn to_host(&self) -> Result<Tensor> {
+        match self.storage.as_ref() {
+            Storage::Host(_) => Ok(self.clone()),
+            #[cfg(feature = "cuda")]
+            _ => Tensor::from_vec(self.to_vec()?, &self.shape),
+        }
+    }
+
+    /// Every element of the storage, readable on the host: borrowed for host memory, downloaded
+    /// for device memory, the host copy of managed memory when it is current.
+    fn storage_values(&self, op: &'static str) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match self.storage.as_ref() {
+            #[cfg(feature = "cuda")]
+            Storage::Device(buf) => {
+                let mut out = vec![0.0; buf.len()];
+                buf.copy_to_host(&mut out)?;
+                Ok(std::borrow::Cow::Owned(out))
+            }
+            other => Ok(std::borrow::Cow::Borrowed(other.host(op)?)),
+        }
+    }
+
+    /// The device address of the first element of a contiguous device tensor.
+    #[cfg(feature = "cuda")]
+    pub fn device_ptr(&self) -> Result<u64> {
+        match self.storage.as_ref() {
+            Storage::Device(buf) if self.is_contiguous() => {
+                Ok(buf.device_ptr() + 4 * self.offset as u64)
+            }
+            Storage::Device(_) => Err(TensorError::ShapeMismatch {
+                op: "device_ptr (tensor is a strided view; make it contiguous first)",
+                lhs: self.shape.clone(),
+                rhs: self.strides.clone(),
+            }),
+            other => Err(TensorError::NotOnHost {
+                op: "device_ptr (tensor is not in device memory)",
+                kind: other.kind(),
+            }),
+        }
+    }
+
+    /// The device address of a contiguous device tensor that this tensor owns alone, for writing
+    /// in place: shared storage is copied first (copy-on-write), as is a view of part of it.
+    #[cfg(feature = "cuda")]
+    pub fn device_ptr_mut(&mut self) -> Result<u64> {
+        let whole = self.is_contiguous() && self.offset == 0 && self.storage.len() == self.numel();
+        if !whole || Arc::get_mut(&mut self.storage).is_none() {
+            let storage = match self.storage.as_ref() {
+                Storage::Device(buf) if whole => Storage::Device(buf.try_clone()?),
+                _ => {
+                    return Err(TensorError::NotOnHost {
+                        op: "device_ptr_mut (needs a whole contiguous device tensor)",
+                        kind: self.storage.kind(),
+                    });
+                }
+            };
+            self.storage = Arc::new(storage);
+        }
+        self.device_ptr()
+    }
+
     /// The only element of a tensor with one element.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
@@ -251,8 +316,7 @@ impl Tensor {
                 rhs: vec![],
             });
         }
-        let data = self.storage.host("item")?;
-        Ok(data[self.offset])
+        Ok(self.storage_values("item")?[self.offset])
     }
 
     /// The element at a multi-index.
@@ -269,7 +333,7 @@ impl Tensor {
                 .zip(&self.strides)
                 .map(|(i, s)| i * s)
                 .sum::<usize>();
-        Ok(self.storage.host("get")?[pos])
+        Ok(self.storage_values("get")?[pos])
     }
 
     /// A contiguous tensor with the same values (shares storage when already contiguous).
@@ -388,11 +452,7 @@ impl Tensor {
 
     /// Whether any element is NaN or infinite.
     pub fn has_non_finite(&self) -> Result<bool> {
-        Ok(self
-            .contiguous()?
-            .host_data()?
-            .iter()
-            .any(|v| !v.is_finite()))
+        Ok(self.to_vec()?.iter().any(|v| !v.is_finite()))
     }
 
     /// Largest absolute elementwise difference to `other` (shapes must match).

@@ -15,6 +15,9 @@ impl DeviceBuffer for EmulatedDevice {
     fn ordinal(&self) -> usize {
         0
     }
+    fn device_ptr(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
     fn copy_from_host(&mut self, src: &[f32]) -> Result<()> {
         self.0.copy_from_slice(src);
         Ok(())
@@ -36,7 +39,10 @@ fn device_tensors_refuse_host_reads() {
     )
     .unwrap();
     assert_eq!(t.memory_kind(), MemoryKind::Device);
-    assert!(matches!(t.to_vec(), Err(TensorError::NotOnHost { .. })));
+    assert!(matches!(t.host_data(), Err(TensorError::NotOnHost { .. })));
+    // Copies out are explicit downloads and do work.
+    assert_eq!(t.to_vec().unwrap(), vec![0.0; 4]);
+    assert_eq!(t.to_host().unwrap().memory_kind(), MemoryKind::Host);
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod elementwise;
 mod gemm;
 mod loss;
 mod matmul;
+mod metrics;
 mod optim;
 mod pool;
 mod resize;

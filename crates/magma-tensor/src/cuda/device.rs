@@ -1,0 +1,264 @@
+//! One GPU: its primary context, its stream, its allocator and its pinned staging buffer.
+
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cust::context::{Context, CurrentContext};
+use cust::device::Device;
+use cust::memory::LockedBuffer;
+use cust::stream::{Stream, StreamFlags};
+
+use super::allocator::{CachingAllocator, MemoryStats};
+use super::buffer::CudaBuffer;
+use super::{check_driver, cuda_err};
+use crate::{Result, Storage, Tensor, TensorError};
+
+/// A GPU ready for work. Get it with [`CudaDevice::get`]; it lives for the whole process.
+#[derive(Debug)]
+pub struct CudaDevice {
+    ordinal: usize,
+    name: String,
+    context: Context,
+    stream: Stream,
+    allocator: Mutex<CachingAllocator>,
+    staging: Mutex<Option<LockedBuffer<f32>>>,
+}
+
+// SAFETY: the context and stream handles are process-wide driver objects usable from any thread
+// once the context is made current there (every entry point calls `bind`); the mutable state
+// (allocator, staging buffer) sits behind mutexes.
+unsafe impl Send for CudaDevice {}
+// SAFETY: as above.
+unsafe impl Sync for CudaDevice {}
+
+static DEVICES: OnceLock<Mutex<Vec<Option<Arc<CudaDevice>>>>> = OnceLock::new();
+
+impl CudaDevice {
+    /// The device with this ordinal, initialised on first use.
+    pub fn get(ordinal: usize) -> Result<Arc<CudaDevice>> {
+        let registry = DEVICES.get_or_init(|| Mutex::new(Vec::new()));
+        let mut devices = registry
+            .lock()
+            .map_err(|_| TensorError::Device("device registry poisoned".into()))?;
+        if let Some(Some(dev)) = devices.get(ordinal) {
+            return Ok(dev.clone());
+        }
+        let dev = Arc::new(Self::open(ordinal)?);
+        if devices.len() <= ordinal {
+            devices.resize(ordinal + 1, None);
+        }
+        devices[ordinal] = Some(dev.clone());
+        Ok(dev)
+    }
+
+    /// How many CUDA devices the driver sees (0 when there is no driver or no GPU).
+    pub fn count() -> usize {
+        if cust::init(cust::CudaFlags::empty()).is_err() {
+            return 0;
+        }
+        Device::num_devices().map(|n| n as usize).unwrap_or(0)
+    }
+
+    fn open(ordinal: usize) -> Result<Self> {
+        cust::init(cust::CudaFlags::empty()).map_err(|e| cuda_err("cuInit", e))?;
+        let count = Device::num_devices().map_err(|e| cuda_err("cuDeviceGetCount", e))? as usize;
+        if ordinal >= count {
+            return Err(TensorError::Device(format!(
+                "CUDA device {ordinal} requested but the driver sees {count}"
+            )));
+        }
+        let device =
+            Device::get_device(ordinal as u32).map_err(|e| cuda_err("cuDeviceGet", e))?;
+        let name = device.name().map_err(|e| cuda_err("cuDeviceGetName", e))?;
+        let context = Context::new(device).map_err(|e| cuda_err("cuDevicePrimaryCtxRetain", e))?;
+        CurrentContext::set_current(&context).map_err(|e| cuda_err("cuCtxSetCurrent", e))?;
+        // A blocking stream: ordered after any work on the legacy default stream as well.
+        let stream =
+            Stream::new(StreamFlags::DEFAULT, None).map_err(|e| cuda_err("cuStreamCreate", e))?;
+        Ok(Self {
+            ordinal,
+            name,
+            context,
+            stream,
+            allocator: Mutex::new(CachingAllocator::default()),
+            staging: Mutex::new(None),
+        })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// The device's name as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes this device's context current on the calling thread (cheap; call before driver work).
+    pub fn bind(&self) -> Result<()> {
+        CurrentContext::set_current(&self.context).map_err(|e| cuda_err("cuCtxSetCurrent", e))
+    }
+
+    /// The raw stream handle (`CUstream`, which is also a `cudaStream_t`) all work goes on.
+    pub fn stream_handle(&self) -> *mut c_void {
+        self.stream.as_inner() as *mut c_void
+    }
+
+    /// Waits until every queued operation has finished, and reports any asynchronous error.
+    pub fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err("cuStreamSynchronize", e))
+    }
+
+    /// Allocator statistics.
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.allocator.lock().map(|a| a.stats()).unwrap_or_default()
+    }
+
+    /// Starts a new peak-memory measurement.
+    pub fn reset_peak_memory(&self) {
+        if let Ok(mut a) = self.allocator.lock() {
+            a.reset_peak();
+        }
+    }
+
+    /// Returns cached blocks to the driver.
+    pub fn empty_cache(&self) -> Result<()> {
+        self.synchronize()?;
+        self.lock_allocator()?.release_cached()
+    }
+
+    /// An uninitialised buffer of `len` `f32`.
+    pub fn alloc(self: &Arc<Self>, len: usize) -> Result<CudaBuffer> {
+        self.bind()?;
+        let (ptr, bytes) = self.lock_allocator()?.allocate(len * 4)?;
+        Ok(CudaBuffer::from_raw_parts(self.clone(), ptr, len, bytes))
+    }
+
+    /// A contiguous device tensor whose elements are unspecified (every kernel writing it must
+    /// write all of them).
+    pub fn empty_tensor(self: &Arc<Self>, shape: &[usize]) -> Result<Tensor> {
+        let len = crate::numel(shape);
+        Tensor::from_storage(Storage::Device(Box::new(self.alloc(len)?)), shape)
+    }
+
+    /// A contiguous device tensor filled with zeros.
+    pub fn zeros_tensor(self: &Arc<Self>, shape: &[usize]) -> Result<Tensor> {
+        let len = crate::numel(shape);
+        let buf = self.alloc(len)?;
+        // SAFETY: the buffer holds `len` f32 = `len` 32-bit words, all inside the allocation.
+        check_driver("cuMemsetD32Async", unsafe {
+            cust::sys::cuMemsetD32Async(buf.device_ptr(), 0, len, self.stream.as_inner())
+        })?;
+        Tensor::from_storage(Storage::Device(Box::new(buf)), shape)
+    }
+
+    /// A device copy of `tensor` (contiguous). A tensor already on this device is returned as a
+    /// cheap clone when it is contiguous.
+    pub fn upload(self: &Arc<Self>, tensor: &Tensor) -> Result<Tensor> {
+        if let Storage::Device(buf) = tensor.storage()
+            && buf.ordinal() == self.ordinal
+            && tensor.is_contiguous()
+        {
+            return Ok(tensor.clone());
+        }
+        let values = tensor.to_vec()?;
+        let buf = self.alloc(values.len())?;
+        self.copy_host_to_device(&values, buf.device_ptr())?;
+        Tensor::from_storage(Storage::Device(Box::new(buf)), tensor.shape())
+    }
+
+    /// Copies `src` to device memory at `dst` through the pinned staging buffer.
+    pub(crate) fn copy_host_to_device(&self, src: &[f32], dst: u64) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        let mut staging = self.staging_at_least(src.len())?;
+        let pinned = staging.as_mut().expect("staging sized above");
+        pinned.as_mut_slice()[..src.len()].copy_from_slice(src);
+        // SAFETY: `pinned` holds at least `src.len()` f32 of page-locked memory and `dst` points
+        // at a device allocation of at least as many (checked by the callers' lengths); the
+        // stream is synchronised before the staging buffer is reused or released.
+        check_driver("cuMemcpyHtoDAsync", unsafe {
+            cust::sys::cuMemcpyHtoDAsync_v2(
+                dst,
+                pinned.as_ptr() as *const c_void,
+                src.len() * 4,
+                self.stream.as_inner(),
+            )
+        })?;
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err("cuStreamSynchronize", e))
+    }
+
+    /// Copies `dst.len()` values from device memory at `src` into `dst`, after all queued work.
+    pub(crate) fn copy_device_to_host(&self, src: u64, dst: &mut [f32]) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        let mut staging = self.staging_at_least(dst.len())?;
+        let pinned = staging.as_mut().expect("staging sized above");
+        // SAFETY: as in `copy_host_to_device`, with the roles swapped; the stream is synchronised
+        // before the pinned values are read.
+        check_driver("cuMemcpyDtoHAsync", unsafe {
+            cust::sys::cuMemcpyDtoHAsync_v2(
+                pinned.as_mut_ptr() as *mut c_void,
+                src,
+                dst.len() * 4,
+                self.stream.as_inner(),
+            )
+        })?;
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err("cuStreamSynchronize", e))?;
+        dst.copy_from_slice(&pinned.as_slice()[..dst.len()]);
+        Ok(())
+    }
+
+    /// Queues a device-to-device copy of `len` values.
+    pub(crate) fn copy_device_to_device(&self, src: u64, dst: u64, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: both pointers address device allocations of at least `len` f32 (the callers'
+        // buffers), ordered on this device's stream.
+        check_driver("cuMemcpyDtoDAsync", unsafe {
+            cust::sys::cuMemcpyDtoDAsync_v2(dst, src, len * 4, self.stream.as_inner())
+        })
+    }
+
+    pub(crate) fn release(&self, ptr: u64, bytes: usize) {
+        if let Ok(mut a) = self.allocator.lock() {
+            a.release(ptr, bytes);
+        }
+    }
+
+    fn lock_allocator(&self) -> Result<std::sync::MutexGuard<'_, CachingAllocator>> {
+        self.allocator
+            .lock()
+            .map_err(|_| TensorError::Device("device allocator poisoned".into()))
+    }
+
+    fn staging_at_least(
+        &self,
+        len: usize,
+    ) -> Result<std::sync::MutexGuard<'_, Option<LockedBuffer<f32>>>> {
+        let mut staging = self
+            .staging
+            .lock()
+            .map_err(|_| TensorError::Device("staging buffer poisoned".into()))?;
+        if staging.as_ref().is_none_or(|b| b.len() < len) {
+            let grown = len.next_power_of_two();
+            *staging = Some(
+                LockedBuffer::new(&0.0f32, grown).map_err(|e| cuda_err("cuMemAllocHost", e))?,
+            );
+        }
+        Ok(staging)
+    }
+}
