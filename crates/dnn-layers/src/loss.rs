@@ -1,6 +1,7 @@
 //! Losses as objects: each turns the network output and a target into a scalar on the graph.
 
-use dnn_ops::{Graph, Tensor, Var};
+use dnn_ops::backend::Backend;
+use dnn_ops::{CpuBackend, GaussianWeights, Graph, Tensor, Var};
 
 use crate::error::{LayerError, Result};
 
@@ -89,13 +90,7 @@ impl Loss for MseLoss {
 }
 
 /// Where the Gaussian of [`GaussianWeightedCrossEntropy`] is centred.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GaussianCenter {
-    /// The centroid of the ground-truth foreground pixels (image centre when there are none).
-    Centroid,
-    /// Always the image centre.
-    ImageCenter,
-}
+pub use dnn_ops::GaussianCenter;
 
 /// Pixel-wise cross-entropy weighted by a 2-D Gaussian that emphasises the object:
 /// `w = 1 + α·exp(−((x−μx)² + (y−μy)²) / (2σ²))`, `σ = s·min(H, W)`,
@@ -123,60 +118,32 @@ impl Default for GaussianWeightedCrossEntropy {
 }
 
 impl GaussianWeightedCrossEntropy {
-    /// The per-pixel weights `[N, H, W]` for pixel labels `[N, H, W]`.
+    /// The map's parameters as the backend op takes them.
+    pub fn params(&self) -> GaussianWeights {
+        GaussianWeights {
+            alpha: self.alpha,
+            sigma_scale: self.sigma_scale,
+            center: self.center,
+            foreground_classes: self.foreground_classes.clone(),
+            ignore_index: self.ignore_index,
+        }
+    }
+
+    /// The per-pixel weights `[N, H, W]` for pixel labels `[N, H, W]`, on the CPU.
     pub fn pixel_weights(&self, labels: &Tensor) -> Result<Tensor> {
-        let &[n, h, w] = labels.shape() else {
-            return Err(LayerError::Data(format!(
-                "Gaussian-weighted CE needs labels [N, H, W], got {:?}",
-                labels.shape()
-            )));
-        };
-        if self.alpha < 0.0
-            || self.sigma_scale <= 0.0
-            || !self.alpha.is_finite()
-            || !self.sigma_scale.is_finite()
-        {
-            return Err(LayerError::Data(format!(
-                "Gaussian weights need alpha ≥ 0 and s > 0, got α = {}, s = {}",
-                self.alpha, self.sigma_scale
-            )));
-        }
-        let l = labels.to_vec()?;
-        let sigma = self.sigma_scale * h.min(w) as f32;
-        let inv = 1.0 / (2.0 * sigma * sigma);
-        let mut out = vec![0.0f32; l.len()];
-        for s in 0..n {
-            let plane = &l[s * h * w..(s + 1) * h * w];
-            let (mut sx, mut sy, mut count) = (0.0f64, 0.0f64, 0usize);
-            if self.center == GaussianCenter::Centroid {
-                for (i, &v) in plane.iter().enumerate() {
-                    if v >= 0.0
-                        && self.foreground_classes.contains(&(v as usize))
-                        && self.ignore_index != Some(v as i64)
-                    {
-                        sx += (i % w) as f64;
-                        sy += (i / w) as f64;
-                        count += 1;
-                    }
-                }
-            }
-            let (mx, my) = if count > 0 {
-                ((sx / count as f64) as f32, (sy / count as f64) as f32)
-            } else {
-                ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0)
-            };
-            for (i, o) in out[s * h * w..(s + 1) * h * w].iter_mut().enumerate() {
-                let (dx, dy) = ((i % w) as f32 - mx, (i / w) as f32 - my);
-                *o = 1.0 + self.alpha * (-(dx * dx + dy * dy) * inv).exp();
-            }
-        }
-        Ok(Tensor::from_vec(out, labels.shape())?)
+        self.pixel_weights_on(&CpuBackend::new(), labels)
+    }
+
+    /// The per-pixel weights `[N, H, W]` for pixel labels `[N, H, W]`, computed by `backend`
+    /// ([`LossOps::gaussian_pixel_weights`]).
+    pub fn pixel_weights_on(&self, backend: &dyn Backend, labels: &Tensor) -> Result<Tensor> {
+        Ok(backend.gaussian_pixel_weights(labels, &self.params())?)
     }
 }
 
 impl Loss for GaussianWeightedCrossEntropy {
     fn compute(&self, g: &Graph, output: Var, target: &Tensor) -> Result<Var> {
-        let weights = self.pixel_weights(target)?;
+        let weights = self.pixel_weights_on(g.backend(), target)?;
         Ok(g.pixel_weighted_cross_entropy(output, target, &weights, self.ignore_index)?)
     }
     fn name(&self) -> String {

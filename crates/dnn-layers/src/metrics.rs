@@ -22,8 +22,7 @@ pub fn count_correct(
         return Ok(None);
     }
     let (c, inner) = (shape[1], shape[2..].iter().product::<usize>());
-    let out = output.contiguous()?;
-    let o = out.host_data()?;
+    let o = output.to_vec()?;
     let t = target.to_vec()?;
     let (mut correct, mut counted) = (0, 0);
     for (i, &label) in t.iter().enumerate() {
@@ -91,8 +90,7 @@ impl ConfusionMatrix {
             )));
         }
         let (c, inner) = (self.classes, shape[2..].iter().product::<usize>());
-        let out = output.contiguous()?;
-        let o = out.host_data()?;
+        let o = output.to_vec()?;
         for (i, &label) in labels.to_vec()?.iter().enumerate() {
             if ignore_index == Some(label as i64) {
                 continue;
@@ -111,6 +109,22 @@ impl ConfusionMatrix {
             }
             self.counts[label as usize * c + best] += 1;
         }
+        Ok(())
+    }
+
+    /// Adds row-major `[C × C]` counts (as `MetricOps::confusion_matrix` returns them).
+    pub fn add_counts(&mut self, counts: &[u64]) -> Result<()> {
+        if counts.len() != self.counts.len() {
+            return Err(crate::error::LayerError::Data(format!(
+                "confusion counts of length {} do not fit {} classes",
+                counts.len(),
+                self.classes
+            )));
+        }
+        self.counts
+            .iter_mut()
+            .zip(counts)
+            .for_each(|(a, b)| *a += b);
         Ok(())
     }
 

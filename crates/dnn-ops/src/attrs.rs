@@ -284,3 +284,100 @@ pub struct RmsPropStep {
     pub momentum: f32,
     pub weight_decay: f32,
 }
+
+/// Where the Gaussian of [`GaussianWeights`] is centred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaussianCenter {
+    /// The centroid of the ground-truth foreground pixels (image centre when there are none).
+    Centroid,
+    /// Always the image centre.
+    ImageCenter,
+}
+
+/// A 2-D-Gaussian pixel-weight map over labels `[N, H, W]`:
+/// `w = 1 + α·exp(−((x−μx)² + (y−μy)²) / (2σ²))`, `σ = sigma_scale·min(H, W)`, centred per
+/// sample on the centroid of the foreground pixels or on the image centre `((W−1)/2, (H−1)/2)`.
+/// A pixel is foreground when its label is a finite value in `[0, 2⁶³)` whose integer part is one
+/// of `foreground_classes` and is not `ignore_index`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaussianWeights {
+    pub alpha: f32,
+    pub sigma_scale: f32,
+    pub center: GaussianCenter,
+    pub foreground_classes: Vec<usize>,
+    pub ignore_index: Option<i64>,
+}
+
+impl Default for GaussianWeights {
+    /// α = 1, s = 0.25, centred on the centroid of class 0.
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            sigma_scale: 0.25,
+            center: GaussianCenter::Centroid,
+            foreground_classes: vec![0],
+            ignore_index: None,
+        }
+    }
+}
+
+impl GaussianWeights {
+    /// Checks `α ≥ 0` and `s > 0` (both finite) and that `labels` is `[N, H, W]`; returns
+    /// `(N, H, W)`.
+    pub(crate) fn validate(
+        &self,
+        op: &'static str,
+        labels_shape: &[usize],
+    ) -> Result<(usize, usize, usize)> {
+        let &[n, h, w] = labels_shape else {
+            return Err(OpError::Shape {
+                op,
+                what: "labels",
+                got: labels_shape.to_vec(),
+                expected: "[N, H, W]".to_string(),
+            });
+        };
+        if self.alpha < 0.0
+            || self.sigma_scale <= 0.0
+            || !self.alpha.is_finite()
+            || !self.sigma_scale.is_finite()
+        {
+            return Err(OpError::Attr {
+                op,
+                reason: format!(
+                    "Gaussian weights need alpha ≥ 0 and sigma_scale > 0, got α = {}, s = {}",
+                    self.alpha, self.sigma_scale
+                ),
+            });
+        }
+        Ok((n, h, w))
+    }
+
+    /// `1 / (2σ²)` for planes of `h × w`.
+    pub(crate) fn inv_two_sigma_sq(&self, h: usize, w: usize) -> f32 {
+        let sigma = self.sigma_scale * h.min(w) as f32;
+        1.0 / (2.0 * sigma * sigma)
+    }
+
+    /// The foreground classes as sorted, distinct `i64` (classes beyond `i64::MAX` can match no
+    /// label and are dropped).
+    pub(crate) fn sorted_foreground(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self
+            .foreground_classes
+            .iter()
+            .filter_map(|&c| i64::try_from(c).ok())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The integer class of a foreground label (see the type's documentation), else `None`.
+    pub(crate) fn foreground_class(&self, label: f32, sorted: &[i64]) -> Option<i64> {
+        if !(0.0..9.223_372e18).contains(&label) {
+            return None;
+        }
+        let k = label as i64;
+        (self.ignore_index != Some(k) && sorted.binary_search(&k).is_ok()).then_some(k)
+    }
+}

@@ -8,7 +8,7 @@ use magma_tensor::Tensor;
 
 use crate::attrs::{
     Activation, AdagradStep, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs,
-    Pool2dAttrs, RmsPropStep, SgdStep,
+    GaussianWeights, Pool2dAttrs, RmsPropStep, SgdStep,
 };
 use crate::error::Result;
 
@@ -250,6 +250,10 @@ pub trait LossOps {
         eps: f32,
         ignore_index: Option<i64>,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// The 2-D-Gaussian pixel weights `[N, H, W]` of pixel labels `[N, H, W]` (stored as `f32`),
+    /// for [`LossOps::pixel_weighted_cross_entropy`]; see [`GaussianWeights`] for the map.
+    fn gaussian_pixel_weights(&self, labels: &Tensor, params: &GaussianWeights) -> Result<Tensor>;
 }
 
 /// In-place parameter updates.

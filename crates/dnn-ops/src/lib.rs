@@ -21,7 +21,7 @@ pub mod testing;
 
 pub use attrs::{
     Activation, AdagradStep, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs,
-    Pool2dAttrs, RmsPropStep, SgdStep,
+    GaussianCenter, GaussianWeights, Pool2dAttrs, RmsPropStep, SgdStep,
 };
 pub use autodiff::{Gradients, Graph, ParamId, Parameter, Var};
 pub use backend::Backend;

@@ -39,6 +39,15 @@ fn derivative(kind: Activation, x: f32, y: f32) -> f32 {
     }
 }
 
+impl CpuBackend {
+    /// The check of `activation_backward`, shared with the CUDA backend: `x`, `y` and `dy` have
+    /// one shape.
+    pub(crate) fn check_activation_backward(x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<()> {
+        same_shape("activation_backward", x, y)?;
+        same_shape("activation_backward", x, dy)
+    }
+}
+
 impl ActivationOps for CpuBackend {
     fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
         let mut v = x.to_vec()?;
@@ -55,8 +64,7 @@ impl ActivationOps for CpuBackend {
         dy: &Tensor,
         kind: Activation,
     ) -> Result<Tensor> {
-        same_shape("activation_backward", x, y)?;
-        same_shape("activation_backward", x, dy)?;
+        Self::check_activation_backward(x, y, dy)?;
         let (x, y) = (x.contiguous()?, y.contiguous()?);
         let (xd, yd) = (x.host_data()?, y.host_data()?);
         let mut dx = dy.to_vec()?;

@@ -65,6 +65,51 @@ fn normalise(
     y
 }
 
+/// The shape checks of batch norm, shared with the CUDA backend so that both refuse the same
+/// inputs with the same typed errors.
+impl CpuBackend {
+    /// Checks `x` `[N, C, ...]` against the per-channel vectors; returns `(outer, C, inner)`.
+    /// Training also needs more than one value per channel.
+    pub(crate) fn check_batch_norm(
+        op: &'static str,
+        x: &Tensor,
+        vectors: [(&'static str, &Tensor); 4],
+        training: bool,
+    ) -> Result<(usize, usize, usize)> {
+        let dims = split_dims(x, op)?;
+        let (outer, c, inner) = dims;
+        for (what, t) in vectors {
+            check_vec(op, what, t, c)?;
+        }
+        if training && outer * inner < 2 {
+            return Err(OpError::Attr {
+                op,
+                reason: format!(
+                    "training needs more than one value per channel, got input {:?}",
+                    x.shape()
+                ),
+            });
+        }
+        Ok(dims)
+    }
+
+    /// Checks the operands of `batch_norm_backward`; returns `(outer, C, inner)`.
+    pub(crate) fn check_batch_norm_backward(
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(usize, usize, usize)> {
+        const OP: &str = "batch_norm_backward";
+        same_shape(OP, x, dy)?;
+        let dims = split_dims(x, OP)?;
+        check_vec(OP, "gamma", gamma, dims.1)?;
+        check_vec(OP, "saved mean", &saved.mean, dims.1)?;
+        check_vec(OP, "saved inv_std", &saved.inv_std, dims.1)?;
+        Ok(dims)
+    }
+}
+
 impl NormOps for CpuBackend {
     fn batch_norm_train(
         &self,
@@ -75,27 +120,19 @@ impl NormOps for CpuBackend {
         running_var: &mut Tensor,
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        const OP: &str = "batch_norm_train";
-        let dims = split_dims(x, OP)?;
+        let dims = Self::check_batch_norm(
+            "batch_norm_train",
+            x,
+            [
+                ("gamma", gamma),
+                ("beta", beta),
+                ("running_mean", running_mean),
+                ("running_var", running_var),
+            ],
+            true,
+        )?;
         let (outer, c, inner) = dims;
-        for (what, t) in [
-            ("gamma", gamma),
-            ("beta", beta),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ] {
-            check_vec(OP, what, t, c)?;
-        }
         let m = outer * inner;
-        if m < 2 {
-            return Err(OpError::Attr {
-                op: OP,
-                reason: format!(
-                    "training needs more than one value per channel, got input {:?}",
-                    x.shape()
-                ),
-            });
-        }
         let x = x.contiguous()?;
         let xd = x.host_data()?;
         let stats: Vec<(f64, f64)> = (0..c)
@@ -138,17 +175,18 @@ impl NormOps for CpuBackend {
         running_var: &Tensor,
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        const OP: &str = "batch_norm_eval";
-        let dims = split_dims(x, OP)?;
+        let dims = Self::check_batch_norm(
+            "batch_norm_eval",
+            x,
+            [
+                ("gamma", gamma),
+                ("beta", beta),
+                ("running_mean", running_mean),
+                ("running_var", running_var),
+            ],
+            false,
+        )?;
         let c = dims.1;
-        for (what, t) in [
-            ("gamma", gamma),
-            ("beta", beta),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ] {
-            check_vec(OP, what, t, c)?;
-        }
         let mean = running_mean.to_vec()?;
         let inv_std: Vec<f32> = running_var
             .to_vec()?
@@ -181,11 +219,8 @@ impl NormOps for CpuBackend {
         saved: &BatchNormSaved,
         batch_statistics: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        const OP: &str = "batch_norm_backward";
-        same_shape(OP, x, dy)?;
-        let dims = split_dims(x, OP)?;
+        let dims = Self::check_batch_norm_backward(x, dy, gamma, saved)?;
         let (outer, c, inner) = dims;
-        check_vec(OP, "gamma", gamma, c)?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let (xd, dyd) = (x.host_data()?, dy.host_data()?);
         let (mean, inv_std, g) = (

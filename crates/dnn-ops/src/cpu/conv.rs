@@ -15,7 +15,7 @@ use crate::error::{Result, shape_err};
 
 /// Sizes of one convolution problem.
 #[derive(Debug, Clone, Copy)]
-struct ConvGeometry {
+pub(crate) struct ConvGeometry {
     n: usize,
     c: usize,
     h: usize,
@@ -311,6 +311,86 @@ fn check_bias(bias: Option<&Tensor>, channels: usize, op: &'static str) -> Resul
     Ok(())
 }
 
+// Used by the CUDA backend.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl ConvGeometry {
+    /// `[n, c, h, w]` of the input.
+    pub(crate) fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+    /// `[o, c, kh, kw]` of the weight.
+    pub(crate) fn w_shape(&self) -> [usize; 4] {
+        [self.o, self.c, self.kh, self.kw]
+    }
+    /// `[n, o, ho, wo]` of the output.
+    pub(crate) fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.o, self.ho, self.wo]
+    }
+}
+
+/// The shape and attribute checks of the convolutions, shared with the CUDA backend so that both
+/// refuse the same inputs with the same typed errors.
+impl CpuBackend {
+    pub(crate) fn check_conv2d(
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &Conv2dAttrs,
+    ) -> Result<ConvGeometry> {
+        let g = ConvGeometry::new(
+            shape4(x, "conv2d input")?,
+            shape4(w, "conv2d weight")?,
+            attrs,
+        )?;
+        check_bias(bias, g.o, "conv2d")?;
+        Ok(g)
+    }
+
+    pub(crate) fn check_conv2d_backward_data(
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<ConvGeometry> {
+        let g = ConvGeometry::new(x_shape, shape4(w, "conv2d weight")?, attrs)?;
+        check_dy(&g, dy, "conv2d_backward_data")?;
+        Ok(g)
+    }
+
+    pub(crate) fn check_conv2d_backward_filter(
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<ConvGeometry> {
+        let g = ConvGeometry::new(shape4(x, "conv2d input")?, w_shape, attrs)?;
+        check_dy(&g, dy, "conv2d_backward_filter")?;
+        Ok(g)
+    }
+
+    /// The output shape `[n, out, ho, wo]` of a transposed convolution.
+    pub(crate) fn check_conv_transpose2d(
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<[usize; 4]> {
+        let [n, cin, h, wd] = shape4(x, "conv_transpose2d input")?;
+        let [wi, cout, kh, kw] = shape4(w, "conv_transpose2d weight")?;
+        if wi != cin {
+            return shape_err(
+                "conv_transpose2d",
+                "weight",
+                w.shape(),
+                format!("[{cin}, out, kh, kw] for an input with {cin} channels"),
+            );
+        }
+        check_bias(bias, cout, "conv_transpose2d")?;
+        let [ho, wo] = attrs.output_size([h, wd], [kh, kw])?;
+        Ok([n, cout, ho, wo])
+    }
+}
+
 impl CpuBackend {
     fn maybe_bias(&self, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         match bias {
@@ -328,12 +408,7 @@ impl ConvOps for CpuBackend {
         bias: Option<&Tensor>,
         attrs: &Conv2dAttrs,
     ) -> Result<Tensor> {
-        let g = ConvGeometry::new(
-            shape4(x, "conv2d input")?,
-            shape4(w, "conv2d weight")?,
-            attrs,
-        )?;
-        check_bias(bias, g.o, "conv2d")?;
+        let g = Self::check_conv2d(x, w, bias, attrs)?;
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         let y = conv_forward(&g, x.host_data()?, w.host_data()?)?;
         let y = Tensor::from_vec(y, &[g.n, g.o, g.ho, g.wo])?;
@@ -347,8 +422,7 @@ impl ConvOps for CpuBackend {
         x_shape: [usize; 4],
         attrs: &Conv2dAttrs,
     ) -> Result<Tensor> {
-        let g = ConvGeometry::new(x_shape, shape4(w, "conv2d weight")?, attrs)?;
-        check_dy(&g, dy, "conv2d_backward_data")?;
+        let g = Self::check_conv2d_backward_data(dy, w, x_shape, attrs)?;
         let (dy, w) = (dy.contiguous()?, w.contiguous()?);
         let dx = conv_backward_data(&g, dy.host_data()?, w.host_data()?)?;
         Ok(Tensor::from_vec(dx, &x_shape)?)
@@ -361,8 +435,7 @@ impl ConvOps for CpuBackend {
         w_shape: [usize; 4],
         attrs: &Conv2dAttrs,
     ) -> Result<Tensor> {
-        let g = ConvGeometry::new(shape4(x, "conv2d input")?, w_shape, attrs)?;
-        check_dy(&g, dy, "conv2d_backward_filter")?;
+        let g = Self::check_conv2d_backward_filter(x, dy, w_shape, attrs)?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let dw = conv_backward_filter(&g, x.host_data()?, dy.host_data()?)?;
         Ok(Tensor::from_vec(dw, &w_shape)?)
@@ -375,19 +448,8 @@ impl ConvOps for CpuBackend {
         bias: Option<&Tensor>,
         attrs: &ConvTranspose2dAttrs,
     ) -> Result<Tensor> {
-        let [n, cin, h, wd] = shape4(x, "conv_transpose2d input")?;
-        let [wi, cout, kh, kw] = shape4(w, "conv_transpose2d weight")?;
-        if wi != cin {
-            return shape_err(
-                "conv_transpose2d",
-                "weight",
-                w.shape(),
-                format!("[{cin}, out, kh, kw] for an input with {cin} channels"),
-            );
-        }
-        check_bias(bias, cout, "conv_transpose2d")?;
-        let [ho, wo] = attrs.output_size([h, wd], [kh, kw])?;
-        let y = self.conv2d_backward_data(x, w, [n, cout, ho, wo], &attrs.as_conv())?;
+        let y_shape = Self::check_conv_transpose2d(x, w, bias, attrs)?;
+        let y = self.conv2d_backward_data(x, w, y_shape, &attrs.as_conv())?;
         self.maybe_bias(y, bias)
     }
 

@@ -1,12 +1,29 @@
 //! Elementwise arithmetic, per-channel broadcasting, reductions and dropout on the CPU.
 
-use magma_tensor::{SeededRng, Tensor};
+use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::softmax::channel_dims;
 use crate::backend::ElementwiseOps;
 use crate::error::{OpError, Result, shape_err};
+
+/// The splitmix64 finaliser (Steele, Lea & Flood): a bijective 64-bit mix.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The dropout uniform of element `index` under `seed`: the top 24 bits of
+/// `splitmix64(splitmix64(seed) ^ index)` scaled to `[0, 1)` (exact in `f32`). A pure function of
+/// `(seed, index)`, so every backend (the CUDA kernel of `cuda/elementwise.cu` computes the same)
+/// and every thread schedule draws the same mask.
+pub(crate) fn dropout_uniform(seed: u64, index: u64) -> f32 {
+    let h = splitmix64(splitmix64(seed) ^ index);
+    (h >> 40) as f32 * (1.0 / 16_777_216.0)
+}
 
 /// Errors unless `a` and `b` have the same shape.
 pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -116,10 +133,17 @@ impl ElementwiseOps for CpuBackend {
             });
         }
         let keep = 1.0 / (1.0 - p);
-        let mut rng = SeededRng::new(seed);
-        let mask: Vec<f32> = (0..x.numel())
-            .map(|_| if rng.next_f64() < p as f64 { 0.0 } else { keep })
-            .collect();
+        let mut mask = vec![0.0f32; x.numel()];
+        mask.par_iter_mut()
+            .with_min_len(8192)
+            .enumerate()
+            .for_each(|(i, m)| {
+                *m = if dropout_uniform(seed, i as u64) < p {
+                    0.0
+                } else {
+                    keep
+                };
+            });
         let mask = Tensor::from_vec(mask, x.shape())?;
         let y = self.mul(x, &mask)?;
         Ok((y, mask))

@@ -1,11 +1,13 @@
 //! Pixel-wise losses fused with their gradients on the CPU: cross-entropy (class weights,
-//! ignore index), cross-entropy with per-pixel weights, and soft multi-class Dice.
+//! ignore index), cross-entropy with per-pixel weights, soft multi-class Dice, and the
+//! 2-D-Gaussian pixel-weight map.
 
 use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::softmax::{channel_dims, log_sum_exp};
+use crate::attrs::{GaussianCenter, GaussianWeights};
 use crate::backend::LossOps;
 use crate::error::{OpError, Result, shape_err};
 
@@ -75,6 +77,41 @@ fn validate_labels(
     })
 }
 
+impl CpuBackend {
+    /// The label validation of every loss, shared with the CUDA backend (which validates on the
+    /// host so that both give the same typed errors): checks that `labels` is `[N, ...]` for
+    /// `logits` `[N, C, ...]` and that every label is a class in `0..C` or `ignore_index`, not
+    /// all ignored. Returns `(outer, C, inner, class of each pixel or None when ignored)`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn validated_labels(
+        op: &'static str,
+        logits: &Tensor,
+        labels: &Tensor,
+        ignore_index: Option<i64>,
+    ) -> Result<(usize, usize, usize, Vec<Option<usize>>)> {
+        let lab = validate_labels(op, logits, labels, ignore_index)?;
+        Ok((lab.outer, lab.c, lab.inner, lab.classes))
+    }
+
+    /// The error of a weighted cross-entropy whose counted pixels weigh nothing.
+    pub(crate) fn zero_total_weight<T>() -> Result<T> {
+        Err(OpError::Attr {
+            op: "cross_entropy",
+            reason: "the weights of all counted pixels sum to zero".to_string(),
+        })
+    }
+
+    /// The error of a pixel weight that is negative or not finite.
+    pub(crate) fn bad_pixel_weight<T>(op: &'static str, index: usize, value: f32) -> Result<T> {
+        Err(OpError::Attr {
+            op,
+            reason: format!(
+                "pixel weight {value} at position {index} is not a finite non-negative number"
+            ),
+        })
+    }
+}
+
 /// Weighted mean cross-entropy where pixel `i` (of sample `n`, position `p`) has weight
 /// `weight(n·inner + p, class)`; shared by the class-weighted and pixel-weighted losses.
 fn weighted_ce(
@@ -90,10 +127,7 @@ fn weighted_ce(
         .filter_map(|(i, k)| k.map(|k| weight(i, k) as f64))
         .sum();
     if total_weight <= 0.0 {
-        return Err(OpError::Attr {
-            op: "cross_entropy",
-            reason: "the weights of all counted pixels sum to zero".to_string(),
-        });
+        return CpuBackend::zero_total_weight();
     }
     let logits = logits.contiguous()?;
     let ld = logits.host_data()?;
@@ -171,13 +205,7 @@ impl LossOps for CpuBackend {
         }
         let w = pixel_weights.to_vec()?;
         if let Some(bad) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
-            return Err(OpError::Attr {
-                op: OP,
-                reason: format!(
-                    "pixel weight {} at position {bad} is not a finite non-negative number",
-                    w[bad]
-                ),
-            });
+            return CpuBackend::bad_pixel_weight(OP, bad, w[bad]);
         }
         weighted_ce(logits, &lab, |i, _| w[i])
     }
@@ -251,5 +279,43 @@ impl LossOps for CpuBackend {
             Tensor::scalar(loss as f32),
             Tensor::from_vec(grad, logits.shape())?,
         ))
+    }
+
+    fn gaussian_pixel_weights(&self, labels: &Tensor, params: &GaussianWeights) -> Result<Tensor> {
+        let (n, h, w) = params.validate("gaussian_pixel_weights", labels.shape())?;
+        let l = labels.to_vec()?;
+        let inv = params.inv_two_sigma_sq(h, w);
+        let classes = params.sorted_foreground();
+        let mut out = vec![0.0f32; l.len()];
+        if out.is_empty() {
+            return Ok(Tensor::from_vec(out, labels.shape())?);
+        }
+        out.par_chunks_mut(h * w)
+            .zip(l.par_chunks(h * w))
+            .take(n)
+            .for_each(|(o, plane)| {
+                // Integer sums of the foreground coordinates: exact, in any order.
+                let (mut sx, mut sy, mut count) = (0u64, 0u64, 0u64);
+                if params.center == GaussianCenter::Centroid {
+                    for (i, &v) in plane.iter().enumerate() {
+                        if params.foreground_class(v, &classes).is_some() {
+                            sx += (i % w) as u64;
+                            sy += (i / w) as u64;
+                            count += 1;
+                        }
+                    }
+                }
+                let (mx, my) = if count > 0 {
+                    let c = count as f64;
+                    ((sx as f64 / c) as f32, (sy as f64 / c) as f32)
+                } else {
+                    ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0)
+                };
+                for (i, o) in o.iter_mut().enumerate() {
+                    let (dx, dy) = ((i % w) as f32 - mx, (i / w) as f32 - my);
+                    *o = 1.0 + params.alpha * (-(dx * dx + dy * dy) * inv).exp();
+                }
+            });
+        Ok(Tensor::from_vec(out, labels.shape())?)
     }
 }

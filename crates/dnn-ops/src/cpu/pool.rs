@@ -84,6 +84,37 @@ fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
     Ok([n, c, h, w])
 }
 
+/// The shape and attribute checks of pooling, shared with the CUDA backend so that both refuse
+/// the same inputs with the same typed errors.
+impl CpuBackend {
+    /// The output shape of pooling `x` (`op` names the operation in errors).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn check_pool2d(
+        x: &Tensor,
+        attrs: &Pool2dAttrs,
+        op: &'static str,
+    ) -> Result<[usize; 4]> {
+        let shape = shape4(x, op)?;
+        let g = geometry(shape, attrs)?;
+        Ok([shape[0], shape[1], g.ho, g.wo])
+    }
+
+    /// The output shape of pooling an input of `x_shape`, checking that `dy` has it.
+    pub(crate) fn check_pool2d_backward(
+        x_shape: [usize; 4],
+        dy: &Tensor,
+        attrs: &Pool2dAttrs,
+        op: &'static str,
+    ) -> Result<[usize; 4]> {
+        let g = geometry(x_shape, attrs)?;
+        let want = [x_shape[0], x_shape[1], g.ho, g.wo];
+        if dy.shape() != want {
+            return shape_err(op, "output gradient", dy.shape(), format!("{want:?}"));
+        }
+        Ok(want)
+    }
+}
+
 impl PoolOps for CpuBackend {
     fn max_pool2d(&self, x: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor> {
         let shape = shape4(x, "max_pool2d")?;
@@ -114,16 +145,8 @@ impl PoolOps for CpuBackend {
         attrs: &Pool2dAttrs,
     ) -> Result<Tensor> {
         let shape = shape4(x, "max_pool2d_backward")?;
+        Self::check_pool2d_backward(shape, dy, attrs, "max_pool2d_backward")?;
         let g = geometry(shape, attrs)?;
-        let want = [shape[0], shape[1], g.ho, g.wo];
-        if dy.shape() != want {
-            return shape_err(
-                "max_pool2d_backward",
-                "output gradient",
-                dy.shape(),
-                format!("{want:?}"),
-            );
-        }
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let (xd, dyd) = (x.host_data()?, dy.host_data()?);
         let mut dx = vec![0.0f32; x.numel()];
@@ -179,16 +202,8 @@ impl PoolOps for CpuBackend {
         x_shape: [usize; 4],
         attrs: &Pool2dAttrs,
     ) -> Result<Tensor> {
+        Self::check_pool2d_backward(x_shape, dy, attrs, "avg_pool2d_backward")?;
         let g = geometry(x_shape, attrs)?;
-        let want = [x_shape[0], x_shape[1], g.ho, g.wo];
-        if dy.shape() != want {
-            return shape_err(
-                "avg_pool2d_backward",
-                "output gradient",
-                dy.shape(),
-                format!("{want:?}"),
-            );
-        }
         let dy = dy.contiguous()?;
         let dyd = dy.host_data()?;
         let a = attrs;

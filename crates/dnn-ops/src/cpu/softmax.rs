@@ -85,9 +85,28 @@ pub(crate) fn log_sum_exp(v: &[f32]) -> f32 {
     max + v.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
 }
 
+impl CpuBackend {
+    /// The check of a softmax forward, shared with the CUDA backend: `x` has rank ≥ 2. Returns
+    /// `(outer, channels, inner)`.
+    pub(crate) fn check_softmax(x: &Tensor, op: &'static str) -> Result<(usize, usize, usize)> {
+        channel_dims(x.shape(), op)
+    }
+
+    /// The check of a softmax backward, shared with the CUDA backend: `y` and `dy` have one
+    /// shape of rank ≥ 2. Returns `(outer, channels, inner)`.
+    pub(crate) fn check_softmax_backward(
+        y: &Tensor,
+        dy: &Tensor,
+        op: &'static str,
+    ) -> Result<(usize, usize, usize)> {
+        same_shape(op, y, dy)?;
+        channel_dims(y.shape(), op)
+    }
+}
+
 impl SoftmaxOps for CpuBackend {
     fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = channel_dims(x.shape(), "softmax")?;
+        let dims = Self::check_softmax(x, "softmax")?;
         let x = x.contiguous()?;
         let y = per_pixel(x.host_data()?, dims, |v, out| {
             let lse = log_sum_exp(v);
@@ -99,8 +118,7 @@ impl SoftmaxOps for CpuBackend {
     }
 
     fn softmax_backward(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        same_shape("softmax_backward", y, dy)?;
-        let dims = channel_dims(y.shape(), "softmax_backward")?;
+        let dims = Self::check_softmax_backward(y, dy, "softmax_backward")?;
         let (y, dy) = (y.contiguous()?, dy.contiguous()?);
         let dx = per_pixel2(y.host_data()?, dy.host_data()?, dims, |yv, dv, out| {
             let dot: f32 = yv.iter().zip(dv).map(|(a, b)| a * b).sum();
@@ -112,7 +130,7 @@ impl SoftmaxOps for CpuBackend {
     }
 
     fn log_softmax(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = channel_dims(x.shape(), "log_softmax")?;
+        let dims = Self::check_softmax(x, "log_softmax")?;
         let x = x.contiguous()?;
         let y = per_pixel(x.host_data()?, dims, |v, out| {
             let lse = log_sum_exp(v);
@@ -122,8 +140,7 @@ impl SoftmaxOps for CpuBackend {
     }
 
     fn log_softmax_backward(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        same_shape("log_softmax_backward", y, dy)?;
-        let dims = channel_dims(y.shape(), "log_softmax_backward")?;
+        let dims = Self::check_softmax_backward(y, dy, "log_softmax_backward")?;
         let (y, dy) = (y.contiguous()?, dy.contiguous()?);
         let dx = per_pixel2(y.host_data()?, dy.host_data()?, dims, |yv, dv, out| {
             let sum: f32 = dv.iter().sum();

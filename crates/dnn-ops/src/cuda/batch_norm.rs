@@ -1,1 +1,294 @@
-//! (being written)
+//! Batch normalisation over `(N, spatial)` per channel (`CUDNN_BATCHNORM_SPATIAL`); a tensor
+//! `[N, C, ...]` is described to cuDNN as `[N, C, inner, 1]`, the per-channel vectors as
+//! `[1, C, 1, 1]`.
+//!
+//! - training: `cudnnBatchNormalizationForwardTraining` with `exponentialAverageFactor =
+//!   momentum`; cuDNN updates the running variance with the unbiased batch variance and saves the
+//!   batch mean and `1/sqrt(var + eps)` of the biased one, as the CPU does;
+//! - evaluation: `cudnnBatchNormalizationForwardInference`; the returned `saved` is the running
+//!   mean and `1/sqrt(running_var + eps)` (our kernel);
+//! - backward with batch statistics: `cudnnBatchNormalizationBackward` from the saved mean and
+//!   inverse deviation; with frozen statistics: our kernels of `cuda/batch_norm.cu`.
+
+use cudnn_sys as sys;
+use magma_tensor::Tensor;
+
+use super::CudaBackend;
+use super::cudnn::{ONE, TensorDesc, ZERO, check, dptr, scale};
+use super::kernels::{self, Stream};
+use crate::attrs::BatchNormAttrs;
+use crate::backend::{BatchNormSaved, NormOps};
+use crate::cpu::CpuBackend;
+use crate::error::Result;
+
+unsafe extern "C" {
+    fn mg_bn_inv_std(var: *const f32, inv_std: *mut f32, c: i64, eps: f32, stream: Stream) -> i32;
+    fn mg_bn_frozen_backward(
+        x: *const f32,
+        dy: *const f32,
+        mean: *const f32,
+        inv_std: *const f32,
+        gamma: *const f32,
+        dx: *mut f32,
+        dgamma: *mut f32,
+        dbeta: *mut f32,
+        outer: i64,
+        c: i64,
+        inner: i64,
+        stream: Stream,
+    ) -> i32;
+}
+
+const SPATIAL: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
+
+/// The epsilon handed to the backward call: cuDNN reads the saved inverse deviation instead, so
+/// the value only has to be valid.
+const BACKWARD_EPS: f64 = 1e-5;
+
+/// The data descriptor `[outer, c, inner, 1]` and the per-channel descriptor `[1, c, 1, 1]`.
+fn descriptors(
+    lib: &'static sys::CudnnLibrary,
+    op: &'static str,
+    (outer, c, inner): (usize, usize, usize),
+) -> Result<(TensorDesc, TensorDesc)> {
+    Ok((
+        TensorDesc::nchw(lib, op, &[outer, c, inner, 1])?,
+        TensorDesc::nchw(lib, op, &[1, c, 1, 1])?,
+    ))
+}
+
+fn ptr(t: &Tensor) -> Result<*const f32> {
+    Ok(t.device_ptr()? as usize as *const f32)
+}
+
+impl CudaBackend {
+    /// `1/sqrt(var + eps)` of a device vector of `c` values.
+    fn inv_std(&self, op: &'static str, var: &Tensor, eps: f32) -> Result<Tensor> {
+        let c = var.numel();
+        let mut out = self.output(&[c])?;
+        let out_ptr = out.device_ptr_mut()?;
+        // SAFETY: `var` and `out` hold `c` contiguous values on this device.
+        let status = unsafe {
+            mg_bn_inv_std(
+                ptr(var)?,
+                out_ptr as usize as *mut f32,
+                c as i64,
+                eps,
+                self.stream(),
+            )
+        };
+        kernels::check(op, status)?;
+        Ok(out)
+    }
+}
+
+impl NormOps for CudaBackend {
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        const OP: &str = "batch_norm_train";
+        let dims = CpuBackend::check_batch_norm(
+            OP,
+            x,
+            [
+                ("gamma", gamma),
+                ("beta", beta),
+                ("running_mean", running_mean),
+                ("running_var", running_var),
+            ],
+            true,
+        )?;
+        let c = dims.1;
+        let x = self.input(x)?;
+        let mut y = self.output(x.shape())?;
+        let mut mean = self.output(&[c])?;
+        let mut inv_std = self.output(&[c])?;
+        if x.numel() == 0 {
+            // No channel (the check guarantees values in every channel otherwise).
+            return Ok((y, BatchNormSaved { mean, inv_std }));
+        }
+        let (gamma, beta) = (self.input(gamma)?, self.input(beta)?);
+        let rm = self.in_place(running_mean)?;
+        let rv = self.in_place(running_var)?;
+        let (y_ptr, mean_ptr, inv_ptr) = (
+            y.device_ptr_mut()?,
+            mean.device_ptr_mut()?,
+            inv_std.device_ptr_mut()?,
+        );
+        let state = self.lock_state()?;
+        let lib = state.handle.lib;
+        let (x_desc, c_desc) = descriptors(lib, OP, dims)?;
+        // SAFETY: the descriptors match the contiguous device buffers: `x` (read) and `y`
+        // (written) of `[outer, c, inner]`, `gamma`/`beta` (read), the running statistics
+        // (updated in place, owned alone) and the saved mean / inverse deviation (written) of
+        // `c` values each.
+        check(lib, OP, "cudnnBatchNormalizationForwardTraining", unsafe {
+            lib.cudnnBatchNormalizationForwardTraining(
+                state.handle.raw,
+                SPATIAL,
+                scale(&ONE),
+                scale(&ZERO),
+                x_desc.raw,
+                dptr(x.device_ptr()?),
+                x_desc.raw,
+                dptr(y_ptr),
+                c_desc.raw,
+                dptr(gamma.device_ptr()?),
+                dptr(beta.device_ptr()?),
+                f64::from(attrs.momentum),
+                dptr(rm),
+                dptr(rv),
+                f64::from(attrs.eps),
+                dptr(mean_ptr),
+                dptr(inv_ptr),
+            )
+        })?;
+        Ok((y, BatchNormSaved { mean, inv_std }))
+    }
+
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        const OP: &str = "batch_norm_eval";
+        let dims = CpuBackend::check_batch_norm(
+            OP,
+            x,
+            [
+                ("gamma", gamma),
+                ("beta", beta),
+                ("running_mean", running_mean),
+                ("running_var", running_var),
+            ],
+            false,
+        )?;
+        let x = self.input(x)?;
+        let (rm, rv) = (self.input(running_mean)?, self.input(running_var)?);
+        let inv_std = self.inv_std(OP, &rv, attrs.eps)?;
+        let mut y = self.output(x.shape())?;
+        if x.numel() > 0 {
+            let (gamma, beta) = (self.input(gamma)?, self.input(beta)?);
+            let y_ptr = y.device_ptr_mut()?;
+            let state = self.lock_state()?;
+            let lib = state.handle.lib;
+            let (x_desc, c_desc) = descriptors(lib, OP, dims)?;
+            // SAFETY: the descriptors match the contiguous device buffers: `x` (read) and `y`
+            // (written) of `[outer, c, inner]`, and the four per-channel vectors (read).
+            check(lib, OP, "cudnnBatchNormalizationForwardInference", unsafe {
+                lib.cudnnBatchNormalizationForwardInference(
+                    state.handle.raw,
+                    SPATIAL,
+                    scale(&ONE),
+                    scale(&ZERO),
+                    x_desc.raw,
+                    dptr(x.device_ptr()?),
+                    x_desc.raw,
+                    dptr(y_ptr),
+                    c_desc.raw,
+                    dptr(gamma.device_ptr()?),
+                    dptr(beta.device_ptr()?),
+                    dptr(rm.device_ptr()?),
+                    dptr(rv.device_ptr()?),
+                    f64::from(attrs.eps),
+                )
+            })?;
+        }
+        // `rm` may share the running mean's storage; an in-place update of the running mean
+        // copies it first (copy-on-write), so `saved.mean` keeps these values.
+        Ok((y, BatchNormSaved { mean: rm, inv_std }))
+    }
+
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+        batch_statistics: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        const OP: &str = "batch_norm_backward";
+        let dims = CpuBackend::check_batch_norm_backward(x, dy, gamma, saved)?;
+        let (outer, c, inner) = dims;
+        let (x, dy) = (self.input(x)?, self.input(dy)?);
+        if x.numel() == 0 {
+            return Ok((
+                self.output(x.shape())?,
+                self.zeros(&[c])?,
+                self.zeros(&[c])?,
+            ));
+        }
+        let gamma = self.input(gamma)?;
+        let (mean, inv_std) = (self.input(&saved.mean)?, self.input(&saved.inv_std)?);
+        let mut dx = self.output(x.shape())?;
+        let mut dgamma = self.output(&[c])?;
+        let mut dbeta = self.output(&[c])?;
+        let (dx_ptr, dg_ptr, db_ptr) = (
+            dx.device_ptr_mut()?,
+            dgamma.device_ptr_mut()?,
+            dbeta.device_ptr_mut()?,
+        );
+        if batch_statistics {
+            let state = self.lock_state()?;
+            let lib = state.handle.lib;
+            let (x_desc, c_desc) = descriptors(lib, OP, dims)?;
+            // SAFETY: the descriptors match the contiguous device buffers: `x`, `dy` (read) and
+            // `dx` (written) of `[outer, c, inner]`; `gamma`, the saved mean and inverse
+            // deviation (read) and `dgamma`, `dbeta` (written) of `c` values.
+            check(lib, OP, "cudnnBatchNormalizationBackward", unsafe {
+                lib.cudnnBatchNormalizationBackward(
+                    state.handle.raw,
+                    SPATIAL,
+                    scale(&ONE),
+                    scale(&ZERO),
+                    scale(&ONE),
+                    scale(&ZERO),
+                    x_desc.raw,
+                    dptr(x.device_ptr()?),
+                    x_desc.raw,
+                    dptr(dy.device_ptr()?),
+                    x_desc.raw,
+                    dptr(dx_ptr),
+                    c_desc.raw,
+                    dptr(gamma.device_ptr()?),
+                    dptr(dg_ptr),
+                    dptr(db_ptr),
+                    BACKWARD_EPS,
+                    dptr(mean.device_ptr()?),
+                    dptr(inv_std.device_ptr()?),
+                )
+            })?;
+        } else {
+            // SAFETY: `x`, `dy` and `dx` hold `outer·c·inner` contiguous values, the five
+            // per-channel vectors `c` values, all on this device.
+            let status = unsafe {
+                mg_bn_frozen_backward(
+                    ptr(&x)?,
+                    ptr(&dy)?,
+                    ptr(&mean)?,
+                    ptr(&inv_std)?,
+                    ptr(&gamma)?,
+                    dx_ptr as usize as *mut f32,
+                    dg_ptr as usize as *mut f32,
+                    db_ptr as usize as *mut f32,
+                    outer as i64,
+                    c as i64,
+                    inner as i64,
+                    self.stream(),
+                )
+            };
+            kernels::check(OP, status)?;
+        }
+        Ok((dx, dgamma, dbeta))
+    }
+}

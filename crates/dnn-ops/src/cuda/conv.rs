@@ -1,1 +1,698 @@
-//! (being written)
+//! Convolutions through cuDNN, and the transposed convolution bound by hand from the same three
+//! primitives (as on the CPU): its forward pass is `cudnnConvolutionBackwardData` with the weight
+//! `[in, out, kh, kw]` read as the filter `[K = in, C = out]`, its input gradient is
+//! `cudnnConvolutionForward`, and its weight gradient is `cudnnConvolutionBackwardFilter` with
+//! the input and the output gradient swapped.
+//!
+//! The algorithm of every problem (kind, shapes, attributes, math) is searched once with
+//! `cudnnFind*AlgorithmEx` and cached in [`AlgoCache`]: the fastest successful algorithm,
+//! preferring deterministic ones. The search runs with a temporary workspace of at most
+//! [`SEARCH_WORKSPACE_CAP`]; the shared workspace then grows to what the chosen algorithm needs.
+
+use std::collections::HashMap;
+
+use cudnn_sys as sys;
+use magma_tensor::Tensor;
+
+use super::CudaBackend;
+use super::cudnn::{ConvDesc, FilterDesc, ONE, TensorDesc, ZERO, check, dptr, scale};
+use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
+use crate::backend::ConvOps;
+use crate::cpu::CpuBackend;
+use crate::error::{OpError, Result};
+
+/// The largest workspace an algorithm search may use (1 GiB).
+pub(crate) const SEARCH_WORKSPACE_CAP: usize = 1 << 30;
+
+/// Which of cuDNN's three convolution primitives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ConvKind {
+    Forward,
+    BackwardData,
+    BackwardFilter,
+}
+
+/// What identifies a convolution problem (the output shape follows from these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConvKey {
+    kind: ConvKind,
+    x: [usize; 4],
+    w: [usize; 4],
+    attrs: Conv2dAttrs,
+    tf32: bool,
+}
+
+/// The algorithm chosen for one problem.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvAlgo {
+    algo: u32,
+    math: sys::cudnnMathType_t,
+    workspace: usize,
+}
+
+/// The algorithms chosen so far, with counts for tests and diagnostics.
+#[derive(Debug, Default)]
+pub(crate) struct AlgoCache {
+    chosen: HashMap<ConvKey, ConvAlgo>,
+    searches: usize,
+    hits: usize,
+}
+
+/// Counts of the convolution algorithm cache ([`CudaBackend::conv_algo_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvAlgoStats {
+    /// Problems with a chosen algorithm.
+    pub cached: usize,
+    /// Algorithm searches run (one per new problem).
+    pub searches: usize,
+    /// Convolutions that reused a cached algorithm.
+    pub hits: usize,
+}
+
+impl CudaBackend {
+    /// How many convolution problems have a cached algorithm, how many searches ran and how many
+    /// calls reused a cached choice.
+    pub fn conv_algo_stats(&self) -> Result<ConvAlgoStats> {
+        let state = self.lock_state()?;
+        let cache = &state.conv_algos;
+        Ok(ConvAlgoStats {
+            cached: cache.chosen.len(),
+            searches: cache.searches,
+            hits: cache.hits,
+        })
+    }
+}
+
+/// One result of an algorithm search, whatever the primitive.
+#[derive(Debug, Clone, Copy)]
+struct Perf {
+    algo: u32,
+    status: sys::cudnnStatus_t,
+    memory: usize,
+    deterministic: bool,
+    math: sys::cudnnMathType_t,
+}
+
+/// The descriptors of one problem: input `x`, filter `w`, output `y` and the convolution.
+struct Problem {
+    x: TensorDesc,
+    w: FilterDesc,
+    y: TensorDesc,
+    conv: ConvDesc,
+}
+
+impl Problem {
+    fn new(
+        lib: &'static sys::CudnnLibrary,
+        op: &'static str,
+        shapes: ([usize; 4], [usize; 4], [usize; 4]),
+        attrs: &Conv2dAttrs,
+        math: sys::cudnnMathType_t,
+    ) -> Result<Self> {
+        let (x, w, y) = shapes;
+        Ok(Self {
+            x: TensorDesc::nchw(lib, op, &x)?,
+            w: FilterDesc::new(lib, op, &w)?,
+            y: TensorDesc::nchw(lib, op, &y)?,
+            conv: ConvDesc::new(lib, op, attrs.padding, attrs.stride, attrs.dilation, math)?,
+        })
+    }
+}
+
+/// Device addresses of one call: the two operands and the output, in the primitive's order
+/// (forward: `x`, `w` → `y`; backward data: `dy`, `w` → `dx`; backward filter: `x`, `dy` → `dw`).
+#[derive(Debug, Clone, Copy)]
+struct Operands {
+    a: u64,
+    b: u64,
+    out: u64,
+}
+
+fn call_name(kind: ConvKind) -> (&'static str, &'static str) {
+    match kind {
+        ConvKind::Forward => (
+            "cudnnFindConvolutionForwardAlgorithmEx",
+            "cudnnConvolutionForward",
+        ),
+        ConvKind::BackwardData => (
+            "cudnnFindConvolutionBackwardDataAlgorithmEx",
+            "cudnnConvolutionBackwardData",
+        ),
+        ConvKind::BackwardFilter => (
+            "cudnnFindConvolutionBackwardFilterAlgorithmEx",
+            "cudnnConvolutionBackwardFilter",
+        ),
+    }
+}
+
+/// How many algorithms cuDNN has for `kind`.
+fn algo_count(
+    lib: &'static sys::CudnnLibrary,
+    handle: sys::cudnnHandle_t,
+    op: &'static str,
+    kind: ConvKind,
+) -> Result<usize> {
+    let mut count = 0i32;
+    match kind {
+        ConvKind::Forward => check(
+            lib,
+            op,
+            "cudnnGetConvolutionForwardAlgorithmMaxCount",
+            // SAFETY: `handle` is live; writes one int into a valid local.
+            unsafe { lib.cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &mut count) },
+        )?,
+        ConvKind::BackwardData => check(
+            lib,
+            op,
+            "cudnnGetConvolutionBackwardDataAlgorithmMaxCount",
+            // SAFETY: `handle` is live; writes one int into a valid local.
+            unsafe { lib.cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &mut count) },
+        )?,
+        ConvKind::BackwardFilter => check(
+            lib,
+            op,
+            "cudnnGetConvolutionBackwardFilterAlgorithmMaxCount",
+            // SAFETY: `handle` is live; writes one int into a valid local.
+            unsafe { lib.cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &mut count) },
+        )?,
+    }
+    Ok(count.max(0) as usize)
+}
+
+/// The workspace algorithm `algo` needs for the problem, or `None` where it does not apply.
+fn workspace_size(
+    lib: &'static sys::CudnnLibrary,
+    handle: sys::cudnnHandle_t,
+    kind: ConvKind,
+    p: &Problem,
+    algo: u32,
+) -> Option<usize> {
+    let mut bytes = 0usize;
+    let status = match kind {
+        // SAFETY: every descriptor is live and describes the same problem; writes one size.
+        ConvKind::Forward => unsafe {
+            lib.cudnnGetConvolutionForwardWorkspaceSize(
+                handle,
+                p.x.raw,
+                p.w.raw,
+                p.conv.raw,
+                p.y.raw,
+                sys::cudnnConvolutionFwdAlgo_t(algo),
+                &mut bytes,
+            )
+        },
+        // SAFETY: as above.
+        ConvKind::BackwardData => unsafe {
+            lib.cudnnGetConvolutionBackwardDataWorkspaceSize(
+                handle,
+                p.w.raw,
+                p.y.raw,
+                p.conv.raw,
+                p.x.raw,
+                sys::cudnnConvolutionBwdDataAlgo_t(algo),
+                &mut bytes,
+            )
+        },
+        // SAFETY: as above.
+        ConvKind::BackwardFilter => unsafe {
+            lib.cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                handle,
+                p.x.raw,
+                p.y.raw,
+                p.conv.raw,
+                p.w.raw,
+                sys::cudnnConvolutionBwdFilterAlgo_t(algo),
+                &mut bytes,
+            )
+        },
+    };
+    // A failed query means the algorithm does not support the problem: it is left out of the
+    // workspace estimate (the search reports it as unsupported too).
+    (status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS).then_some(bytes)
+}
+
+/// Runs `cudnnFind*AlgorithmEx` (which writes the output buffer) and returns its results, fastest
+/// first.
+#[allow(clippy::too_many_arguments)]
+fn find(
+    lib: &'static sys::CudnnLibrary,
+    handle: sys::cudnnHandle_t,
+    op: &'static str,
+    kind: ConvKind,
+    p: &Problem,
+    ptrs: Operands,
+    count: usize,
+    (ws, ws_bytes): (u64, usize),
+) -> Result<Vec<Perf>> {
+    let requested = count.max(1) as i32;
+    let mut returned = 0i32;
+    let (find_call, _) = call_name(kind);
+    let deterministic =
+        |d: sys::cudnnDeterminism_t| d == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
+    let perfs = match kind {
+        ConvKind::Forward => {
+            let mut out = vec![sys::cudnnConvolutionFwdAlgoPerf_t::default(); count.max(1)];
+            // SAFETY: the descriptors describe the buffers behind the addresses (inputs read,
+            // `y` written); `out` holds `requested` results; the workspace holds `ws_bytes`.
+            check(lib, op, find_call, unsafe {
+                lib.cudnnFindConvolutionForwardAlgorithmEx(
+                    handle,
+                    p.x.raw,
+                    dptr(ptrs.a),
+                    p.w.raw,
+                    dptr(ptrs.b),
+                    p.conv.raw,
+                    p.y.raw,
+                    dptr(ptrs.out),
+                    requested,
+                    &mut returned,
+                    out.as_mut_ptr(),
+                    dptr(ws),
+                    ws_bytes,
+                )
+            })?;
+            out.truncate(returned.max(0) as usize);
+            out.iter()
+                .map(|r| Perf {
+                    algo: r.algo.0,
+                    status: r.status,
+                    memory: r.memory,
+                    deterministic: deterministic(r.determinism),
+                    math: r.mathType,
+                })
+                .collect::<Vec<_>>()
+        }
+        ConvKind::BackwardData => {
+            let mut out = vec![sys::cudnnConvolutionBwdDataAlgoPerf_t::default(); count.max(1)];
+            // SAFETY: as above (`dy` and `w` read, `dx` written).
+            check(lib, op, find_call, unsafe {
+                lib.cudnnFindConvolutionBackwardDataAlgorithmEx(
+                    handle,
+                    p.w.raw,
+                    dptr(ptrs.b),
+                    p.y.raw,
+                    dptr(ptrs.a),
+                    p.conv.raw,
+                    p.x.raw,
+                    dptr(ptrs.out),
+                    requested,
+                    &mut returned,
+                    out.as_mut_ptr(),
+                    dptr(ws),
+                    ws_bytes,
+                )
+            })?;
+            out.truncate(returned.max(0) as usize);
+            out.iter()
+                .map(|r| Perf {
+                    algo: r.algo.0,
+                    status: r.status,
+                    memory: r.memory,
+                    deterministic: deterministic(r.determinism),
+                    math: r.mathType,
+                })
+                .collect()
+        }
+        ConvKind::BackwardFilter => {
+            let mut out = vec![sys::cudnnConvolutionBwdFilterAlgoPerf_t::default(); count.max(1)];
+            // SAFETY: as above (`x` and `dy` read, `dw` written).
+            check(lib, op, find_call, unsafe {
+                lib.cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                    handle,
+                    p.x.raw,
+                    dptr(ptrs.a),
+                    p.y.raw,
+                    dptr(ptrs.b),
+                    p.conv.raw,
+                    p.w.raw,
+                    dptr(ptrs.out),
+                    requested,
+                    &mut returned,
+                    out.as_mut_ptr(),
+                    dptr(ws),
+                    ws_bytes,
+                )
+            })?;
+            out.truncate(returned.max(0) as usize);
+            out.iter()
+                .map(|r| Perf {
+                    algo: r.algo.0,
+                    status: r.status,
+                    memory: r.memory,
+                    deterministic: deterministic(r.determinism),
+                    math: r.mathType,
+                })
+                .collect()
+        }
+    };
+    Ok(perfs)
+}
+
+/// The fastest successful result that fits the workspace, deterministic ones first.
+fn choose(perfs: &[Perf], ws_bytes: usize) -> Option<Perf> {
+    let usable = || {
+        perfs
+            .iter()
+            .filter(move |p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
+            .filter(move |p| p.memory <= ws_bytes)
+    };
+    usable()
+        .find(|p| p.deterministic)
+        .or_else(|| usable().next())
+        .copied()
+}
+
+/// Runs the chosen algorithm.
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    lib: &'static sys::CudnnLibrary,
+    handle: sys::cudnnHandle_t,
+    op: &'static str,
+    kind: ConvKind,
+    p: &Problem,
+    algo: ConvAlgo,
+    ptrs: Operands,
+    ws: u64,
+) -> Result<()> {
+    let (_, call) = call_name(kind);
+    let status = match kind {
+        // SAFETY: the descriptors describe the buffers behind the addresses (operands read,
+        // output written with beta = 0); the workspace holds at least `algo.workspace` bytes.
+        ConvKind::Forward => unsafe {
+            lib.cudnnConvolutionForward(
+                handle,
+                scale(&ONE),
+                p.x.raw,
+                dptr(ptrs.a),
+                p.w.raw,
+                dptr(ptrs.b),
+                p.conv.raw,
+                sys::cudnnConvolutionFwdAlgo_t(algo.algo),
+                dptr(ws),
+                algo.workspace,
+                scale(&ZERO),
+                p.y.raw,
+                dptr(ptrs.out),
+            )
+        },
+        // SAFETY: as above (`a` is dy, `b` is w, the output is dx).
+        ConvKind::BackwardData => unsafe {
+            lib.cudnnConvolutionBackwardData(
+                handle,
+                scale(&ONE),
+                p.w.raw,
+                dptr(ptrs.b),
+                p.y.raw,
+                dptr(ptrs.a),
+                p.conv.raw,
+                sys::cudnnConvolutionBwdDataAlgo_t(algo.algo),
+                dptr(ws),
+                algo.workspace,
+                scale(&ZERO),
+                p.x.raw,
+                dptr(ptrs.out),
+            )
+        },
+        // SAFETY: as above (`a` is x, `b` is dy, the output is dw).
+        ConvKind::BackwardFilter => unsafe {
+            lib.cudnnConvolutionBackwardFilter(
+                handle,
+                scale(&ONE),
+                p.x.raw,
+                dptr(ptrs.a),
+                p.y.raw,
+                dptr(ptrs.b),
+                p.conv.raw,
+                sys::cudnnConvolutionBwdFilterAlgo_t(algo.algo),
+                dptr(ws),
+                algo.workspace,
+                scale(&ZERO),
+                p.w.raw,
+                dptr(ptrs.out),
+            )
+        },
+    };
+    check(lib, op, call, status)
+}
+
+impl CudaBackend {
+    fn math_type(&self) -> sys::cudnnMathType_t {
+        if self.tf32 {
+            // Tensor cores allowed: fp32 data runs in TF32 where cuDNN finds it faster.
+            sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
+        } else {
+            sys::cudnnMathType_t::CUDNN_FMA_MATH
+        }
+    }
+
+    /// Runs one convolution primitive on `(x, w, y)` shapes, choosing (once) and caching its
+    /// algorithm.
+    fn run_conv(
+        &self,
+        op: &'static str,
+        kind: ConvKind,
+        shapes: ([usize; 4], [usize; 4], [usize; 4]),
+        attrs: &Conv2dAttrs,
+        ptrs: Operands,
+    ) -> Result<()> {
+        let mut state = self.lock_state()?;
+        let (lib, handle) = (state.handle.lib, state.handle.raw);
+        let p = Problem::new(lib, op, shapes, attrs, self.math_type())?;
+        let key = ConvKey {
+            kind,
+            x: shapes.0,
+            w: shapes.1,
+            attrs: *attrs,
+            tf32: self.tf32,
+        };
+        let algo = match state.conv_algos.chosen.get(&key).copied() {
+            Some(algo) => {
+                state.conv_algos.hits += 1;
+                algo
+            }
+            None => {
+                let algo = self.search(lib, handle, op, kind, &p, ptrs)?;
+                state.conv_algos.chosen.insert(key, algo);
+                state.conv_algos.searches += 1;
+                algo
+            }
+        };
+        if self.tf32 {
+            // The search may have picked a tensor-core or an FMA kernel; run it in its math.
+            p.conv.set_math(op, algo.math)?;
+        }
+        let ws = state.workspace(&self.device, algo.workspace)?;
+        execute(lib, handle, op, kind, &p, algo, ptrs, ws)
+    }
+
+    /// Times every algorithm on the real buffers (the output is overwritten) with a temporary
+    /// workspace of what the hungriest algorithm asks, capped at [`SEARCH_WORKSPACE_CAP`].
+    fn search(
+        &self,
+        lib: &'static sys::CudnnLibrary,
+        handle: sys::cudnnHandle_t,
+        op: &'static str,
+        kind: ConvKind,
+        p: &Problem,
+        ptrs: Operands,
+    ) -> Result<ConvAlgo> {
+        let count = algo_count(lib, handle, op, kind)?;
+        let wanted = (0..count as u32)
+            .filter_map(|a| workspace_size(lib, handle, kind, p, a))
+            .max()
+            .unwrap_or(0)
+            .min(SEARCH_WORKSPACE_CAP);
+        // Without memory for the largest workspace, search with none (algorithms needing one are
+        // then reported as failed and skipped).
+        let buffer = if wanted > 0 {
+            self.device.alloc(wanted.div_ceil(4)).ok()
+        } else {
+            None
+        };
+        let ws = buffer.as_ref().map_or((0, 0), |b| (b.device_ptr(), wanted));
+        let perfs = find(lib, handle, op, kind, p, ptrs, count, ws)?;
+        let best = choose(&perfs, ws.1).ok_or_else(|| OpError::Cuda {
+            op,
+            call: call_name(kind).0,
+            detail: format!(
+                "no algorithm succeeded ({} tried, workspace {} bytes): {:?}",
+                perfs.len(),
+                ws.1,
+                perfs
+                    .iter()
+                    .map(|p| (p.algo, p.status.0))
+                    .collect::<Vec<_>>()
+            ),
+        })?;
+        // The temporary workspace goes back to the device's cache here; the search's kernels
+        // are ordered before any later use of that memory on the one stream.
+        drop(buffer);
+        Ok(ConvAlgo {
+            algo: best.algo,
+            math: best.math,
+            workspace: best.memory,
+        })
+    }
+
+    /// Adds `bias[c]` to channel `c` of the NCHW tensor `y` (cudnnAddTensor broadcasts).
+    fn add_conv_bias(&self, y: &mut Tensor, bias: Option<&Tensor>, op: &'static str) -> Result<()> {
+        let Some(bias) = bias else {
+            return Ok(());
+        };
+        if y.numel() == 0 {
+            return Ok(());
+        }
+        let bias = self.input(bias)?;
+        let shape = y.shape().to_vec();
+        let y_ptr = y.device_ptr_mut()?;
+        let state = self.lock_state()?;
+        let lib = state.handle.lib;
+        let b_desc = TensorDesc::nchw(lib, op, &[1, shape[1], 1, 1])?;
+        let y_desc = TensorDesc::nchw(lib, op, &shape)?;
+        // SAFETY: `bias` holds `shape[1]` values and `y` the whole NCHW tensor, both on this
+        // device; `y` is read and written in place (beta = 1).
+        check(lib, op, "cudnnAddTensor", unsafe {
+            lib.cudnnAddTensor(
+                state.handle.raw,
+                scale(&ONE),
+                b_desc.raw,
+                dptr(bias.device_ptr()?),
+                scale(&ONE),
+                y_desc.raw,
+                dptr(y_ptr),
+            )
+        })
+    }
+
+    /// One primitive on device operands `a` and `b` into a new tensor of `out_shape`; zeros
+    /// where an operand is empty (cuDNN refuses zero-sized tensors).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_primitive(
+        &self,
+        op: &'static str,
+        kind: ConvKind,
+        shapes: ([usize; 4], [usize; 4], [usize; 4]),
+        out_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+        a: &Tensor,
+        b: &Tensor,
+    ) -> Result<Tensor> {
+        let empty = |s: &[usize; 4]| s.contains(&0);
+        if empty(&out_shape) {
+            return self.output(&out_shape);
+        }
+        if empty(&shapes.0) || empty(&shapes.1) || empty(&shapes.2) {
+            return self.zeros(&out_shape);
+        }
+        let (a, b) = (self.input(a)?, self.input(b)?);
+        let mut out = self.output(&out_shape)?;
+        let ptrs = Operands {
+            a: a.device_ptr()?,
+            b: b.device_ptr()?,
+            out: out.device_ptr_mut()?,
+        };
+        self.run_conv(op, kind, shapes, attrs, ptrs)?;
+        Ok(out)
+    }
+}
+
+impl ConvOps for CudaBackend {
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor> {
+        let g = CpuBackend::check_conv2d(x, w, bias, attrs)?;
+        let shapes = (g.x_shape(), g.w_shape(), g.y_shape());
+        let mut y = self.conv_primitive(
+            "conv2d",
+            ConvKind::Forward,
+            shapes,
+            g.y_shape(),
+            attrs,
+            x,
+            w,
+        )?;
+        self.add_conv_bias(&mut y, bias, "conv2d")?;
+        Ok(y)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor> {
+        let g = CpuBackend::check_conv2d_backward_data(dy, w, x_shape, attrs)?;
+        let shapes = (g.x_shape(), g.w_shape(), g.y_shape());
+        self.conv_primitive(
+            "conv2d_backward_data",
+            ConvKind::BackwardData,
+            shapes,
+            x_shape,
+            attrs,
+            dy,
+            w,
+        )
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Tensor> {
+        let g = CpuBackend::check_conv2d_backward_filter(x, dy, w_shape, attrs)?;
+        let shapes = (g.x_shape(), g.w_shape(), g.y_shape());
+        self.conv_primitive(
+            "conv2d_backward_filter",
+            ConvKind::BackwardFilter,
+            shapes,
+            w_shape,
+            attrs,
+            x,
+            dy,
+        )
+    }
+
+    fn conv_transpose2d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor> {
+        // The data gradient of the convolution from the output shape to the input shape: the
+        // weight [in, out, kh, kw] is that convolution's filter [K = in, C = out].
+        let y_shape = CpuBackend::check_conv_transpose2d(x, w, bias, attrs)?;
+        let mut y = self.conv2d_backward_data(x, w, y_shape, &attrs.as_conv())?;
+        self.add_conv_bias(&mut y, bias, "conv_transpose2d")?;
+        Ok(y)
+    }
+
+    fn conv_transpose2d_backward_data(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor> {
+        // A forward convolution of the output gradient by the same filter.
+        self.conv2d(dy, w, None, &attrs.as_conv())
+    }
+
+    fn conv_transpose2d_backward_filter(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        w_shape: [usize; 4],
+        attrs: &ConvTranspose2dAttrs,
+    ) -> Result<Tensor> {
+        // The filter gradient with roles swapped: the convolution's input is `dy`, its output
+        // gradient is `x`.
+        self.conv2d_backward_filter(dy, x, w_shape, &attrs.as_conv())
+    }
+}

@@ -73,7 +73,9 @@ impl Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("cudnn::Handle").field("raw", &self.raw).finish()
+        f.debug_struct("cudnn::Handle")
+            .field("raw", &self.raw)
+            .finish()
     }
 }
 
@@ -98,7 +100,11 @@ pub(crate) struct TensorDesc {
 
 impl TensorDesc {
     /// NCHW fp32 of `dims` (shapes of rank < 4 are padded with trailing ones).
-    pub(crate) fn nchw(lib: &'static CudnnLibrary, op: &'static str, dims: &[usize]) -> Result<Self> {
+    pub(crate) fn nchw(
+        lib: &'static CudnnLibrary,
+        op: &'static str,
+        dims: &[usize],
+    ) -> Result<Self> {
         let d = dims4(op, dims)?;
         let mut raw: sys::cudnnTensorDescriptor_t = ptr::null_mut();
         // SAFETY: writes a descriptor into a valid local.
@@ -138,7 +144,11 @@ pub(crate) struct FilterDesc {
 }
 
 impl FilterDesc {
-    pub(crate) fn new(lib: &'static CudnnLibrary, op: &'static str, dims: &[usize]) -> Result<Self> {
+    pub(crate) fn new(
+        lib: &'static CudnnLibrary,
+        op: &'static str,
+        dims: &[usize],
+    ) -> Result<Self> {
         let d = dims4(op, dims)?;
         let mut raw: sys::cudnnFilterDescriptor_t = ptr::null_mut();
         // SAFETY: writes a descriptor into a valid local.
@@ -169,6 +179,180 @@ impl Drop for FilterDesc {
             self.lib.cudnnDestroyFilterDescriptor(self.raw);
         }
     }
+}
+
+/// A 2-D cross-correlation descriptor (PyTorch's convolution) with fp32 compute.
+pub(crate) struct ConvDesc {
+    lib: &'static CudnnLibrary,
+    pub(crate) raw: sys::cudnnConvolutionDescriptor_t,
+}
+
+impl ConvDesc {
+    pub(crate) fn new(
+        lib: &'static CudnnLibrary,
+        op: &'static str,
+        padding: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        math: sys::cudnnMathType_t,
+    ) -> Result<Self> {
+        let [ph, pw, sh, sw, dh, dw] = int_args(
+            op,
+            [
+                padding[0],
+                padding[1],
+                stride[0],
+                stride[1],
+                dilation[0],
+                dilation[1],
+            ],
+        )?;
+        let mut raw: sys::cudnnConvolutionDescriptor_t = ptr::null_mut();
+        // SAFETY: writes a descriptor into a valid local.
+        check(lib, op, "cudnnCreateConvolutionDescriptor", unsafe {
+            lib.cudnnCreateConvolutionDescriptor(&mut raw)
+        })?;
+        let desc = Self { lib, raw };
+        // SAFETY: `raw` is a live descriptor; the arguments are plain integers and enums.
+        check(lib, op, "cudnnSetConvolution2dDescriptor", unsafe {
+            lib.cudnnSetConvolution2dDescriptor(
+                desc.raw,
+                ph,
+                pw,
+                sh,
+                sw,
+                dh,
+                dw,
+                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            )
+        })?;
+        desc.set_math(op, math)?;
+        Ok(desc)
+    }
+
+    /// Sets the math type (FMA only, or tensor cores with TF32).
+    pub(crate) fn set_math(&self, op: &'static str, math: sys::cudnnMathType_t) -> Result<()> {
+        // SAFETY: `raw` is a live descriptor.
+        check(self.lib, op, "cudnnSetConvolutionMathType", unsafe {
+            self.lib.cudnnSetConvolutionMathType(self.raw, math)
+        })
+    }
+}
+
+impl Drop for ConvDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by cudnnCreateConvolutionDescriptor, destroyed once.
+        unsafe {
+            self.lib.cudnnDestroyConvolutionDescriptor(self.raw);
+        }
+    }
+}
+
+/// A 2-D pooling descriptor.
+pub(crate) struct PoolDesc {
+    lib: &'static CudnnLibrary,
+    pub(crate) raw: sys::cudnnPoolingDescriptor_t,
+}
+
+impl PoolDesc {
+    pub(crate) fn new(
+        lib: &'static CudnnLibrary,
+        op: &'static str,
+        mode: sys::cudnnPoolingMode_t,
+        kernel: [usize; 2],
+        padding: [usize; 2],
+        stride: [usize; 2],
+    ) -> Result<Self> {
+        let [kh, kw, ph, pw, sh, sw] = int_args(
+            op,
+            [
+                kernel[0], kernel[1], padding[0], padding[1], stride[0], stride[1],
+            ],
+        )?;
+        let mut raw: sys::cudnnPoolingDescriptor_t = ptr::null_mut();
+        // SAFETY: writes a descriptor into a valid local.
+        check(lib, op, "cudnnCreatePoolingDescriptor", unsafe {
+            lib.cudnnCreatePoolingDescriptor(&mut raw)
+        })?;
+        let desc = Self { lib, raw };
+        // SAFETY: `raw` is a live descriptor; the arguments are plain integers and enums.
+        check(lib, op, "cudnnSetPooling2dDescriptor", unsafe {
+            lib.cudnnSetPooling2dDescriptor(
+                desc.raw,
+                mode,
+                sys::cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
+                kh,
+                kw,
+                ph,
+                pw,
+                sh,
+                sw,
+            )
+        })?;
+        Ok(desc)
+    }
+}
+
+impl Drop for PoolDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by cudnnCreatePoolingDescriptor, destroyed once.
+        unsafe {
+            self.lib.cudnnDestroyPoolingDescriptor(self.raw);
+        }
+    }
+}
+
+/// An activation descriptor (ReLU, sigmoid, tanh).
+pub(crate) struct ActivationDesc {
+    lib: &'static CudnnLibrary,
+    pub(crate) raw: sys::cudnnActivationDescriptor_t,
+}
+
+impl ActivationDesc {
+    pub(crate) fn new(
+        lib: &'static CudnnLibrary,
+        op: &'static str,
+        mode: sys::cudnnActivationMode_t,
+    ) -> Result<Self> {
+        let mut raw: sys::cudnnActivationDescriptor_t = ptr::null_mut();
+        // SAFETY: writes a descriptor into a valid local.
+        check(lib, op, "cudnnCreateActivationDescriptor", unsafe {
+            lib.cudnnCreateActivationDescriptor(&mut raw)
+        })?;
+        let desc = Self { lib, raw };
+        // SAFETY: `raw` is a live descriptor; the coefficient is unused by these modes.
+        check(lib, op, "cudnnSetActivationDescriptor", unsafe {
+            lib.cudnnSetActivationDescriptor(
+                desc.raw,
+                mode,
+                sys::cudnnNanPropagation_t::CUDNN_NOT_PROPAGATE_NAN,
+                0.0,
+            )
+        })?;
+        Ok(desc)
+    }
+}
+
+impl Drop for ActivationDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by cudnnCreateActivationDescriptor, destroyed once.
+        unsafe {
+            self.lib.cudnnDestroyActivationDescriptor(self.raw);
+        }
+    }
+}
+
+/// Small non-negative attributes (paddings, strides, windows) as `i32`.
+fn int_args<const N: usize>(op: &'static str, v: [usize; N]) -> Result<[i32; N]> {
+    let mut out = [0i32; N];
+    for (o, &x) in out.iter_mut().zip(&v) {
+        *o = i32::try_from(x).map_err(|_| OpError::Attr {
+            op,
+            reason: format!("attribute {x} does not fit cuDNN's 32-bit integers"),
+        })?;
+    }
+    Ok(out)
 }
 
 /// Dimensions as four positive `i32`, padding lower ranks with trailing ones.

@@ -28,6 +28,8 @@ mod softmax;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use magma_tensor::Tensor;
+
+use crate::backend::Backend;
 use magma_tensor::cuda::CudaDevice;
 
 use crate::error::{OpError, Result};
@@ -45,6 +47,8 @@ pub struct CudaBackend {
 pub(crate) struct CudnnState {
     pub(crate) handle: cudnn::Handle,
     workspace: Option<magma_tensor::cuda::CudaBuffer>,
+    /// The convolution algorithms chosen so far, by problem.
+    pub(crate) conv_algos: conv::AlgoCache,
 }
 
 impl CudnnState {
@@ -55,7 +59,11 @@ impl CudnnState {
             self.workspace = None;
             self.workspace = Some(device.alloc(bytes.max(4).div_ceil(4))?);
         }
-        Ok(self.workspace.as_ref().expect("allocated above").device_ptr())
+        Ok(self
+            .workspace
+            .as_ref()
+            .expect("allocated above")
+            .device_ptr())
     }
 }
 
@@ -70,6 +78,7 @@ impl CudaBackend {
             state: Mutex::new(CudnnState {
                 handle,
                 workspace: None,
+                conv_algos: conv::AlgoCache::default(),
             }),
             tf32: false,
         })
@@ -139,8 +148,11 @@ impl CudaBackend {
     }
 }
 
-// INTEGRATION: `impl Backend for CudaBackend` (name: "cuda:N (device name)") is added back
-// once every op trait is implemented.
+impl Backend for CudaBackend {
+    fn name(&self) -> String {
+        format!("cuda:{} ({})", self.device.ordinal(), self.device.name())
+    }
+}
 
 /// The backend of GPU 0 for tests, or `None` (with the reason on stderr) when there is none.
 pub fn test_backend() -> Option<&'static CudaBackend> {

@@ -1,1 +1,232 @@
-//! (being written)
+//! Adam/AdamW, SGD, Adagrad and RMSProp updates on the GPU, in place (kernels in
+//! `cuda/optim.cu`). Parameters and optimizer state given as host tensors migrate to the device
+//! on the first step and stay there.
+
+use magma_tensor::Tensor;
+
+use super::CudaBackend;
+use super::elementwise::{ll, same_shape, src};
+use super::kernels::{Stream, check};
+use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
+use crate::backend::OptimizerOps;
+use crate::error::{OpError, Result};
+
+unsafe extern "C" {
+    fn mg_adam_step(
+        p: *mut f32,
+        g: *const f32,
+        m: *mut f32,
+        v: *mut f32,
+        n: i64,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        one_minus_beta1: f32,
+        one_minus_beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        decoupled: i32,
+        step_size: f32,
+        bc2_sqrt: f32,
+        s: Stream,
+    ) -> i32;
+    fn mg_sgd_step(
+        p: *mut f32,
+        g: *const f32,
+        b: *mut f32,
+        n: i64,
+        lr: f32,
+        momentum: f32,
+        nesterov: i32,
+        weight_decay: f32,
+        s: Stream,
+    ) -> i32;
+    fn mg_adagrad_step(
+        p: *mut f32,
+        g: *const f32,
+        acc: *mut f32,
+        n: i64,
+        lr: f32,
+        eps: f32,
+        weight_decay: f32,
+        s: Stream,
+    ) -> i32;
+    fn mg_rmsprop_step(
+        p: *mut f32,
+        g: *const f32,
+        sq: *mut f32,
+        b: *mut f32,
+        n: i64,
+        lr: f32,
+        alpha: f32,
+        one_minus_alpha: f32,
+        eps: f32,
+        momentum: f32,
+        weight_decay: f32,
+        s: Stream,
+    ) -> i32;
+}
+
+impl CudaBackend {
+    /// The writable device address of an in-place operand.
+    fn state(&self, t: &mut Tensor) -> Result<*mut f32> {
+        Ok(self.in_place(t)? as *mut f32)
+    }
+}
+
+impl OptimizerOps for CudaBackend {
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        s: &AdamStep,
+    ) -> Result<()> {
+        for t in [grad, &*m, &*v] {
+            same_shape("adam_step", param, t)?;
+        }
+        if s.step == 0 {
+            return Err(OpError::Attr {
+                op: "adam_step",
+                reason: "step counts from 1".to_string(),
+            });
+        }
+        let bc1 = 1.0 - (s.beta1 as f64).powi(s.step as i32);
+        let bc2 = 1.0 - (s.beta2 as f64).powi(s.step as i32);
+        let step_size = (s.lr as f64 / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let grad = self.input(grad)?;
+        let n = grad.numel();
+        let (p, m, v) = (self.state(param)?, self.state(m)?, self.state(v)?);
+        if n > 0 {
+            // SAFETY: `param`, `m` and `v` are distinct device tensors owned alone (in_place),
+            // `grad` a device tensor; all hold `n` elements.
+            check("adam_step", unsafe {
+                mg_adam_step(
+                    p,
+                    src(&grad)?,
+                    m,
+                    v,
+                    ll(n),
+                    s.lr,
+                    s.beta1,
+                    s.beta2,
+                    1.0 - s.beta1,
+                    1.0 - s.beta2,
+                    s.eps,
+                    s.weight_decay,
+                    i32::from(s.decoupled_weight_decay),
+                    step_size,
+                    bc2_sqrt,
+                    self.stream(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn sgd_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        velocity: &mut Tensor,
+        s: &SgdStep,
+    ) -> Result<()> {
+        same_shape("sgd_step", param, grad)?;
+        same_shape("sgd_step", param, velocity)?;
+        let grad = self.input(grad)?;
+        let n = grad.numel();
+        let (p, b) = (self.state(param)?, self.state(velocity)?);
+        if n > 0 {
+            // SAFETY: `param` and `velocity` are distinct device tensors owned alone, `grad` a
+            // device tensor; all hold `n` elements.
+            check("sgd_step", unsafe {
+                mg_sgd_step(
+                    p,
+                    src(&grad)?,
+                    b,
+                    ll(n),
+                    s.lr,
+                    s.momentum,
+                    i32::from(s.nesterov),
+                    s.weight_decay,
+                    self.stream(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn adagrad_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        sum_sq: &mut Tensor,
+        s: &AdagradStep,
+    ) -> Result<()> {
+        same_shape("adagrad_step", param, grad)?;
+        same_shape("adagrad_step", param, sum_sq)?;
+        let grad = self.input(grad)?;
+        let n = grad.numel();
+        let (p, acc) = (self.state(param)?, self.state(sum_sq)?);
+        if n > 0 {
+            // SAFETY: `param` and `sum_sq` are distinct device tensors owned alone, `grad` a
+            // device tensor; all hold `n` elements.
+            check("adagrad_step", unsafe {
+                mg_adagrad_step(
+                    p,
+                    src(&grad)?,
+                    acc,
+                    ll(n),
+                    s.lr,
+                    s.eps,
+                    s.weight_decay,
+                    self.stream(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn rmsprop_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        square_avg: &mut Tensor,
+        momentum_buf: &mut Tensor,
+        s: &RmsPropStep,
+    ) -> Result<()> {
+        for t in [grad, &*square_avg, &*momentum_buf] {
+            same_shape("rmsprop_step", param, t)?;
+        }
+        let grad = self.input(grad)?;
+        let n = grad.numel();
+        let (p, sq, b) = (
+            self.state(param)?,
+            self.state(square_avg)?,
+            self.state(momentum_buf)?,
+        );
+        if n > 0 {
+            // SAFETY: `param`, `square_avg` and `momentum_buf` are distinct device tensors owned
+            // alone, `grad` a device tensor; all hold `n` elements.
+            check("rmsprop_step", unsafe {
+                mg_rmsprop_step(
+                    p,
+                    src(&grad)?,
+                    sq,
+                    b,
+                    ll(n),
+                    s.lr,
+                    s.alpha,
+                    1.0 - s.alpha,
+                    s.eps,
+                    s.momentum,
+                    s.weight_decay,
+                    self.stream(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,741 @@
+#![cfg(feature = "cuda")]
+//! Parity of the cuDNN-backed ops of the CUDA backend (convolutions and the hand-bound
+//! transposed convolution, pooling, activations, batch norm, softmax, matmul) with the CPU
+//! reference: forward and backward on random inputs of odd sizes, strides, paddings and
+//! dilations, within 1e-4 relative error; the same typed errors on bad shapes; and the
+//! convolution algorithm cache.
+
+use dnn_ops::backend::*;
+use dnn_ops::testing::{assert_close, distinct_tensor, random_tensor};
+use dnn_ops::{
+    Activation, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, CpuBackend, CudaBackend,
+    OpError, Pool2dAttrs, Tensor,
+};
+use magma_tensor::SeededRng;
+
+const TOL: f64 = 1e-4;
+
+fn backend() -> Option<&'static CudaBackend> {
+    let be = dnn_ops::cuda::test_backend();
+    if be.is_none() {
+        eprintln!("skipped: no CUDA device");
+    }
+    be
+}
+
+fn rand(shape: &[usize], rng: &mut SeededRng) -> Tensor {
+    random_tensor(shape, rng, 0.05)
+}
+
+fn shape4(t: &Tensor) -> [usize; 4] {
+    t.shape().try_into().expect("rank 4")
+}
+
+/// Both backends refuse with the same typed error.
+#[track_caller]
+fn same_error<T: std::fmt::Debug, U: std::fmt::Debug>(
+    what: &str,
+    gpu: dnn_ops::Result<T>,
+    cpu: dnn_ops::Result<U>,
+) {
+    let cpu = cpu.expect_err(&format!("{what}: the CPU accepted it"));
+    let gpu = gpu.expect_err(&format!("{what}: the GPU accepted it"));
+    assert_eq!(gpu, cpu, "{what}: different errors");
+}
+
+#[test]
+fn conv2d_forward_and_backward_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(11);
+    let cases: [([usize; 4], [usize; 4], Conv2dAttrs); 6] = [
+        (
+            [2, 3, 9, 7],
+            [4, 3, 3, 3],
+            Conv2dAttrs::new().with_padding([1, 1]),
+        ),
+        (
+            [1, 2, 11, 10],
+            [3, 2, 3, 3],
+            Conv2dAttrs::new().with_stride([2, 2]).with_padding([1, 1]),
+        ),
+        (
+            [2, 4, 13, 9],
+            [5, 4, 3, 3],
+            Conv2dAttrs::new()
+                .with_dilation([2, 2])
+                .with_padding([2, 2]),
+        ),
+        ([3, 5, 8, 8], [6, 5, 1, 1], Conv2dAttrs::new()),
+        (
+            [1, 3, 7, 12],
+            [2, 3, 5, 3],
+            Conv2dAttrs::new()
+                .with_stride([2, 1])
+                .with_padding([2, 0])
+                .with_dilation([1, 2]),
+        ),
+        (
+            [2, 16, 17, 15],
+            [8, 16, 3, 3],
+            Conv2dAttrs::new().with_stride([2, 2]),
+        ),
+    ];
+    for (xs, ws, attrs) in cases {
+        let name = format!("x {xs:?} w {ws:?} {attrs:?}");
+        let x = rand(&xs, &mut rng);
+        let w = rand(&ws, &mut rng);
+        let b = rand(&[ws[0]], &mut rng);
+        for bias in [None, Some(&b)] {
+            let y_gpu = gpu.conv2d(&x, &w, bias, &attrs).unwrap();
+            let y_cpu = cpu.conv2d(&x, &w, bias, &attrs).unwrap();
+            assert_close(&format!("conv2d {name}"), &y_gpu, &y_cpu, TOL);
+        }
+        let y_shape = shape4(&cpu.conv2d(&x, &w, None, &attrs).unwrap());
+        let dy = rand(&y_shape, &mut rng);
+        assert_close(
+            &format!("conv2d_backward_data {name}"),
+            &gpu.conv2d_backward_data(&dy, &w, xs, &attrs).unwrap(),
+            &cpu.conv2d_backward_data(&dy, &w, xs, &attrs).unwrap(),
+            TOL,
+        );
+        assert_close(
+            &format!("conv2d_backward_filter {name}"),
+            &gpu.conv2d_backward_filter(&x, &dy, ws, &attrs).unwrap(),
+            &cpu.conv2d_backward_filter(&x, &dy, ws, &attrs).unwrap(),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn conv_transpose2d_forward_and_backward_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(12);
+    let cases: [(&str, [usize; 4], [usize; 4], ConvTranspose2dAttrs); 5] = [
+        (
+            "k2s2",
+            [2, 4, 5, 6],
+            [4, 3, 2, 2],
+            ConvTranspose2dAttrs::new().with_stride([2, 2]),
+        ),
+        (
+            "k3s2p1op1",
+            [2, 5, 7, 4],
+            [5, 3, 3, 3],
+            ConvTranspose2dAttrs::new()
+                .with_stride([2, 2])
+                .with_padding([1, 1])
+                .with_output_padding([1, 1]),
+        ),
+        (
+            "k3s1p1",
+            [1, 3, 9, 11],
+            [3, 4, 3, 3],
+            ConvTranspose2dAttrs::new().with_padding([1, 1]),
+        ),
+        (
+            "k3s2 dilation 2",
+            [2, 2, 5, 5],
+            [2, 3, 3, 3],
+            ConvTranspose2dAttrs::new()
+                .with_stride([2, 2])
+                .with_dilation([2, 2])
+                .with_output_padding([1, 0]),
+        ),
+        (
+            "k2s2 wide",
+            [2, 32, 8, 9],
+            [32, 16, 2, 2],
+            ConvTranspose2dAttrs::new().with_stride([2, 2]),
+        ),
+    ];
+    for (name, xs, ws, attrs) in cases {
+        let x = rand(&xs, &mut rng);
+        let w = rand(&ws, &mut rng);
+        let b = rand(&[ws[1]], &mut rng);
+        for bias in [None, Some(&b)] {
+            assert_close(
+                &format!("conv_transpose2d {name}"),
+                &gpu.conv_transpose2d(&x, &w, bias, &attrs).unwrap(),
+                &cpu.conv_transpose2d(&x, &w, bias, &attrs).unwrap(),
+                TOL,
+            );
+        }
+        let y_shape = shape4(&cpu.conv_transpose2d(&x, &w, None, &attrs).unwrap());
+        let dy = rand(&y_shape, &mut rng);
+        assert_close(
+            &format!("conv_transpose2d_backward_data {name}"),
+            &gpu.conv_transpose2d_backward_data(&dy, &w, &attrs).unwrap(),
+            &cpu.conv_transpose2d_backward_data(&dy, &w, &attrs).unwrap(),
+            TOL,
+        );
+        assert_close(
+            &format!("conv_transpose2d_backward_filter {name}"),
+            &gpu.conv_transpose2d_backward_filter(&x, &dy, ws, &attrs)
+                .unwrap(),
+            &cpu.conv_transpose2d_backward_filter(&x, &dy, ws, &attrs)
+                .unwrap(),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn conv_algorithm_cache_is_hit_on_a_repeat_call() {
+    if backend().is_none() {
+        return;
+    }
+    // A backend of its own, so that other tests running in parallel do not move the counts.
+    let gpu = CudaBackend::new(0).unwrap();
+    let mut rng = SeededRng::new(13);
+    let x = rand(&[2, 3, 10, 9], &mut rng);
+    let w = rand(&[4, 3, 3, 3], &mut rng);
+    let attrs = Conv2dAttrs::new().with_padding([1, 1]);
+    let before = gpu.conv_algo_stats().unwrap();
+    assert_eq!((before.cached, before.searches, before.hits), (0, 0, 0));
+    let first = gpu.conv2d(&x, &w, None, &attrs).unwrap();
+    let after_first = gpu.conv_algo_stats().unwrap();
+    assert_eq!(
+        (after_first.cached, after_first.searches, after_first.hits),
+        (1, 1, 0)
+    );
+    let second = gpu.conv2d(&x, &w, None, &attrs).unwrap();
+    let after_second = gpu.conv_algo_stats().unwrap();
+    assert_eq!(
+        (
+            after_second.cached,
+            after_second.searches,
+            after_second.hits
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(first.to_vec().unwrap(), second.to_vec().unwrap());
+    // Another problem (backward data of the same shapes) is a new search.
+    let dy = rand(&[2, 4, 10, 9], &mut rng);
+    gpu.conv2d_backward_data(&dy, &w, [2, 3, 10, 9], &attrs)
+        .unwrap();
+    let after_third = gpu.conv_algo_stats().unwrap();
+    assert_eq!((after_third.cached, after_third.searches), (2, 2));
+}
+
+#[test]
+fn tf32_convolutions_stay_close() {
+    if backend().is_none() {
+        return;
+    }
+    let gpu = CudaBackend::new(0).unwrap().with_tf32(true);
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(14);
+    let x = rand(&[2, 16, 12, 12], &mut rng);
+    let w = rand(&[8, 16, 3, 3], &mut rng);
+    let attrs = Conv2dAttrs::new().with_padding([1, 1]);
+    assert_close(
+        "conv2d tf32",
+        &gpu.conv2d(&x, &w, None, &attrs).unwrap(),
+        &cpu.conv2d(&x, &w, None, &attrs).unwrap(),
+        1e-2,
+    );
+}
+
+#[test]
+fn pooling_forward_and_backward_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(21);
+    let cases: [([usize; 4], Pool2dAttrs); 5] = [
+        ([2, 3, 8, 8], Pool2dAttrs::square(2)),
+        ([1, 2, 9, 7], Pool2dAttrs::square(2)),
+        (
+            [2, 2, 11, 10],
+            Pool2dAttrs::square(3)
+                .with_stride([2, 2])
+                .with_padding([1, 1]),
+        ),
+        (
+            [1, 3, 7, 9],
+            Pool2dAttrs {
+                kernel: [3, 2],
+                stride: [1, 2],
+                padding: [1, 0],
+                count_include_pad: true,
+            },
+        ),
+        (
+            [3, 1, 6, 5],
+            Pool2dAttrs::square(4)
+                .with_stride([1, 3])
+                .with_padding([2, 1]),
+        ),
+    ];
+    for (xs, attrs) in cases {
+        let name = format!("x {xs:?} {attrs:?}");
+        let x = distinct_tensor(&xs, &mut rng, 0.01);
+        let y_gpu = gpu.max_pool2d(&x, &attrs).unwrap();
+        let y_cpu = cpu.max_pool2d(&x, &attrs).unwrap();
+        assert_close(&format!("max_pool2d {name}"), &y_gpu, &y_cpu, TOL);
+        let dy = rand(y_cpu.shape(), &mut rng);
+        assert_close(
+            &format!("max_pool2d_backward {name}"),
+            &gpu.max_pool2d_backward(&x, &y_gpu, &dy, &attrs).unwrap(),
+            &cpu.max_pool2d_backward(&x, &y_cpu, &dy, &attrs).unwrap(),
+            TOL,
+        );
+        for include in [true, false] {
+            let attrs = attrs.with_count_include_pad(include);
+            let name = format!("{name} count_include_pad {include}");
+            let x = rand(&xs, &mut rng);
+            assert_close(
+                &format!("avg_pool2d {name}"),
+                &gpu.avg_pool2d(&x, &attrs).unwrap(),
+                &cpu.avg_pool2d(&x, &attrs).unwrap(),
+                TOL,
+            );
+            assert_close(
+                &format!("avg_pool2d_backward {name}"),
+                &gpu.avg_pool2d_backward(&dy, xs, &attrs).unwrap(),
+                &cpu.avg_pool2d_backward(&dy, xs, &attrs).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn max_pool_ties_and_nan_route_like_the_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(22);
+    // Every window full of ties: the gradient goes to the first element of each window.
+    let attrs = Pool2dAttrs::square(3)
+        .with_stride([2, 2])
+        .with_padding([1, 1]);
+    let x = Tensor::from_vec(
+        (0..2 * 9 * 8).map(|i| (i % 3) as f32).collect(),
+        &[1, 2, 9, 8],
+    )
+    .unwrap();
+    let y = cpu.max_pool2d(&x, &attrs).unwrap();
+    let dy = rand(y.shape(), &mut rng);
+    let dx_gpu = gpu.max_pool2d_backward(&x, &y, &dy, &attrs).unwrap();
+    let dx_cpu = cpu.max_pool2d_backward(&x, &y, &dy, &attrs).unwrap();
+    assert_eq!(dx_gpu.to_vec().unwrap(), dx_cpu.to_vec().unwrap());
+    let ones = Tensor::ones(&[2, 1, 4, 6]);
+    let attrs = Pool2dAttrs::square(2);
+    let dy = rand(&[2, 1, 2, 3], &mut rng);
+    let y = cpu.max_pool2d(&ones, &attrs).unwrap();
+    assert_eq!(
+        gpu.max_pool2d_backward(&ones, &y, &dy, &attrs)
+            .unwrap()
+            .to_vec()
+            .unwrap(),
+        cpu.max_pool2d_backward(&ones, &y, &dy, &attrs)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    );
+    // A NaN is the maximum of its window, forward and backward.
+    let mut v = distinct_tensor(&[1, 1, 4, 4], &mut rng, 0.5)
+        .to_vec()
+        .unwrap();
+    v[5] = f32::NAN;
+    let x = Tensor::from_vec(v, &[1, 1, 4, 4]).unwrap();
+    let y_gpu = gpu.max_pool2d(&x, &attrs).unwrap().to_vec().unwrap();
+    let y_cpu = cpu.max_pool2d(&x, &attrs).unwrap().to_vec().unwrap();
+    assert!(y_gpu[0].is_nan() && y_cpu[0].is_nan());
+    assert_eq!(y_gpu[1..], y_cpu[1..]);
+    let dy = rand(&[1, 1, 2, 2], &mut rng);
+    let y = cpu.max_pool2d(&x, &attrs).unwrap();
+    assert_eq!(
+        gpu.max_pool2d_backward(&x, &y, &dy, &attrs)
+            .unwrap()
+            .to_vec()
+            .unwrap(),
+        cpu.max_pool2d_backward(&x, &y, &dy, &attrs)
+            .unwrap()
+            .to_vec()
+            .unwrap()
+    );
+}
+
+#[test]
+fn activations_forward_and_backward_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(31);
+    for shape in [vec![3, 5, 7, 9], vec![13, 11], vec![1]] {
+        for kind in [
+            Activation::Relu,
+            Activation::LeakyRelu {
+                negative_slope: 0.1,
+            },
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ] {
+            let name = format!("{kind:?} {shape:?}");
+            let x = rand(&shape, &mut rng);
+            let y_gpu = gpu.activation(&x, kind).unwrap();
+            let y_cpu = cpu.activation(&x, kind).unwrap();
+            assert_close(&format!("activation {name}"), &y_gpu, &y_cpu, TOL);
+            let dy = rand(&shape, &mut rng);
+            assert_close(
+                &format!("activation_backward {name}"),
+                &gpu.activation_backward(&x, &y_gpu, &dy, kind).unwrap(),
+                &cpu.activation_backward(&x, &y_cpu, &dy, kind).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_train_eval_and_backward_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(41);
+    for shape in [
+        vec![4, 3, 5, 7],
+        vec![8, 6],
+        vec![2, 3, 4, 5, 3],
+        vec![1, 5, 9, 1],
+    ] {
+        let c = shape[1];
+        let name = format!("{shape:?}");
+        let attrs = BatchNormAttrs {
+            momentum: 0.3,
+            eps: 1e-3,
+        };
+        let x = rand(&shape, &mut rng);
+        let gamma = rand(&[c], &mut rng);
+        let beta = rand(&[c], &mut rng);
+        let mean0 = rand(&[c], &mut rng);
+        let var0 = Tensor::from_vec(
+            rand(&[c], &mut rng)
+                .to_vec()
+                .unwrap()
+                .iter()
+                .map(|v| v.abs() + 0.5)
+                .collect(),
+            &[c],
+        )
+        .unwrap();
+
+        let (mut rm_g, mut rv_g) = (mean0.clone(), var0.clone());
+        let (mut rm_c, mut rv_c) = (mean0.clone(), var0.clone());
+        let (y_g, saved_g) = gpu
+            .batch_norm_train(&x, &gamma, &beta, &mut rm_g, &mut rv_g, &attrs)
+            .unwrap();
+        let (y_c, saved_c) = cpu
+            .batch_norm_train(&x, &gamma, &beta, &mut rm_c, &mut rv_c, &attrs)
+            .unwrap();
+        assert_close(&format!("bn train y {name}"), &y_g, &y_c, TOL);
+        assert_close(
+            &format!("bn train mean {name}"),
+            &saved_g.mean,
+            &saved_c.mean,
+            TOL,
+        );
+        assert_close(
+            &format!("bn train inv_std {name}"),
+            &saved_g.inv_std,
+            &saved_c.inv_std,
+            TOL,
+        );
+        assert_close(&format!("bn running mean {name}"), &rm_g, &rm_c, TOL);
+        assert_close(&format!("bn running var {name}"), &rv_g, &rv_c, TOL);
+
+        let dy = rand(&shape, &mut rng);
+        let (dx_g, dg_g, db_g) = gpu
+            .batch_norm_backward(&x, &dy, &gamma, &saved_c, true)
+            .unwrap();
+        let (dx_c, dg_c, db_c) = cpu
+            .batch_norm_backward(&x, &dy, &gamma, &saved_c, true)
+            .unwrap();
+        assert_close(&format!("bn backward dx {name}"), &dx_g, &dx_c, TOL);
+        assert_close(&format!("bn backward dgamma {name}"), &dg_g, &dg_c, TOL);
+        assert_close(&format!("bn backward dbeta {name}"), &db_g, &db_c, TOL);
+
+        let (y_g, saved_g) = gpu
+            .batch_norm_eval(&x, &gamma, &beta, &mean0, &var0, &attrs)
+            .unwrap();
+        let (y_c, saved_c) = cpu
+            .batch_norm_eval(&x, &gamma, &beta, &mean0, &var0, &attrs)
+            .unwrap();
+        assert_close(&format!("bn eval y {name}"), &y_g, &y_c, TOL);
+        assert_close(
+            &format!("bn eval mean {name}"),
+            &saved_g.mean,
+            &saved_c.mean,
+            TOL,
+        );
+        assert_close(
+            &format!("bn eval inv_std {name}"),
+            &saved_g.inv_std,
+            &saved_c.inv_std,
+            TOL,
+        );
+        let (dx_g, dg_g, db_g) = gpu
+            .batch_norm_backward(&x, &dy, &gamma, &saved_g, false)
+            .unwrap();
+        let (dx_c, dg_c, db_c) = cpu
+            .batch_norm_backward(&x, &dy, &gamma, &saved_c, false)
+            .unwrap();
+        assert_close(&format!("bn frozen dx {name}"), &dx_g, &dx_c, TOL);
+        assert_close(&format!("bn frozen dgamma {name}"), &dg_g, &dg_c, TOL);
+        assert_close(&format!("bn frozen dbeta {name}"), &db_g, &db_c, TOL);
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(51);
+    for shape in [
+        vec![2, 5, 3, 4],
+        vec![7, 10],
+        vec![1, 3, 2, 2, 3],
+        vec![3, 1, 5],
+    ] {
+        let name = format!("{shape:?}");
+        let x = rand(&shape, &mut rng);
+        let dy = rand(&shape, &mut rng);
+        let y_g = gpu.softmax(&x).unwrap();
+        let y_c = cpu.softmax(&x).unwrap();
+        assert_close(&format!("softmax {name}"), &y_g, &y_c, TOL);
+        assert_close(
+            &format!("softmax_backward {name}"),
+            &gpu.softmax_backward(&y_g, &dy).unwrap(),
+            &cpu.softmax_backward(&y_c, &dy).unwrap(),
+            TOL,
+        );
+        let y_g = gpu.log_softmax(&x).unwrap();
+        let y_c = cpu.log_softmax(&x).unwrap();
+        assert_close(&format!("log_softmax {name}"), &y_g, &y_c, TOL);
+        assert_close(
+            &format!("log_softmax_backward {name}"),
+            &gpu.log_softmax_backward(&y_g, &dy).unwrap(),
+            &cpu.log_softmax_backward(&y_c, &dy).unwrap(),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn matmul_with_every_transpose_matches_cpu() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(61);
+    for (m, k, n) in [
+        (37, 53, 29),
+        (1, 1, 1),
+        (130, 70, 65),
+        (64, 16, 64),
+        (3, 200, 2),
+    ] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = rand(&if ta { [k, m] } else { [m, k] }, &mut rng);
+            let b = rand(&if tb { [n, k] } else { [k, n] }, &mut rng);
+            assert_close(
+                &format!("matmul {m}x{k}x{n} ta {ta} tb {tb}"),
+                &gpu.matmul(&a, &b, ta, tb).unwrap(),
+                &cpu.matmul(&a, &b, ta, tb).unwrap(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_give_the_cpu_typed_errors() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let z = Tensor::zeros;
+    let conv = Conv2dAttrs::new();
+    // Convolutions.
+    let x = z(&[1, 3, 8, 8]);
+    same_error(
+        "conv2d channels",
+        gpu.conv2d(&x, &z(&[4, 2, 3, 3]), None, &conv),
+        cpu.conv2d(&x, &z(&[4, 2, 3, 3]), None, &conv),
+    );
+    same_error(
+        "conv2d kernel too large",
+        gpu.conv2d(&x, &z(&[4, 3, 9, 9]), None, &conv),
+        cpu.conv2d(&x, &z(&[4, 3, 9, 9]), None, &conv),
+    );
+    let stride0 = Conv2dAttrs::new().with_stride([0, 1]);
+    same_error(
+        "conv2d stride 0",
+        gpu.conv2d(&x, &z(&[4, 3, 3, 3]), None, &stride0),
+        cpu.conv2d(&x, &z(&[4, 3, 3, 3]), None, &stride0),
+    );
+    same_error(
+        "conv2d bias",
+        gpu.conv2d(&x, &z(&[4, 3, 3, 3]), Some(&z(&[3])), &conv),
+        cpu.conv2d(&x, &z(&[4, 3, 3, 3]), Some(&z(&[3])), &conv),
+    );
+    same_error(
+        "conv2d rank",
+        gpu.conv2d(&z(&[3, 8, 8]), &z(&[4, 3, 3, 3]), None, &conv),
+        cpu.conv2d(&z(&[3, 8, 8]), &z(&[4, 3, 3, 3]), None, &conv),
+    );
+    same_error(
+        "conv2d_backward_data dy",
+        gpu.conv2d_backward_data(&z(&[1, 4, 5, 5]), &z(&[4, 3, 3, 3]), [1, 3, 8, 8], &conv),
+        cpu.conv2d_backward_data(&z(&[1, 4, 5, 5]), &z(&[4, 3, 3, 3]), [1, 3, 8, 8], &conv),
+    );
+    same_error(
+        "conv2d_backward_filter dy",
+        gpu.conv2d_backward_filter(&x, &z(&[1, 5, 6, 6]), [4, 3, 3, 3], &conv),
+        cpu.conv2d_backward_filter(&x, &z(&[1, 5, 6, 6]), [4, 3, 3, 3], &conv),
+    );
+    let t = ConvTranspose2dAttrs::new().with_stride([2, 2]);
+    same_error(
+        "conv_transpose2d channels",
+        gpu.conv_transpose2d(&x, &z(&[2, 4, 2, 2]), None, &t),
+        cpu.conv_transpose2d(&x, &z(&[2, 4, 2, 2]), None, &t),
+    );
+    let bad_op = t.with_output_padding([2, 0]);
+    same_error(
+        "conv_transpose2d output_padding",
+        gpu.conv_transpose2d(&x, &z(&[3, 4, 2, 2]), None, &bad_op),
+        cpu.conv_transpose2d(&x, &z(&[3, 4, 2, 2]), None, &bad_op),
+    );
+    // output_padding ≥ stride but < dilation: the CPU refuses it in the data gradient.
+    let dil = ConvTranspose2dAttrs::new()
+        .with_dilation([2, 2])
+        .with_output_padding([1, 1]);
+    same_error(
+        "conv_transpose2d output_padding vs stride",
+        gpu.conv_transpose2d(&x, &z(&[3, 4, 3, 3]), None, &dil),
+        cpu.conv_transpose2d(&x, &z(&[3, 4, 3, 3]), None, &dil),
+    );
+    same_error(
+        "conv_transpose2d bias",
+        gpu.conv_transpose2d(&x, &z(&[3, 4, 2, 2]), Some(&z(&[3])), &t),
+        cpu.conv_transpose2d(&x, &z(&[3, 4, 2, 2]), Some(&z(&[3])), &t),
+    );
+    // Pooling.
+    let p2 = Pool2dAttrs::square(2);
+    same_error(
+        "max_pool2d too small",
+        gpu.max_pool2d(&z(&[1, 1, 1, 1]), &p2),
+        cpu.max_pool2d(&z(&[1, 1, 1, 1]), &p2),
+    );
+    let bad_pad = Pool2dAttrs::square(2).with_padding([2, 2]);
+    same_error(
+        "avg_pool2d padding",
+        gpu.avg_pool2d(&x, &bad_pad),
+        cpu.avg_pool2d(&x, &bad_pad),
+    );
+    same_error(
+        "max_pool2d_backward dy",
+        gpu.max_pool2d_backward(&x, &z(&[1, 3, 4, 4]), &z(&[1, 3, 4, 5]), &p2),
+        cpu.max_pool2d_backward(&x, &z(&[1, 3, 4, 4]), &z(&[1, 3, 4, 5]), &p2),
+    );
+    same_error(
+        "avg_pool2d_backward dy",
+        gpu.avg_pool2d_backward(&z(&[1, 3, 3, 4]), [1, 3, 8, 8], &p2),
+        cpu.avg_pool2d_backward(&z(&[1, 3, 3, 4]), [1, 3, 8, 8], &p2),
+    );
+    // Activations, softmax, matmul.
+    same_error(
+        "activation_backward",
+        gpu.activation_backward(&z(&[2, 3]), &z(&[2, 3]), &z(&[3, 2]), Activation::Tanh),
+        cpu.activation_backward(&z(&[2, 3]), &z(&[2, 3]), &z(&[3, 2]), Activation::Tanh),
+    );
+    same_error("softmax rank", gpu.softmax(&z(&[5])), cpu.softmax(&z(&[5])));
+    same_error(
+        "log_softmax_backward",
+        gpu.log_softmax_backward(&z(&[2, 3]), &z(&[2, 4])),
+        cpu.log_softmax_backward(&z(&[2, 3]), &z(&[2, 4])),
+    );
+    same_error(
+        "matmul inner",
+        gpu.matmul(&z(&[2, 3]), &z(&[4, 5]), false, false),
+        cpu.matmul(&z(&[2, 3]), &z(&[4, 5]), false, false),
+    );
+    same_error(
+        "matmul rank",
+        gpu.matmul(&z(&[2, 3, 1]), &z(&[3, 5]), false, false),
+        cpu.matmul(&z(&[2, 3, 1]), &z(&[3, 5]), false, false),
+    );
+    // Batch norm.
+    let bn = BatchNormAttrs::default();
+    let (g3, b3) = (z(&[3]), z(&[3]));
+    let (mut m_g, mut v_g) = (z(&[3]), Tensor::ones(&[3]));
+    let (mut m_c, mut v_c) = (z(&[3]), Tensor::ones(&[3]));
+    same_error(
+        "batch_norm_train gamma",
+        gpu.batch_norm_train(&x, &z(&[2]), &b3, &mut m_g, &mut v_g, &bn),
+        cpu.batch_norm_train(&x, &z(&[2]), &b3, &mut m_c, &mut v_c, &bn),
+    );
+    same_error(
+        "batch_norm_train one value per channel",
+        gpu.batch_norm_train(&z(&[1, 3, 1, 1]), &g3, &b3, &mut m_g, &mut v_g, &bn),
+        cpu.batch_norm_train(&z(&[1, 3, 1, 1]), &g3, &b3, &mut m_c, &mut v_c, &bn),
+    );
+    same_error(
+        "batch_norm_eval rank",
+        gpu.batch_norm_eval(&z(&[3]), &g3, &b3, &m_g, &v_g, &bn),
+        cpu.batch_norm_eval(&z(&[3]), &g3, &b3, &m_c, &v_c, &bn),
+    );
+    let saved = BatchNormSaved {
+        mean: z(&[3]),
+        inv_std: Tensor::ones(&[3]),
+    };
+    same_error(
+        "batch_norm_backward dy",
+        gpu.batch_norm_backward(&x, &z(&[1, 3, 8, 7]), &g3, &saved, true),
+        cpu.batch_norm_backward(&x, &z(&[1, 3, 8, 7]), &g3, &saved, true),
+    );
+    let short = BatchNormSaved {
+        mean: z(&[2]),
+        inv_std: Tensor::ones(&[3]),
+    };
+    same_error(
+        "batch_norm_backward saved",
+        gpu.batch_norm_backward(&x, &x, &g3, &short, false),
+        cpu.batch_norm_backward(&x, &x, &g3, &short, false),
+    );
+    assert!(matches!(
+        gpu.conv2d(&x, &z(&[4, 2, 3, 3]), None, &conv),
+        Err(OpError::Shape { .. })
+    ));
+}
+
+#[test]
+fn empty_batches_give_empty_results() {
+    let Some(gpu) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let x = Tensor::zeros(&[0, 3, 8, 8]);
+    let w = Tensor::zeros(&[4, 3, 3, 3]);
+    let attrs = Conv2dAttrs::new();
+    assert_eq!(
+        gpu.conv2d(&x, &w, None, &attrs).unwrap().shape(),
+        cpu.conv2d(&x, &w, None, &attrs).unwrap().shape()
+    );
+    let dw = gpu
+        .conv2d_backward_filter(&x, &Tensor::zeros(&[0, 4, 6, 6]), [4, 3, 3, 3], &attrs)
+        .unwrap();
+    assert_eq!(dw.to_vec().unwrap(), vec![0.0; 4 * 27]);
+    assert_eq!(
+        gpu.max_pool2d(&x, &Pool2dAttrs::square(2)).unwrap().shape(),
+        &[0, 3, 4, 4]
+    );
+    assert_eq!(gpu.softmax(&x).unwrap().shape(), x.shape());
+    assert_eq!(
+        gpu.matmul(
+            &Tensor::zeros(&[3, 0]),
+            &Tensor::zeros(&[0, 2]),
+            false,
+            false
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap(),
+        vec![0.0; 6]
+    );
+}

@@ -1,0 +1,66 @@
+// Concatenation / splitting (strided row copies), zero padding and cropping of the last two
+// dimensions. 64-bit indices throughout.
+#include "common.cuh"
+
+namespace {
+
+// dst[r * dst_stride + dst_off + j] = src[r * src_stride + src_off + j], r < rows, j < row_len.
+__global__ void copy_rows_kernel(const float* __restrict__ src, float* __restrict__ dst,
+                                 long long rows, long long row_len, long long src_stride,
+                                 long long src_off, long long dst_stride, long long dst_off) {
+  MG_GRID_STRIDE(i, rows * row_len) {
+    const long long r = i / row_len, j = i - r * row_len;
+    dst[r * dst_stride + dst_off + j] = src[r * src_stride + src_off + j];
+  }
+}
+
+__global__ void pad2d_kernel(const float* __restrict__ x, float* __restrict__ y, long long planes,
+                             long long h, long long w, long long ho, long long wo, long long top,
+                             long long left) {
+  MG_GRID_STRIDE(i, planes * ho * wo) {
+    const long long c = i % wo;
+    const long long r = (i / wo) % ho;
+    const long long p = i / (wo * ho);
+    const long long sr = r - top, sc = c - left;
+    y[i] = (sr >= 0 && sr < h && sc >= 0 && sc < w) ? x[(p * h + sr) * w + sc] : 0.0f;
+  }
+}
+
+__global__ void crop2d_kernel(const float* __restrict__ x, float* __restrict__ y, long long planes,
+                              long long h, long long w, long long ho, long long wo, long long top,
+                              long long left) {
+  MG_GRID_STRIDE(i, planes * ho * wo) {
+    const long long c = i % wo;
+    const long long r = (i / wo) % ho;
+    const long long p = i / (wo * ho);
+    y[i] = x[(p * h + r + top) * w + c + left];
+  }
+}
+
+}  // namespace
+
+MG_EXPORT int mg_copy_rows(const float* src, float* dst, long long rows, long long row_len,
+                           long long src_stride, long long src_off, long long dst_stride,
+                           long long dst_off, cudaStream_t stream) {
+  copy_rows_kernel<<<mg::blocks_for(rows * row_len), mg::kThreads, 0, stream>>>(
+      src, dst, rows, row_len, src_stride, src_off, dst_stride, dst_off);
+  return mg::launch_status();
+}
+
+MG_EXPORT int mg_pad2d(const float* x, float* y, long long planes, long long h, long long w,
+                       long long top, long long bottom, long long left, long long right,
+                       cudaStream_t stream) {
+  const long long ho = h + top + bottom, wo = w + left + right;
+  pad2d_kernel<<<mg::blocks_for(planes * ho * wo), mg::kThreads, 0, stream>>>(x, y, planes, h, w,
+                                                                               ho, wo, top, left);
+  return mg::launch_status();
+}
+
+MG_EXPORT int mg_crop2d(const float* x, float* y, long long planes, long long h, long long w,
+                        long long top, long long bottom, long long left, long long right,
+                        cudaStream_t stream) {
+  const long long ho = h - top - bottom, wo = w - left - right;
+  crop2d_kernel<<<mg::blocks_for(planes * ho * wo), mg::kThreads, 0, stream>>>(x, y, planes, h, w,
+                                                                                ho, wo, top, left);
+  return mg::launch_status();
+}
