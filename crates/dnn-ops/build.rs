@@ -14,7 +14,13 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for v in ["NVCC", "MAGMA_CUDA_ARCHS", "MAGMA_SKIP_NVCC", "MAGMA_CUDA_RPATH", "CUDA_PATH"] {
+    for v in [
+        "NVCC",
+        "MAGMA_CUDA_ARCHS",
+        "MAGMA_SKIP_NVCC",
+        "MAGMA_CUDA_RPATH",
+        "CUDA_PATH",
+    ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -23,7 +29,10 @@ fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../..");
     let kernel_dir = root.join("cuda");
     println!("cargo:rerun-if-changed={}", kernel_dir.display());
-    println!("cargo:rustc-link-arg-tests=-Wl,--enable-new-dtags,-rpath,{}", runpath());
+    println!(
+        "cargo:rustc-link-arg-tests=-Wl,--enable-new-dtags,-rpath,{}",
+        runpath()
+    );
     if env::var("MAGMA_SKIP_NVCC").as_deref() == Ok("1") {
         println!("cargo:warning=MAGMA_SKIP_NVCC=1: CUDA kernels not compiled (check-only build)");
         return;
@@ -34,7 +43,10 @@ fn main() {
              for a check-only build"
         )
     });
-    let cuda_root = nvcc.parent().and_then(Path::parent).expect("nvcc lives in <cuda>/bin");
+    let cuda_root = nvcc
+        .parent()
+        .and_then(Path::parent)
+        .expect("nvcc lives in <cuda>/bin");
     for lib in ["lib64", "lib", "targets/x86_64-linux/lib"] {
         let dir = cuda_root.join(lib);
         if dir.join("libcudart_static.a").is_file() {
@@ -47,7 +59,10 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
         .collect();
     files.sort();
-    for f in std::fs::read_dir(&kernel_dir).expect("cuda/ folder").flatten() {
+    for f in std::fs::read_dir(&kernel_dir)
+        .expect("cuda/ folder")
+        .flatten()
+    {
         println!("cargo:rerun-if-changed={}", f.path().display());
     }
     let archs = env::var("MAGMA_CUDA_ARCHS").unwrap_or_else(|_| "90".into());

@@ -2,12 +2,15 @@
 //!
 //! This package stays light (no OpenCV, HDF5 or model crates) so that it builds on a fresh
 //! machine. Every command first installs the apt packages the workspace needs when they are
-//! missing (saying so), then either runs here (`test`, `setup`, `bench`) or hands over to the
-//! heavy tasks binary (`xtask/tasks`, package `xtask-tasks`): `train-unet`, `eval-unet`,
-//! `predict-unet`, `train-classifier`, `convert-hdf5`, `download-pets`.
+//! missing (saying so), then either runs here (`test`, `setup`, `setup-cuda`, `gpu-bundle`,
+//! `bench`) or hands over to the heavy tasks binary (`xtask/tasks`, package `xtask-tasks`):
+//! `train-unet`, `eval-unet`, `predict-unet`, `train-classifier`, `convert-hdf5`,
+//! `download-pets`.
 
 mod apt;
 mod bench;
+mod gpu_bundle;
+mod setup_cuda;
 mod test_cmd;
 
 use std::path::PathBuf;
@@ -26,6 +29,10 @@ magma-dnn tasks — cargo xtask <command> [options]
   download-pets     the real Oxford-IIIT Pet into data/oxford-iiit-pet
   test [--quick]    install missing apt packages, then fmt check, clippy -D warnings, every test
   setup             install missing apt packages only
+  setup-cuda        a CUDA 13.0 + cuDNN 9 build SDK (and CMake) from PyPI into .cuda-sdk/ when
+                    no system CUDA is found [--force] [--prefix DIR]
+  gpu-bundle        CUDA test binaries + a GPU training binary + run.sh for a GPU machine
+                    (no OpenCV, static HDF5) [--out DIR, default gpu-bundle/]
   bench gemm|decode benchmarks (docs/perf/)
 
 `cargo xtask <command> --help` shows a command's options.";
@@ -78,6 +85,17 @@ fn run() -> Result<ExitCode> {
             };
             std::env::set_current_dir(workspace_root()?)?;
             test_cmd::run(quick)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("setup-cuda") => {
+            let root = workspace_root()?;
+            setup_cuda::run(&root, &args[1..])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("gpu-bundle") => {
+            let root = workspace_root()?;
+            std::env::set_current_dir(&root)?;
+            gpu_bundle::run(&root, &args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
         Some("bench") => {

@@ -7,7 +7,12 @@
 //! pip and system locations), `LD_LIBRARY_PATH` and the system paths for `libcudnn.so.9`.
 //! Safe wrappers live in `dnn-ops`; nothing here checks statuses.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
 #![allow(unsafe_op_in_unsafe_fn, unused_unsafe)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 

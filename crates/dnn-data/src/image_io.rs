@@ -1,6 +1,10 @@
 //! Image and mask files: decoding by content (never by extension) through OpenCV, palette-aware
 //! mask reading, and atomic PNG / JPEG writing.
 //!
+//! Without the `opencv` feature only the parts that need no OpenCV exist: format sniffing,
+//! PNG masks ([`decode_mask`] and [`read_mask`] on PNG content), PNG encoding and
+//! [`write_atomic`]; image decoding and JPEG encoding are compiled out.
+//!
 //! - Images become 8-bit RGB ([`RgbImage`]): BGR is swapped, grey is replicated, an alpha channel
 //!   is composited over black (a fully opaque image keeps its exact colours), 16-bit samples are
 //!   scaled to 8 bits. EXIF orientation is *ignored*: masks are annotated in stored pixel order,
@@ -15,8 +19,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "opencv")]
 use opencv::core::{Mat, Vector};
+#[cfg(feature = "opencv")]
 use opencv::imgcodecs;
+#[cfg(feature = "opencv")]
 use opencv::prelude::*;
 
 use crate::error::{DataError, Result, io_err};
@@ -158,6 +165,7 @@ pub enum Probe {
 /// Checks cheaply whether the image at `path` decodes: JPEG and PNG content is trusted from its
 /// signature (16 bytes read); anything else is decoded once. Errors only when the file cannot
 /// be read.
+#[cfg(feature = "opencv")]
 pub fn probe(path: &Path) -> Result<Probe> {
     let format = sniff_format(path)?;
     if matches!(format, ImageFormat::Jpeg | ImageFormat::Png) {
@@ -175,11 +183,13 @@ pub fn probe(path: &Path) -> Result<Probe> {
 }
 
 /// Reads and decodes the image at `path` to RGB at its full size.
+#[cfg(feature = "opencv")]
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     decode_rgb(&read_bytes(path)?, path)
 }
 
 /// Decodes an image held in `bytes` (read from `path`, which errors name) to RGB at full size.
+#[cfg(feature = "opencv")]
 pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     decode_rgb_reduced(bytes, path, 1)
 }
@@ -189,6 +199,7 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
 /// OpenCV's reduced decoding (`IMREAD_REDUCED_COLOR_2/4/8`, DCT scaling in libjpeg) returns an
 /// image that much smaller, still at least as large as the target on both sides (the largest such
 /// factor is used). Other formats decode at full size.
+#[cfg(feature = "opencv")]
 pub fn decode_rgb_for_target(bytes: &[u8], path: &Path, target_hw: [usize; 2]) -> Result<RgbImage> {
     let factor = if ImageFormat::detect(bytes) == ImageFormat::Jpeg {
         match jpeg_size(bytes) {
@@ -214,6 +225,7 @@ pub fn reduction_factor(image_hw: [usize; 2], target_hw: [usize; 2]) -> usize {
 
 /// Whether `small` is `full` (both `[width, height]` or both `[height, width]`) divided by 2, 4
 /// or 8 rounding up, as reduced JPEG decoding produces.
+#[cfg(feature = "opencv")]
 pub(crate) fn is_reduction(full: [usize; 2], small: [usize; 2]) -> bool {
     [2, 4, 8]
         .into_iter()
@@ -252,6 +264,7 @@ pub fn jpeg_size(bytes: &[u8]) -> Option<[usize; 2]> {
     None
 }
 
+#[cfg(feature = "opencv")]
 fn decode_rgb_reduced(bytes: &[u8], path: &Path, factor: usize) -> Result<RgbImage> {
     mat_to_rgb(&decode_mat(bytes, path, factor)?, path)
 }
@@ -261,6 +274,7 @@ fn decode_rgb_reduced(bytes: &[u8], path: &Path, factor: usize) -> Result<RgbIma
 /// matrix, and the channel swap on the small result only. The fast path for loaders that
 /// stretch to a fixed size (classification folders, benchmarks); same result as
 /// [`decode_rgb_for_target`] followed by [`crate::resize_rgb`].
+#[cfg(feature = "opencv")]
 pub fn decode_rgb_resized(
     bytes: &[u8],
     path: &Path,
@@ -307,6 +321,7 @@ pub fn decode_rgb_resized(
 
 /// Decodes to an OpenCV matrix: JPEG as 3-channel BGR (reduced by `factor` in {1, 2, 4, 8}),
 /// EXIF orientation ignored; other formats unchanged (alpha and 16-bit depth kept).
+#[cfg(feature = "opencv")]
 fn decode_mat(bytes: &[u8], path: &Path, factor: usize) -> Result<Mat> {
     let format = ImageFormat::detect(bytes);
     if bytes.is_empty() {
@@ -335,6 +350,7 @@ fn decode_mat(bytes: &[u8], path: &Path, factor: usize) -> Result<Mat> {
 }
 
 /// The error for content OpenCV returned nothing for.
+#[cfg(feature = "opencv")]
 fn undecodable(path: &Path, format: ImageFormat) -> DataError {
     if format.is_decodable() {
         DataError::Decode {
@@ -353,6 +369,7 @@ fn undecodable(path: &Path, format: ImageFormat) -> DataError {
 }
 
 /// Converts a decoded OpenCV image (1, 3 or 4 channels, 8 or 16 bits, BGR order) to RGB.
+#[cfg(feature = "opencv")]
 fn mat_to_rgb(mat: &Mat, path: &Path) -> Result<RgbImage> {
     let depth = mat.depth();
     let eight_bit = if depth == opencv::core::CV_8U {
@@ -407,6 +424,7 @@ fn mat_to_rgb(mat: &Mat, path: &Path) -> Result<RgbImage> {
 }
 
 /// The pixel bytes of a matrix, copying when it is not continuous.
+#[cfg(feature = "opencv")]
 fn continuous_bytes<'a>(mat: &'a Mat, path: &Path) -> Result<std::borrow::Cow<'a, [u8]>> {
     if mat.is_continuous() {
         Ok(std::borrow::Cow::Borrowed(
@@ -421,6 +439,7 @@ fn continuous_bytes<'a>(mat: &'a Mat, path: &Path) -> Result<std::borrow::Cow<'a
 }
 
 /// Wraps an OpenCV error with the file it happened on.
+#[cfg(feature = "opencv")]
 pub(crate) fn cv_err(path: &Path) -> impl FnOnce(opencv::Error) -> DataError + '_ {
     move |e| DataError::Decode {
         path: path.to_path_buf(),
@@ -446,6 +465,7 @@ pub fn decode_mask(bytes: &[u8], path: &Path) -> Result<Mask> {
             path: path.to_path_buf(),
             reason: "a JPEG mask is lossy and cannot hold exact class indices; use PNG".into(),
         }),
+        #[cfg(feature = "opencv")]
         format => {
             let mat =
                 imgcodecs::imdecode(&bytes, imgcodecs::IMREAD_UNCHANGED).map_err(cv_err(path))?;
@@ -454,9 +474,19 @@ pub fn decode_mask(bytes: &[u8], path: &Path) -> Result<Mask> {
             }
             mat_to_mask(&mat, path)
         }
+        #[cfg(not(feature = "opencv"))]
+        format => Err(DataError::Unsupported {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+            reason: format!(
+                "only PNG masks decode without OpenCV; {}",
+                crate::open::NO_OPENCV
+            ),
+        }),
     }
 }
 
+#[cfg(feature = "opencv")]
 fn mat_to_mask(mat: &Mat, path: &Path) -> Result<Mask> {
     if mat.depth() != opencv::core::CV_8U {
         return Err(DataError::Decode {
@@ -690,6 +720,7 @@ pub fn encode_png_palette(path: &Path, mask: &Mask, palette: &[[u8; 3]]) -> Resu
 
 /// JPEG bytes of an RGB image at `quality` (1–100), encoded by OpenCV (libjpeg); deterministic
 /// for equal input.
+#[cfg(feature = "opencv")]
 pub fn encode_jpeg_bytes(image: &RgbImage, quality: u8, path_for_errors: &Path) -> Result<Vec<u8>> {
     let path = path_for_errors;
     PixelsRef::from(image).check(path)?;
@@ -716,6 +747,7 @@ pub fn encode_jpeg_bytes(image: &RgbImage, quality: u8, path_for_errors: &Path) 
 }
 
 /// Writes an RGB image as a JPEG at `path`, atomically (temporary name, then rename).
+#[cfg(feature = "opencv")]
 pub fn encode_jpeg(path: &Path, image: &RgbImage, quality: u8) -> Result<()> {
     let bytes = encode_jpeg_bytes(image, quality, path)?;
     write_atomic(path, &bytes)

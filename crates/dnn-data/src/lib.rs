@@ -15,12 +15,25 @@
 //! header and size before allocating, and every failure is a typed [`DataError`] that names the
 //! file. Tensors belong to `magma-tensor`; the only thing it takes from `dnn-layers` is the
 //! `Dataset` trait that its classification sets implement for `Model::fit`.
+//!
+//! ## Features
+//!
+//! - `opencv` (default): decoding image files (the Pet and image-folder readers, [`image_io`]'s
+//!   decoders, [`image_io::encode_jpeg`]) and [`generate_synthetic_pets`], which writes JPEGs.
+//!   Without it (the GPU build) datasets come from `.h5` files made by `cargo xtask convert-hdf5`
+//!   on a machine with OpenCV; [`open_segmentation`] on a Pet or image folder then says so.
+//!   Resizing and augmentation ([`prepare`], [`resize_rgb`]) work in both builds: OpenCV's
+//!   resampling with the feature, the crate's own Rust resampler (same geometry, pixel values
+//!   within a few levels of OpenCV's) without it.
+//! - `hdf5-static`: builds HDF5 from source into the binary (needs CMake >= 3.26), so it runs
+//!   where no libhdf5 is installed.
 
 mod cifar;
 mod classification;
 mod dataset;
 mod download;
 mod error;
+#[cfg(feature = "opencv")]
 mod folders;
 mod hdf5_dataset;
 mod idx;
@@ -29,8 +42,10 @@ mod input;
 mod loader;
 mod mnist;
 mod open;
+#[cfg(feature = "opencv")]
 mod pet;
 mod preprocess;
+mod resample;
 mod segmentation;
 mod synthetic;
 
@@ -41,6 +56,7 @@ pub use download::{
     download_pets, download_resumable, extract_tar_gz, file_digests, pet_archives, verify_file,
 };
 pub use error::{DataError, Result};
+#[cfg(feature = "opencv")]
 pub use folders::{
     FolderPair, ImageFolder, SegmentationFolder, SegmentationFolderOptions, read_class_names,
 };
@@ -56,13 +72,15 @@ pub use mnist::{FASHION_MNIST_CLASS_NAMES, MNIST_CLASS_NAMES, load_fashion_mnist
 pub use open::{
     DatasetLayout, OpenedSegmentation, detect_layout, open_segmentation, open_segmentation_detailed,
 };
+#[cfg(feature = "opencv")]
 pub use pet::{PetDataset, PetEntry, PetSplit, PetWarning, Species, trimap_to_classes};
 pub use preprocess::{
     Augment, IMAGENET_MEAN, IMAGENET_STD, Interpolation, PreparedSample, Preprocess, ResizeMode,
     prepare, resize_mask_nearest, resize_rgb, resize_sample,
 };
 pub use segmentation::*;
+#[cfg(feature = "opencv")]
+pub use synthetic::generate_synthetic_pets;
 pub use synthetic::{
-    SYNTHETIC_BREEDS, SyntheticBreed, SyntheticConfig, SyntheticSummary, generate_synthetic_pets,
-    render_synthetic_pet,
+    SYNTHETIC_BREEDS, SyntheticBreed, SyntheticConfig, SyntheticSummary, render_synthetic_pet,
 };

@@ -4,10 +4,19 @@
 use std::path::Path;
 
 use crate::error::{DataError, Result};
+#[cfg(feature = "opencv")]
 use crate::folders::SegmentationFolder;
-use crate::hdf5_dataset::{ConcatSource, Hdf5Segmentation};
+#[cfg(feature = "opencv")]
+use crate::hdf5_dataset::ConcatSource;
+use crate::hdf5_dataset::Hdf5Segmentation;
+#[cfg(feature = "opencv")]
 use crate::pet::{PetDataset, PetSplit};
 use crate::segmentation::SegmentationSource;
+
+/// What a build without the `opencv` feature says about image-file datasets.
+#[cfg(not(feature = "opencv"))]
+pub(crate) const NO_OPENCV: &str = "this build has no OpenCV: convert the dataset with \
+    `cargo xtask convert-hdf5` on a machine with OpenCV and pass the .h5 file";
 
 /// The on-disk layouts [`open_segmentation`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +108,9 @@ impl std::fmt::Debug for OpenedSegmentation {
 ///   skipped with a warning;
 /// - a folder with `images/` and `masks/`: [`SegmentationFolder`] (`all` only);
 /// - anything else: an error saying which layouts are accepted.
+///
+/// Without the `opencv` feature only `.h5` files open; a Pet or image folder gives
+/// [`DataError::Format`] saying to convert it with `cargo xtask convert-hdf5`.
 pub fn open_segmentation(path: &Path, split: &str) -> Result<Box<dyn SegmentationSource>> {
     open_segmentation_detailed(path, split).map(|o| o.source)
 }
@@ -131,6 +143,15 @@ pub fn open_segmentation_detailed(path: &Path, split: &str) -> Result<OpenedSegm
                 warnings: Vec::new(),
             })
         }
+        #[cfg(not(feature = "opencv"))]
+        DatasetLayout::Pet | DatasetLayout::Folders => {
+            let _ = split;
+            Err(DataError::Format {
+                path: path.to_path_buf(),
+                reason: format!("an {layout}, but {NO_OPENCV}"),
+            })
+        }
+        #[cfg(feature = "opencv")]
         DatasetLayout::Pet => {
             let pet_split: PetSplit = split.parse().map_err(|reason| DataError::Format {
                 path: path.to_path_buf(),
@@ -175,6 +196,7 @@ pub fn open_segmentation_detailed(path: &Path, split: &str) -> Result<OpenedSegm
                 })
             }
         }
+        #[cfg(feature = "opencv")]
         DatasetLayout::Folders => {
             if split != "all" {
                 return Err(DataError::Format {

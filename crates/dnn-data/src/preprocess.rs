@@ -16,11 +16,18 @@
 //! 6. `(pixel / 255 − mean[c]) / std[c]`, channels first.
 //!
 //! Masks are never interpolated: every output label is a label of the input or `pad_label`.
+//!
+//! Resampling goes through OpenCV with the `opencv` feature, and through the crate's own
+//! resampler (`resample.rs`: same geometry, values within a few levels) without it.
 
 use magma_tensor::SeededRng;
+#[cfg(feature = "opencv")]
 use opencv::boxed_ref::BoxedRef;
+#[cfg(feature = "opencv")]
 use opencv::core::{Mat, Point2f, Scalar, Size};
+#[cfg(feature = "opencv")]
 use opencv::imgproc;
+#[cfg(feature = "opencv")]
 use opencv::prelude::*;
 
 use crate::error::{DataError, Result};
@@ -249,7 +256,8 @@ pub fn resize_sample(sample: &SegmentationSample, pre: &Preprocess) -> Result<Se
     })
 }
 
-/// Resizes an RGB image to `[height, width]` with OpenCV (see [`Interpolation`] for when `Area`
+/// Resizes an RGB image to `[height, width]` (OpenCV, or the built-in resampler without the
+/// `opencv` feature; see [`Interpolation`] for when `Area`
 /// averages).
 pub fn resize_rgb(
     image: &RgbImage,
@@ -264,7 +272,7 @@ pub fn resize_rgb(
             format!("target size {size:?} has a zero side"),
         ));
     }
-    let data = cv_resize_rgb(
+    let data = resize_rgb_bytes(
         &image.data,
         [image.height, image.width],
         size,
@@ -383,7 +391,7 @@ fn geometric(
     let fitted_rgb = if (fit_h, fit_w) == (wh, ww) {
         crop_rgb
     } else {
-        cv_resize_rgb(&crop_rgb, [wh, ww], [fit_h, fit_w], pre.interpolation, name)?
+        resize_rgb_bytes(&crop_rgb, [wh, ww], [fit_h, fit_w], pre.interpolation, name)?
     };
     let fitted_mask = resize_mask_nearest(
         &Mask {
@@ -514,11 +522,13 @@ fn flip_rows(data: &mut [u8], w: usize, channels: usize) {
     }
 }
 
+#[cfg(feature = "opencv")]
 fn cv_error(name: &str) -> impl FnOnce(opencv::Error) -> DataError + '_ {
     move |e| prep_err(name, format!("OpenCV: {e}"))
 }
 
 /// Runs `f` on an OpenCV view of an interleaved 8-bit buffer of `channels` channels (no copy).
+#[cfg(feature = "opencv")]
 fn with_mat<T>(
     data: &[u8],
     [h, w]: [usize; 2],
@@ -538,19 +548,76 @@ fn with_mat<T>(
 /// `INTER_AREA` when both sides shrink and one by more than 2× (at most 2× bilinear already
 /// weighs every source pixel, and OpenCV's area resampling is several times slower at
 /// non-integer factors), else `INTER_LINEAR`.
+#[cfg(feature = "opencv")]
 pub(crate) fn interpolation_flag(
     interpolation: Interpolation,
     [h, w]: [usize; 2],
     [out_h, out_w]: [usize; 2],
 ) -> i32 {
-    let shrinks = out_h <= h && out_w <= w;
-    let strongly = h > 2 * out_h || w > 2 * out_w;
-    match interpolation {
-        Interpolation::Area if shrinks && strongly => imgproc::INTER_AREA,
-        _ => imgproc::INTER_LINEAR,
+    if uses_area(interpolation, [h, w], [out_h, out_w]) {
+        imgproc::INTER_AREA
+    } else {
+        imgproc::INTER_LINEAR
     }
 }
 
+/// Whether resizing `[h, w]` to `[out_h, out_w]` with `interpolation` averages areas: `Area`
+/// when both sides shrink and one by more than 2×.
+pub(crate) fn uses_area(
+    interpolation: Interpolation,
+    [h, w]: [usize; 2],
+    [out_h, out_w]: [usize; 2],
+) -> bool {
+    let shrinks = out_h <= h && out_w <= w;
+    let strongly = h > 2 * out_h || w > 2 * out_w;
+    interpolation == Interpolation::Area && shrinks && strongly
+}
+
+/// Resizes RGB bytes `[h, w]` to `[out_h, out_w]`: OpenCV with the `opencv` feature, the
+/// built-in resampler without it.
+fn resize_rgb_bytes(
+    data: &[u8],
+    hw: [usize; 2],
+    out: [usize; 2],
+    interpolation: Interpolation,
+    name: &str,
+) -> Result<Vec<u8>> {
+    #[cfg(feature = "opencv")]
+    {
+        cv_resize_rgb(data, hw, out, interpolation, name)
+    }
+    #[cfg(not(feature = "opencv"))]
+    {
+        let _ = name;
+        let area = uses_area(interpolation, hw, out);
+        Ok(crate::resample::resize(data, hw, out, 3, area))
+    }
+}
+
+/// Rotates by `angle` degrees (counter-clockwise) and scales by `zoom` about the centre: image
+/// bilinear with the mean colour outside, mask nearest with `pad_label` outside (the built-in
+/// resampler; OpenCV's `warpAffine` with the `opencv` feature).
+#[cfg(not(feature = "opencv"))]
+fn warp(
+    rgb: &[u8],
+    labels: &[u8],
+    pre: &Preprocess,
+    angle: f32,
+    zoom: f32,
+    _name: &str,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    Ok(crate::resample::warp_rotate(
+        rgb,
+        labels,
+        pre.size,
+        angle,
+        zoom,
+        pre.pad_color(),
+        pre.pad_label,
+    ))
+}
+
+#[cfg(feature = "opencv")]
 fn mat_bytes(mat: &Mat, name: &str) -> Result<Vec<u8>> {
     if mat.is_continuous() {
         return Ok(mat.data_bytes().map_err(cv_error(name))?.to_vec());
@@ -560,6 +627,7 @@ fn mat_bytes(mat: &Mat, name: &str) -> Result<Vec<u8>> {
 }
 
 /// OpenCV resize of RGB bytes `[h, w]` to `[out_h, out_w]`.
+#[cfg(feature = "opencv")]
 fn cv_resize_rgb(
     data: &[u8],
     [h, w]: [usize; 2],
@@ -584,6 +652,7 @@ fn cv_resize_rgb(
 
 /// Rotates by `angle` degrees (counter-clockwise) and scales by `zoom` about the centre: image
 /// bilinear with the mean colour outside, mask nearest with `pad_label` outside.
+#[cfg(feature = "opencv")]
 fn warp(
     rgb: &[u8],
     labels: &[u8],

@@ -13,11 +13,15 @@
 //! `patchdog` (patched) dogs — capital initial for cats, as in the release. Everything derives
 //! from the seed: equal configurations write byte-identical files.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "opencv")]
+use std::path::Path;
+use std::path::PathBuf;
 
 use magma_tensor::SeededRng;
 
+#[cfg(feature = "opencv")]
 use crate::error::{Result, io_err};
+#[cfg(feature = "opencv")]
 use crate::image_io::{PixelsRef, encode_jpeg_bytes, encode_png_bytes, write_atomic};
 use crate::segmentation::{Mask, RgbImage};
 
@@ -107,6 +111,7 @@ pub const SYNTHETIC_BREEDS: [SyntheticBreed; 4] = [
 ];
 
 /// The header comment of the release's `list.txt`, reproduced.
+#[cfg(feature = "opencv")]
 const LIST_HEADER: &str = "#Image CLASS-ID SPECIES BREED ID\n\
 #ID: 1:4 Class ids\n\
 #SPECIES: 1:Cat 2:Dog\n\
@@ -117,6 +122,8 @@ const LIST_HEADER: &str = "#Image CLASS-ID SPECIES BREED ID\n\
 /// Writes `config.images` synthetic samples under `root` in the Oxford-IIIT Pet layout
 /// (creating the folders; existing files of the same names are replaced). Every file is written
 /// to a temporary name and renamed. Renders on all cores; the output does not depend on it.
+/// Needs the `opencv` feature (the images are JPEGs encoded by OpenCV).
+#[cfg(feature = "opencv")]
 pub fn generate_synthetic_pets(root: &Path, config: &SyntheticConfig) -> Result<SyntheticSummary> {
     let images_dir = root.join("images");
     let trimaps_dir = root.join("annotations").join("trimaps");
@@ -207,6 +214,7 @@ pub fn generate_synthetic_pets(root: &Path, config: &SyntheticConfig) -> Result<
 }
 
 /// The name of sample `index`: breed `index % 4`, numbered from 1 within the breed.
+#[cfg(feature = "opencv")]
 fn sample_name(index: usize) -> String {
     let breed = SYNTHETIC_BREEDS[index % SYNTHETIC_BREEDS.len()];
     format!("{}_{}", breed.name, index / SYNTHETIC_BREEDS.len() + 1)

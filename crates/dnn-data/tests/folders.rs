@@ -1,5 +1,8 @@
 //! Image-folder datasets: segmentation (images/ + masks/) and classification (one folder per
 //! class).
+//!
+//! Needs the `opencv` feature (image decoding / JPEG encoding).
+#![cfg(feature = "opencv")]
 
 use std::path::Path;
 

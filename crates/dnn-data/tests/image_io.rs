@@ -1,4 +1,7 @@
 //! Image and mask decoding by content, palette masks, reduced decoding and atomic writers.
+//!
+//! Needs the `opencv` feature (image decoding / JPEG encoding).
+#![cfg(feature = "opencv")]
 
 use std::path::{Path, PathBuf};
 

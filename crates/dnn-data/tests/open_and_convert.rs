@@ -2,6 +2,9 @@
 //! check: the real Oxford-IIIT Pet sample in `../shared` converted to HDF5 (trainval, test, all)
 //! and read back by h5py with the documented schema. Tests that need `../shared` skip with a
 //! message when it is absent.
+//!
+//! Needs the `opencv` feature (image decoding / JPEG encoding).
+#![cfg(feature = "opencv")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

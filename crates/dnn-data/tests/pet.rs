@@ -1,5 +1,8 @@
 //! Oxford-IIIT Pet reader: the real sample and quirk files in `../shared` (skipped with a message
 //! when absent) and small datasets written by the tests for every error path.
+//!
+//! Needs the `opencv` feature (image decoding / JPEG encoding).
+#![cfg(feature = "opencv")]
 
 use std::path::{Path, PathBuf};
 

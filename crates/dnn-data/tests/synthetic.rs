@@ -1,4 +1,7 @@
 //! The synthetic Pet generator: layout, trimaps, determinism and difficulty.
+//!
+//! Needs the `opencv` feature (image decoding / JPEG encoding).
+#![cfg(feature = "opencv")]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -13,7 +13,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "device-seam")]
 pub mod device;
 mod error;
 mod init;

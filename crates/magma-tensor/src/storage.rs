@@ -1,9 +1,9 @@
 //! Where a tensor's elements live: host memory, and with the `cuda` feature device or managed memory.
 
 use crate::Result;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "device-seam")]
 use crate::TensorError;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "device-seam")]
 use crate::device::{DeviceBuffer, ManagedBuffer};
 
 /// The memory kinds of MagmaDNN.
@@ -12,10 +12,10 @@ pub enum MemoryKind {
     /// Ordinary host memory.
     Host,
     /// Accelerator memory only.
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "device-seam")]
     Device,
     /// A host and a device copy, synchronised explicitly.
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "device-seam")]
     Managed,
 }
 
@@ -25,10 +25,10 @@ pub enum Storage {
     /// `f32` values in host memory.
     Host(Vec<f32>),
     /// `f32` values in accelerator memory.
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "device-seam")]
     Device(Box<dyn DeviceBuffer>),
     /// Host and device copies with explicit synchronisation.
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "device-seam")]
     Managed(ManagedBuffer),
 }
 
@@ -37,9 +37,9 @@ impl Storage {
     pub fn kind(&self) -> MemoryKind {
         match self {
             Storage::Host(_) => MemoryKind::Host,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Device(_) => MemoryKind::Device,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Managed(_) => MemoryKind::Managed,
         }
     }
@@ -48,9 +48,9 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Host(v) => v.len(),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Device(d) => d.len(),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Managed(m) => m.len(),
         }
     }
@@ -61,31 +61,31 @@ impl Storage {
     }
 
     /// Host-readable elements (host memory, or a managed buffer whose host copy is current).
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "device-seam"), allow(unused_variables))]
     pub fn host(&self, op: &'static str) -> Result<&[f32]> {
         match self {
             Storage::Host(v) => Ok(v),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Device(_) => Err(TensorError::NotOnHost {
                 op,
                 kind: MemoryKind::Device,
             }),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Managed(m) => m.host().map_err(|_| TensorError::StaleHostCopy { op }),
         }
     }
 
     /// Host-writable elements.
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "device-seam"), allow(unused_variables))]
     pub fn host_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
         match self {
             Storage::Host(v) => Ok(v),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Device(_) => Err(TensorError::NotOnHost {
                 op,
                 kind: MemoryKind::Device,
             }),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Managed(m) => m.host_mut().map_err(|_| TensorError::StaleHostCopy { op }),
         }
     }
@@ -94,9 +94,9 @@ impl Storage {
     pub fn try_clone(&self) -> Result<Storage> {
         Ok(match self {
             Storage::Host(v) => Storage::Host(v.clone()),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Device(d) => Storage::Device(d.try_clone()?),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Managed(m) => Storage::Managed(m.try_clone()?),
         })
     }

@@ -226,7 +226,7 @@ impl Tensor {
                 Ok(storage) => {
                     return match storage {
                         Storage::Host(v) => Ok(v),
-                        #[cfg(feature = "cuda")]
+                        #[cfg(feature = "device-seam")]
                         other => Tensor::from_storage_contiguous(other, &self.shape).to_vec(),
                     };
                 }
@@ -249,7 +249,7 @@ impl Tensor {
     pub fn to_host(&self) -> Result<Tensor> {
         match self.storage.as_ref() {
             Storage::Host(_) => Ok(self.clone()),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             _ => Tensor::from_vec(self.to_vec()?, &self.shape),
         }
     }
@@ -258,7 +258,7 @@ impl Tensor {
     /// for device memory, the host copy of managed memory when it is current.
     fn storage_values(&self, op: &'static str) -> Result<std::borrow::Cow<'_, [f32]>> {
         match self.storage.as_ref() {
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "device-seam")]
             Storage::Device(buf) => {
                 let mut out = vec![0.0; buf.len()];
                 buf.copy_to_host(&mut out)?;
@@ -269,7 +269,7 @@ impl Tensor {
     }
 
     /// The device address of the first element of a contiguous device tensor.
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "device-seam")]
     pub fn device_ptr(&self) -> Result<u64> {
         match self.storage.as_ref() {
             Storage::Device(buf) if self.is_contiguous() => {
@@ -289,7 +289,7 @@ impl Tensor {
 
     /// The device address of a contiguous device tensor that this tensor owns alone, for writing
     /// in place: shared storage is copied first (copy-on-write), as is a view of part of it.
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "device-seam")]
     pub fn device_ptr_mut(&mut self) -> Result<u64> {
         let whole = self.is_contiguous() && self.offset == 0 && self.storage.len() == self.numel();
         if !whole || Arc::get_mut(&mut self.storage).is_none() {

@@ -1,5 +1,5 @@
 //! Coherence rules of device and managed memory, checked with a host-emulated device buffer.
-#![cfg(feature = "cuda")]
+#![cfg(feature = "device-seam")]
 
 use magma_tensor::device::{Coherence, DeviceBuffer, ManagedBuffer};
 use magma_tensor::{MemoryKind, Result, Storage, Tensor, TensorError};

@@ -4,7 +4,7 @@
 //! network with residual blocks) for any input size, and the training, evaluation and prediction
 //! that `cargo xtask train-unet`, `eval-unet` and `predict-unet` run. Layers, losses, optimizers
 //! and metrics come from `dnn-layers`; datasets and loaders from `dnn-data`; the command line
-//! lives in `xtask`.
+//! lives in `xtask`. A [`Device`] names the backend a run uses (`cpu`, `cuda:N`).
 
 mod config;
 mod model;
@@ -12,10 +12,12 @@ mod model;
 pub use config::{BlockKind, UNetConfig, UpsampleKind};
 pub use model::UNet;
 pub mod checkpoint;
+mod device;
 mod error;
 pub mod metrics;
 pub mod predict;
 pub mod report;
 pub mod train;
 
+pub use device::Device;
 pub use error::{Result, UnetError};

@@ -104,7 +104,8 @@ pub fn evaluate(
         let out = model.forward(&g, x, Mode::Eval)?;
         loss_sum +=
             g.value(loss.compute(&g, out, &batch.masks)?).item()? as f64 * batch.len() as f64;
-        cm.add_batch(&g.value(out), &batch.masks, Some(IGNORE_LABEL))?;
+        let counts = backend.confusion_matrix(&g.value(out), &batch.masks, Some(IGNORE_LABEL))?;
+        cm.add_counts(&counts)?;
         images += batch.len();
     }
     if images == 0 {

@@ -34,9 +34,9 @@ pub fn predict_mask(
     }
     let g = Graph::inference(backend);
     let x = g.input(Tensor::from_vec(chw, &[1, 3, size, size])?);
-    let out = g.value(model.forward(&g, x, Mode::Eval)?).contiguous()?;
+    let out = g.value(model.forward(&g, x, Mode::Eval)?);
     let classes = out.shape()[1];
-    let logits = out.host_data()?;
+    let logits = out.to_vec()?;
     let data: Vec<u8> = (0..plane)
         .map(|p| {
             (0..classes)

@@ -30,7 +30,15 @@ pub fn write_metrics(path: &Path, history: &[EpochMetrics], class_names: &[Strin
     Ok(())
 }
 
-/// Fonts plotters can draw with (Debian's fonts-dejavu-core); registered once.
+/// DejaVu Sans, embedded at build time when the build machine had it (see `build.rs`).
+#[cfg(magma_embedded_font)]
+const EMBEDDED_FONT: Option<&[u8]> =
+    Some(include_bytes!(concat!(env!("OUT_DIR"), "/DejaVuSans.ttf")));
+#[cfg(not(magma_embedded_font))]
+const EMBEDDED_FONT: Option<&[u8]> = None;
+
+/// Fonts plotters can draw with: the embedded DejaVu Sans, else Debian's fonts-dejavu-core
+/// found at run time; registered once.
 fn register_font() -> std::result::Result<(), String> {
     static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     REGISTERED
@@ -40,12 +48,17 @@ fn register_font() -> std::result::Result<(), String> {
                 "/usr/share/fonts/dejavu/DejaVuSans.ttf",
                 "/usr/share/fonts/TTF/DejaVuSans.ttf",
             ];
-            let bytes = CANDIDATES
-                .iter()
-                .find_map(|p| std::fs::read(p).ok())
-                .ok_or_else(|| format!("no DejaVuSans.ttf found (install fonts-dejavu-core); looked in {CANDIDATES:?}"))?;
-            let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, leaked).map_err(|_| "DejaVuSans.ttf is not a usable font".to_string())
+            let bytes: &'static [u8] = match EMBEDDED_FONT {
+                Some(bytes) => bytes,
+                None => {
+                    let found = CANDIDATES
+                        .iter()
+                        .find_map(|p| std::fs::read(p).ok())
+                        .ok_or_else(|| format!("no DejaVuSans.ttf found (install fonts-dejavu-core); looked in {CANDIDATES:?}"))?;
+                    Box::leak(found.into_boxed_slice())
+                }
+            };
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| "DejaVuSans.ttf is not a usable font".to_string())
         })
         .clone()
 }
@@ -170,11 +183,10 @@ pub fn write_predictions(
     let n = n.min(count);
     let g = Graph::inference(backend);
     let x = g.input(batch.images.clone());
-    let out = g.value(model.forward(&g, x, Mode::Eval)?).contiguous()?;
+    let out = g.value(model.forward(&g, x, Mode::Eval)?);
     let classes = out.shape()[1];
-    let logits = out.host_data()?;
-    let images = batch.images.contiguous()?;
-    let img = images.host_data()?;
+    let logits = out.to_vec()?;
+    let img = batch.images.to_vec()?;
     let masks = batch.masks.to_vec()?;
     let pre = &loader.config().preprocess;
     let names = loader.source().class_names().to_vec();

@@ -239,6 +239,48 @@ fn train_step(
         .into());
     }
     let grads = g.backward(l)?;
+    if let Some(param) = first_non_finite_gradient(backend, model, &grads)? {
+        return Err(dnn_layers::LayerError::NonFiniteGradient { param, epoch, step }.into());
+    }
+    drop(g);
+    optimizer.step(backend, model, &grads)?;
+    Ok(value)
+}
+
+/// Names the first parameter whose gradient holds NaN or ±Inf.
+///
+/// One host synchronisation per step: the sums of all gradients are added on the backend's
+/// device (NaN and Inf survive summation) and only the total is read; each gradient is looked at
+/// only when that total is not finite.
+fn first_non_finite_gradient(
+    backend: &dyn Backend,
+    model: &UNet,
+    grads: &dnn_ops::Gradients,
+) -> Result<Option<String>> {
+    let mut total: Option<dnn_ops::Tensor> = None;
+    let mut failure = None;
+    model.visit_parameters(&mut |p| {
+        let Some(grad) = grads.param(p.id()) else {
+            return;
+        };
+        if failure.is_some() {
+            return;
+        }
+        let summed = backend.sum_all(grad).and_then(|s| match total.take() {
+            None => Ok(s),
+            Some(acc) => backend.add(&acc, &s),
+        });
+        match summed {
+            Ok(s) => total = Some(s),
+            Err(e) => failure = Some(e),
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if total.map_or(Ok(true), |t| t.item().map(f32::is_finite))? {
+        return Ok(None);
+    }
     let mut bad = None;
     model.visit_parameters(&mut |p| {
         if bad.is_none()
@@ -249,12 +291,7 @@ fn train_step(
             bad = Some(p.name().to_string());
         }
     });
-    if let Some(param) = bad {
-        return Err(dnn_layers::LayerError::NonFiniteGradient { param, epoch, step }.into());
-    }
-    drop(g);
-    optimizer.step(backend, model, &grads)?;
-    Ok(value)
+    Ok(bad)
 }
 
 fn table_header(class_names: &[String]) -> String {
@@ -409,14 +446,20 @@ pub fn train(
         }
         report::write_metrics(&run.out.join("metrics.json"), &history, &class_names)?;
     }
-    report::write_curves(&run.out.join("curves.png"), &history)?;
-    report::write_predictions(
+    // The figures are conveniences: a failure to draw them is reported, never fatal to a run
+    // whose checkpoints and metrics are already written.
+    if let Err(e) = report::write_curves(&run.out.join("curves.png"), &history) {
+        log(&format!("warning: curves.png not written: {e}"));
+    }
+    if let Err(e) = report::write_predictions(
         &run.out.join("predictions.png"),
         &mut model,
         backend,
         &val_loader,
         4,
-    )?;
+    ) {
+        log(&format!("warning: predictions.png not written: {e}"));
+    }
     Ok(TrainSummary {
         history,
         best_miou,

@@ -1,3 +1,4 @@
+#![cfg(feature = "opencv")]
 //! Training end to end on a tiny synthetic Pet-layout set: the loss falls, every artefact is
 //! written, a resumed run ends bit-identical to an uninterrupted one, and evaluation of the
 //! checkpoint reproduces the last epoch's metrics.

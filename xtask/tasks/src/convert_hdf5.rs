@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args, Debug)]
 pub struct ConvertHdf5Args {
-    /// The dataset: an Oxford-IIIT Pet folder, an images/ + masks/ folder, or a .h5 file.
+    /// The dataset: an Oxford-IIIT Pet folder, an images/ + masks/ folder, or a .h5 file
+    /// (a build without the `opencv` feature reads only .h5 files).
     #[arg(long)]
     data: PathBuf,
     /// The HDF5 file to write (replaced atomically when complete).

@@ -43,8 +43,11 @@ fn main() -> Result<()> {
     // Paths given on the command line are relative to where the user ran the command; tasks
     // run from the workspace root.
     let cwd = std::env::current_dir()?;
-    let root =
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).canonicalize()?;
+    // A binary carried to another machine (`cargo xtask gpu-bundle`) has no workspace there:
+    // it then works from the current directory.
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .unwrap_or_else(|_| cwd.clone());
     std::env::set_current_dir(&root)?;
     match cli.command {
         Cmd::TrainUnet(args) => unet_cmds::train(args, &cwd, &root),

@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+#[cfg(feature = "opencv")]
 use dnn_data::image_io::{PixelsRef, encode_png, read_rgb};
-use dnn_ops::CpuBackend;
+use dnn_ops::{Backend, CpuBackend};
 use unet::train::{AugmentKind, LossKind, TrainConfig, TrainRun};
-use unet::{BlockKind, UNetConfig, UpsampleKind, checkpoint};
+use unet::{BlockKind, Device, UNetConfig, UpsampleKind, checkpoint};
 
 /// Where the real dataset goes (`cargo xtask download-pets`).
 pub const PET_DIR: &str = "data/oxford-iiit-pet";
@@ -41,9 +42,38 @@ pub enum AugmentArg {
     Standard,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
+/// Where to run, shared by the U-Net commands.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda (GPU 0) or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    /// Let CUDA convolutions use TF32 tensor cores (faster; ~1e-3 relative error). Off: fp32.
+    #[arg(long)]
+    tf32: bool,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_device(s: &str) -> std::result::Result<Device, String> {
+    s.parse().map_err(|e: unet::UnetError| e.to_string())
+}
+
+impl DeviceArgs {
+    /// Sizes the CPU thread pool and builds the backend.
+    fn backend(&self) -> Result<Box<dyn Backend>> {
+        if let Some(t) = self.threads {
+            if t == 0 {
+                bail!("--threads must be at least 1");
+            }
+            CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
+        }
+        if self.tf32 && self.device == Device::Cpu {
+            eprintln!("note: --tf32 has no effect on the CPU");
+        }
+        Ok(self.device.backend(self.tf32)?)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -85,14 +115,11 @@ pub struct TrainUnetArgs {
     lr: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Loader threads decoding ahead of training.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Output folder (metrics.json, best.h5, last.h5, curves.png, predictions.png).
     #[arg(long, default_value = "runs/train-unet")]
     out: PathBuf,
@@ -120,6 +147,14 @@ fn default_data(root: &Path) -> Result<PathBuf> {
         return Ok(pets);
     }
     let synth = root.join(SYNTHETIC_DIR);
+    #[cfg(not(feature = "opencv"))]
+    if !synth.join("annotations/list.txt").exists() {
+        bail!(
+            "no --data given, no {PET_DIR}, and this build has no OpenCV to generate the \
+             synthetic set: pass --data FILE.h5 (made by `cargo xtask convert-hdf5`)"
+        );
+    }
+    #[cfg(feature = "opencv")]
     if !synth.join("annotations/list.txt").exists() {
         println!(
             "data: no {PET_DIR}; generating the embedded synthetic Pet-layout set into {} (run `cargo xtask download-pets` for the real one)",
@@ -144,15 +179,9 @@ fn default_data(root: &Path) -> Result<PathBuf> {
 }
 
 pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
-    let DeviceArg::Cpu = args.device;
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
-    }
+    let backend = args.device.backend()?;
+    let backend = backend.as_ref();
     let out = absolute(cwd, &args.out);
-    let backend = CpuBackend::new();
     let mut log = |line: &str| println!("{line}");
     let summary = if let Some(dir) = &args.resume {
         let dir = absolute(cwd, dir);
@@ -179,7 +208,7 @@ pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
             &config,
             &unet_config,
             &run,
-            &backend,
+            backend,
             Some((&ck, &path)),
             &mut log,
         )?
@@ -230,7 +259,7 @@ pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
             out,
             progress: !args.quiet,
         };
-        unet::train::train(&config, &unet_config, &run, &backend, None, &mut log)?
+        unet::train::train(&config, &unet_config, &run, backend, None, &mut log)?
     };
     println!(
         "wrote {}/{{metrics.json, best.h5, last.h5, curves.png, predictions.png}}",
@@ -252,14 +281,12 @@ pub struct EvalUnetArgs {
     split: String,
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn eval(args: EvalUnetArgs, cwd: &Path) -> Result<()> {
-    if let Some(t) = args.threads {
-        CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
-    }
+    let backend = args.device.backend()?;
     let path = absolute(cwd, &args.checkpoint);
     let ck = checkpoint::load(&path)?;
     let mut model = ck.build_model(&path)?;
@@ -275,7 +302,7 @@ pub fn eval(args: EvalUnetArgs, cwd: &Path) -> Result<()> {
     );
     let loader = unet::train::loader(source, &config, false)?;
     let loss = config.loss.build();
-    let report = unet::metrics::evaluate(&mut model, &CpuBackend::new(), &loader, loss.as_ref())?;
+    let report = unet::metrics::evaluate(&mut model, backend.as_ref(), &loader, loss.as_ref())?;
     println!("{}", report.json_line());
     Ok(())
 }
@@ -290,10 +317,11 @@ pub struct PredictUnetArgs {
     /// Where to write NAME_mask.png (trimap values: class + 1) and NAME_overlay.png.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
+#[cfg(feature = "opencv")]
 fn is_image(p: &Path) -> bool {
     matches!(
         p.extension()
@@ -304,10 +332,14 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
+#[cfg(not(feature = "opencv"))]
+pub fn predict(_args: PredictUnetArgs, _cwd: &Path) -> Result<()> {
+    bail!("predict-unet reads and writes images, and this build has no OpenCV (feature `opencv`)")
+}
+
+#[cfg(feature = "opencv")]
 pub fn predict(args: PredictUnetArgs, cwd: &Path) -> Result<()> {
-    if let Some(t) = args.threads {
-        CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
-    }
+    let backend = args.device.backend()?;
     let path = absolute(cwd, &args.checkpoint);
     let ck = checkpoint::load(&path)?;
     let mut model = ck.build_model(&path)?;
@@ -332,7 +364,6 @@ pub fn predict(args: PredictUnetArgs, cwd: &Path) -> Result<()> {
     }
     let out = absolute(cwd, &args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let backend = CpuBackend::new();
     let (mut done, mut failed) = (0, 0);
     for file in &files {
         let stem = file
@@ -341,8 +372,12 @@ pub fn predict(args: PredictUnetArgs, cwd: &Path) -> Result<()> {
             .unwrap_or_else(|| "image".into());
         let result = (|| -> Result<()> {
             let image = read_rgb(file)?;
-            let mask =
-                unet::predict::predict_mask(&mut model, &backend, &image, ck.meta.train.size)?;
+            let mask = unet::predict::predict_mask(
+                &mut model,
+                backend.as_ref(),
+                &image,
+                ck.meta.train.size,
+            )?;
             let trimap: Vec<u8> = mask.data.iter().map(|&k| k + 1).collect();
             encode_png(
                 &out.join(format!("{stem}_mask.png")),

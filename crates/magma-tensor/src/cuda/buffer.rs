@@ -16,7 +16,12 @@ pub struct CudaBuffer {
 }
 
 impl CudaBuffer {
-    pub(crate) fn from_raw_parts(device: Arc<CudaDevice>, ptr: u64, len: usize, bytes: usize) -> Self {
+    pub(crate) fn from_raw_parts(
+        device: Arc<CudaDevice>,
+        ptr: u64,
+        len: usize,
+        bytes: usize,
+    ) -> Self {
         Self {
             device,
             ptr,

@@ -67,8 +67,7 @@ impl CudaDevice {
                 "CUDA device {ordinal} requested but the driver sees {count}"
             )));
         }
-        let device =
-            Device::get_device(ordinal as u32).map_err(|e| cuda_err("cuDeviceGet", e))?;
+        let device = Device::get_device(ordinal as u32).map_err(|e| cuda_err("cuDeviceGet", e))?;
         let name = device.name().map_err(|e| cuda_err("cuDeviceGetName", e))?;
         let context = Context::new(device).map_err(|e| cuda_err("cuDevicePrimaryCtxRetain", e))?;
         CurrentContext::set_current(&context).map_err(|e| cuda_err("cuCtxSetCurrent", e))?;
@@ -255,9 +254,8 @@ impl CudaDevice {
             .map_err(|_| TensorError::Device("staging buffer poisoned".into()))?;
         if staging.as_ref().is_none_or(|b| b.len() < len) {
             let grown = len.next_power_of_two();
-            *staging = Some(
-                LockedBuffer::new(&0.0f32, grown).map_err(|e| cuda_err("cuMemAllocHost", e))?,
-            );
+            *staging =
+                Some(LockedBuffer::new(&0.0f32, grown).map_err(|e| cuda_err("cuMemAllocHost", e))?);
         }
         Ok(staging)
     }

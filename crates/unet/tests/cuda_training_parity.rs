@@ -1,0 +1,103 @@
+//! The CUDA backend trains like the CPU reference: from the same initial weights and the same
+//! batches, the first training losses agree to 1e-3 relative (the acceptance check), for
+//! each pixel-wise loss.
+
+#![cfg(feature = "cuda")]
+
+use dnn_layers::optim::{Adam, Optimizer};
+use dnn_layers::{Mode, Module};
+use dnn_ops::{Backend, CpuBackend, Graph, Tensor};
+use magma_tensor::SeededRng;
+use unet::train::LossKind;
+use unet::{UNet, UNetConfig};
+
+/// `steps` random batches of 4 RGB 64×64 images with 3-class masks, a few pixels ignored (255).
+fn batches(steps: usize) -> Vec<(Tensor, Tensor)> {
+    let mut rng = SeededRng::new(42);
+    (0..steps)
+        .map(|_| {
+            let images: Vec<f32> = (0..4 * 3 * 64 * 64).map(|_| rng.normal(0.0, 1.0)).collect();
+            let masks: Vec<f32> = (0..4 * 64 * 64)
+                .map(|_| match rng.below(50) {
+                    0 => 255.0,
+                    k => (k % 3) as f32,
+                })
+                .collect();
+            (
+                Tensor::from_vec(images, &[4, 3, 64, 64]).unwrap(),
+                Tensor::from_vec(masks, &[4, 64, 64]).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The losses of `batches.len()` Adam steps of a fresh U-Net (fixed seed) on `backend`.
+fn train_losses(
+    backend: &dyn Backend,
+    config: &UNetConfig,
+    loss: LossKind,
+    batches: &[(Tensor, Tensor)],
+) -> Vec<f32> {
+    let mut model = UNet::new(config, &mut SeededRng::new(7)).unwrap();
+    let loss = loss.build();
+    let mut adam = Adam::new(1e-3);
+    batches
+        .iter()
+        .map(|(x, y)| {
+            let g = Graph::new(backend);
+            let input = g.input(x.clone());
+            let logits = model.forward(&g, input, Mode::Train).unwrap();
+            let l = loss.compute(&g, logits, y).unwrap();
+            let value = g.value(l).item().unwrap();
+            let grads = g.backward(l).unwrap();
+            drop(g);
+            adam.step(backend, &mut model, &grads).unwrap();
+            value
+        })
+        .collect()
+}
+
+fn compare(loss: LossKind, config: &UNetConfig, steps: usize) {
+    let Some(gpu) = dnn_ops::cuda::test_backend() else {
+        eprintln!("skipped: no CUDA device");
+        return;
+    };
+    let data = batches(steps);
+    let cpu_losses = train_losses(&CpuBackend::new(), config, loss, &data);
+    let gpu_losses = train_losses(gpu, config, loss, &data);
+    println!("{loss:?}: cpu {cpu_losses:?}");
+    println!("{loss:?}: gpu {gpu_losses:?}");
+    for (step, (c, g)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
+        let rel = ((c - g) / c).abs();
+        assert!(
+            rel < 1e-3,
+            "{loss:?} step {step}: cpu loss {c} vs gpu {g} (relative difference {rel:.2e})"
+        );
+    }
+}
+
+#[test]
+fn first_five_cross_entropy_losses_match_the_cpu() {
+    compare(
+        LossKind::Ce,
+        &UNetConfig::new(3, 3).with_base(8).with_depth(3),
+        5,
+    );
+}
+
+#[test]
+fn gaussian_and_dice_losses_match_the_cpu() {
+    let config = UNetConfig::new(3, 3).with_base(4).with_depth(2);
+    compare(LossKind::GaussianCe, &config, 3);
+    compare(LossKind::CeDice, &config, 3);
+}
+
+#[test]
+fn residual_bilinear_variant_matches_the_cpu() {
+    let config = UNetConfig::new(3, 3)
+        .with_base(4)
+        .with_depth(2)
+        .with_block(unet::BlockKind::Residual)
+        .with_upsample(unet::UpsampleKind::Bilinear);
+    compare(LossKind::Ce, &config, 3);
+}
