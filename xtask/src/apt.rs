@@ -30,6 +30,14 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ),
     ("fonts-dejavu-core", "the font of curves.png"),
     (
+        "openmpi-bin",
+        "mpirun for data-parallel training and its 2-rank test",
+    ),
+    (
+        "libopenmpi-dev",
+        "MPI headers and libraries the mpi crate builds against (train-unet --distributed)",
+    ),
+    (
         "dataset-fashion-mnist",
         "the default data of train-classifier and its reader tests",
     ),

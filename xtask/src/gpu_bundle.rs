@@ -2,9 +2,11 @@
 //!
 //! Builds in release with the CUDA SDK (`cargo xtask setup-cuda`):
 //!
-//! - the test binaries of `dnn-ops` and `unet` with `--features cuda`;
+//! - the test binaries of `dnn-ops` and `unet` with `--features cuda`, and the NCCL test of
+//!   `dnn-layers` (`tests/nccl.rs`, feature `nccl`; libnccl.so.2 is not bundled: `run.sh` finds
+//!   the GPU machine's in its PyTorch venv);
 //! - the tasks binary (`xtask-tasks`, the `train-unet`/`eval-unet` of `cargo xtask`) with
-//!   `--no-default-features --features cuda,hdf5-static`: no OpenCV, HDF5 built in;
+//!   `--no-default-features --features cuda,nccl,hdf5-static`: no OpenCV, HDF5 built in;
 //!
 //! all without OpenCV and with HDF5 linked statically (the GPU machine has neither library),
 //! stripped, plus `run.sh`, which runs every test binary there and optionally a short training on
@@ -96,7 +98,7 @@ fn cargo_executables(
 
 /// The string value of `"key":"…"` in a JSON line (cargo escapes only `"` and `\` in paths);
 /// `None` for `null` or a missing key.
-fn json_string(line: &str, key: &str) -> Option<String> {
+pub(crate) fn json_string(line: &str, key: &str) -> Option<String> {
     let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
     let mut out = String::new();
     let mut chars = line[start..].chars();
@@ -161,8 +163,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 println!(
                     "cargo xtask gpu-bundle [--out DIR]\n\n\
                      Builds (release, CUDA, no OpenCV, static HDF5) the GPU test binaries of\n\
-                     dnn-ops and unet and the xtask-tasks binary into DIR (default gpu-bundle/) with\n\
-                     run.sh. On the GPU machine: ./run.sh [DATA.h5]"
+                     dnn-ops and unet, the NCCL test of dnn-layers and the xtask-tasks binary\n\
+                     into DIR (default gpu-bundle/) with run.sh. On the GPU machine:\n\
+                     ./run.sh [DATA.h5]"
                 );
                 return Ok(());
             }
@@ -184,6 +187,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "dnn-ops",
             "-p",
             "unet",
+            "-p",
+            "dnn-layers",
             "--test",
             "cuda_parity_cudnn",
             "--test",
@@ -194,9 +199,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "ops_contracts",
             "--test",
             "cuda_training_parity",
+            "--test",
+            "nccl",
             "--no-default-features",
             "--features",
-            "dnn-ops/cuda,unet/cuda,dnn-data/hdf5-static",
+            "dnn-ops/cuda,unet/cuda,dnn-layers/nccl,dnn-data/hdf5-static",
         ],
         &env,
         |line| line.contains(r#""test":true"#),
@@ -219,7 +226,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "xtask-tasks",
             "--no-default-features",
             "--features",
-            "cuda,hdf5-static",
+            "cuda,nccl,hdf5-static",
         ],
         &env,
         |line| line.contains(r#""name":"xtask-tasks""#) && line.contains(r#""kind":["bin"]"#),

@@ -6,8 +6,8 @@
 #   ./run.sh [DATA.h5] [extra train-unet options...]
 #
 # Environment: MAGMA_TRAIN_ARGS (default "--epochs 1") replaces the short training's options;
-# NVIDIA_LIB_ROOT: a site-packages/nvidia folder holding cudnn/lib and cu13/lib (default: found
-# under /opt/torch/.venv or through python3). Exits non-zero when anything failed.
+# NVIDIA_LIB_ROOT: a site-packages/nvidia folder holding cudnn/lib, cu13/lib and nccl/lib
+# (default: found under /opt/torch/.venv or through python3). Exits non-zero when anything failed.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 data=""
@@ -21,8 +21,10 @@ if [ $# -ge 1 ]; then
 fi
 cd "$here"
 
-# cuDNN and the libraries it opens (libcublasLt.so.13, libnvrtc.so.13): the binaries' RUNPATH
-# names the usual pip locations; LD_LIBRARY_PATH adds whatever this machine has.
+# cuDNN and the libraries it opens (libcublasLt.so.13, libnvrtc.so.13), and NCCL (libnccl.so.2,
+# in nvidia/nccl/lib of the PyTorch venv): the dnn-ops binaries' RUNPATH names the usual pip
+# locations; LD_LIBRARY_PATH adds every nvidia/*/lib this machine has (the NCCL test of
+# dnn-layers and the unet tests have no RUNPATH and rely on it).
 roots=()
 [ -n "${NVIDIA_LIB_ROOT:-}" ] && roots+=("$NVIDIA_LIB_ROOT")
 for d in /opt/torch/.venv/lib/python3*/site-packages/nvidia; do [ -d "$d" ] && roots+=("$d"); done
@@ -39,9 +41,16 @@ if [ -n "$extra" ]; then
   export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
+# NVLink multicast (NVLS) must stay off on this workplace's multi-GPU machines; the NCCL code sets
+# it too when unset, but the environment is the reliable place. The NCCL test fails (instead of
+# skipping) when libnccl.so.2 cannot be loaded.
+export NCCL_NVLS_ENABLE="${NCCL_NVLS_ENABLE:-0}"
+export MAGMA_NCCL_REQUIRED="${MAGMA_NCCL_REQUIRED:-1}"
+
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
   || echo "run.sh: nvidia-smi not found (continuing)"
 echo "run.sh: LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+echo "run.sh: NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE MAGMA_NCCL_REQUIRED=$MAGMA_NCCL_REQUIRED"
 
 passed=0
 failed=0

@@ -9,6 +9,7 @@
 
 mod apt;
 mod bench;
+mod fuzz_smoke;
 mod gpu_bundle;
 mod setup_cuda;
 mod test_cmd;
@@ -33,6 +34,8 @@ magma-dnn tasks — cargo xtask <command> [options]
                     no system CUDA is found [--force] [--prefix DIR]
   gpu-bundle        CUDA test binaries + a GPU training binary + run.sh for a GPU machine
                     (no OpenCV, static HDF5) [--out DIR, default gpu-bundle/]
+  fuzz-smoke        each fuzz target for 10 s (cargo-fuzz + nightly), else replay the committed
+                    seeds [--seconds N] [--corpus-only] (docs/reliability.md)
   bench gemm|decode benchmarks (docs/perf/)
 
 `cargo xtask <command> --help` shows a command's options.";
@@ -96,6 +99,11 @@ fn run() -> Result<ExitCode> {
             let root = workspace_root()?;
             std::env::set_current_dir(&root)?;
             gpu_bundle::run(&root, &args[1..])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("fuzz-smoke") => {
+            let root = workspace_root()?;
+            fuzz_smoke::run(&root, &args[1..])?;
             Ok(ExitCode::SUCCESS)
         }
         Some("bench") => {

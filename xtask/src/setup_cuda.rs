@@ -1,4 +1,5 @@
-//! `cargo xtask setup-cuda [--force] [--prefix DIR]`: a CUDA 13.0 + cuDNN 9 build SDK from PyPI.
+//! `cargo xtask setup-cuda [--force] [--prefix DIR]`: a CUDA 13.0 + cuDNN 9 build SDK from PyPI,
+//! with the NCCL 2 headers (for regenerating `nccl-sys`' bindings; nothing links NCCL).
 //!
 //! When no system CUDA (nvcc on `PATH`, or `/usr/local/cuda/include/cuda.h`) with cuDNN is found,
 //! or with `--force`, installs into the git-ignored `.cuda-sdk/` of the workspace (or `--prefix`):
@@ -34,15 +35,18 @@ use crate::apt;
 /// The SDK folder, relative to the workspace root (git-ignored).
 pub const SDK_DIR: &str = ".cuda-sdk";
 
-/// The pinned wheels: CUDA 13.0 (the GPU machine's driver 580 JIT-compiles PTX up to 13.0 only)
-/// and cuDNN 9.
-pub const CUDA_WHEELS: [&str; 6] = [
+/// The pinned wheels: CUDA 13.0 (the GPU machine's driver 580 JIT-compiles PTX up to 13.0 only),
+/// cuDNN 9, and NCCL 2.28.9 (what torch 2.11+cu130 pins and the GPU machine's venv has; its
+/// headers regenerate `crates/nccl-sys`, its library is opened at run time, never linked). All in
+/// one pip call: they share the `nvidia/` folder, which `--target` installs only once.
+pub const CUDA_WHEELS: [&str; 7] = [
     "nvidia-cuda-nvcc==13.0.88",
     "nvidia-nvvm==13.0.88",
     "nvidia-cuda-crt==13.0.88",
     "nvidia-cuda-runtime==13.0.96",
     "nvidia-cuda-cccl==13.0.85",
     "nvidia-cudnn-cu13==9.13.0.50",
+    "nvidia-nccl-cu13==2.28.9",
 ];
 
 /// CMake for the static HDF5 build (3.x: HDF5's CMake files predate CMake 4).
@@ -74,6 +78,11 @@ impl Sdk {
         self.prefix.join("nvidia/cudnn")
     }
 
+    /// NCCL's headers (`include/nccl.h`) and library (`lib/libnccl.so.2`).
+    pub fn nccl(&self) -> PathBuf {
+        self.prefix.join("nvidia/nccl")
+    }
+
     pub fn nvcc(&self) -> PathBuf {
         self.cuda().join("bin/nvcc")
     }
@@ -95,11 +104,12 @@ impl Sdk {
             .is_dir()
     }
 
-    /// Whether nvcc, cuDNN, the lib64 link and the stub are all in place.
+    /// Whether nvcc, cuDNN, NCCL, the lib64 link and the stub are all in place.
     pub fn is_complete(&self) -> bool {
         CUDA_WHEELS.iter().all(|w| self.wheel_installed(w))
             && self.nvcc().is_file()
             && self.cudnn().join("include/cudnn.h").is_file()
+            && self.nccl().join("include/nccl.h").is_file()
             && self.cuda().join("lib64").is_dir()
             && self.stub_dir().join("libcuda.so").is_file()
     }
@@ -144,9 +154,10 @@ fn parse(args: &[String]) -> Result<Options> {
             "-h" | "--help" => {
                 println!(
                     "cargo xtask setup-cuda [--force] [--prefix DIR]\n\n\
-                     Installs a CUDA 13.0 + cuDNN 9 build SDK (and CMake) from PyPI into .cuda-sdk/\n\
-                     when no system CUDA with cuDNN is found. --force: install (and redo every\n\
-                     step) even then. --prefix: install elsewhere (then export what it prints)."
+                     Installs a CUDA 13.0 + cuDNN 9 build SDK (with the NCCL 2 headers, and CMake)\n\
+                     from PyPI into .cuda-sdk/ when no system CUDA with cuDNN is found. --force:\n\
+                     install (and redo every step) even then. --prefix: install elsewhere (then\n\
+                     export what it prints)."
                 );
                 std::process::exit(0);
             }
@@ -193,25 +204,25 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&sdk.prefix)
         .with_context(|| format!("creating {}", sdk.prefix.display()))?;
 
-    // 1. The CUDA and cuDNN wheels.
+    // 1. The CUDA, cuDNN and NCCL wheels.
     let missing: Vec<&str> = CUDA_WHEELS
         .iter()
         .copied()
         .filter(|w| options.force || !sdk.wheel_installed(w))
         .collect();
     if missing.is_empty() && sdk.nvcc().is_file() {
-        println!("setup-cuda: CUDA and cuDNN wheels already installed, skipped");
+        println!("setup-cuda: CUDA, cuDNN and NCCL wheels already installed, skipped");
     } else {
         let t = Instant::now();
         println!(
-            "setup-cuda: installing {} (about 430 MB to download, 720 MB installed) into {}",
+            "setup-cuda: installing {} (about 630 MB to download, 930 MB installed) into {}",
             CUDA_WHEELS.join(" "),
             sdk.prefix.display()
         );
         let pip = Pip::find(&sdk.prefix)?;
         pip.install_staged(&CUDA_WHEELS, &sdk.prefix, ".staging-cuda")?;
         println!(
-            "setup-cuda: CUDA and cuDNN wheels installed in {:.0} s",
+            "setup-cuda: CUDA, cuDNN and NCCL wheels installed in {:.0} s",
             t.elapsed().as_secs_f64()
         );
     }

@@ -1,8 +1,14 @@
-//! `cargo xtask test`: system packages, formatting, lints (with and without the `cuda` feature)
+//! `cargo xtask test`: system packages, formatting, lints (with and without the `cuda` and
+//! `nccl` features)
 //! and every test, each step timed.
 //!
 //! The `cuda` lint runs on machines without nvcc or a GPU (`MAGMA_SKIP_NVCC=1`, a fake CUDA
 //! root), so GPU code is type-checked and linted everywhere.
+//!
+//! The MPI steps lint the `mpi` features and run the data-parallel test of `unet`
+//! (`tests/mpi_data_parallel.rs`) as a 2-rank job on this machine: `mpirun -np 2
+//! --oversubscribe`, allowed to run as root (CI is root), with a time limit so that a rank
+//! stuck in a collective cannot hang the run.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -20,6 +26,8 @@ struct Step {
     args: Vec<&'static str>,
     /// Extra environment of the step.
     env: Vec<(&'static str, OsString)>,
+    /// `Some(n)`: `args` build one test binary (`--no-run`), which then runs as `n` MPI ranks.
+    mpi_ranks: Option<usize>,
 }
 
 fn cargo_step(label: &'static str, args: &[&'static str]) -> Step {
@@ -27,6 +35,32 @@ fn cargo_step(label: &'static str, args: &[&'static str]) -> Step {
         label,
         args: args.to_vec(),
         env: Vec::new(),
+        mpi_ranks: None,
+    }
+}
+
+/// Ranks of the data-parallel test.
+const MPI_RANKS: usize = 2;
+/// mpirun's time limit for it, in seconds (it takes a few seconds).
+const MPI_TIMEOUT_S: &str = "600";
+
+/// The data-parallel test (`unet/tests/mpi_data_parallel.rs`), built by cargo, run by mpirun.
+fn mpi_test_step() -> Step {
+    Step {
+        mpi_ranks: Some(MPI_RANKS),
+        ..cargo_step(
+            "tests (mpi, 2 ranks)",
+            &[
+                "test",
+                "-p",
+                "unet",
+                "--features",
+                "mpi",
+                "--test",
+                "mpi_data_parallel",
+                "--no-run",
+            ],
+        )
     }
 }
 
@@ -34,18 +68,20 @@ fn cargo_step(label: &'static str, args: &[&'static str]) -> Step {
 /// `lib64/` is all cust_raw's build script needs, and clippy links nothing.
 const CHECK_ROOT: &str = "target/cuda-check-root";
 
-/// Clippy over every crate with its `cuda` feature (features unify, so `xtask-tasks/cuda` turns
-/// on unet, dnn-ops and magma-tensor's), on any machine: `MAGMA_SKIP_NVCC=1` skips the kernels,
-/// and without a CUDA install `CUDA_LIBRARY_PATH` points at an empty fake root.
+/// Clippy over every crate with its `cuda` and `nccl` features (features unify, so
+/// `xtask-tasks/cuda` turns on unet, dnn-ops and magma-tensor's, `xtask-tasks/nccl` dnn-layers'
+/// and nccl-sys, which needs no NCCL to build: it opens libnccl at run time), on any machine:
+/// `MAGMA_SKIP_NVCC=1` skips the kernels, and without a CUDA install `CUDA_LIBRARY_PATH` points
+/// at an empty fake root.
 fn cuda_clippy_step() -> Step {
     let mut step = cargo_step(
-        "clippy (cuda)",
+        "clippy (cuda, nccl)",
         &[
             "clippy",
             "--workspace",
             "--all-targets",
             "--features",
-            "xtask-tasks/cuda",
+            "xtask-tasks/cuda,xtask-tasks/nccl",
             "--",
             "-D",
             "warnings",
@@ -117,10 +153,38 @@ pub fn run(quick: bool) -> Result<()> {
             ],
         ),
         cuda_clippy_step(),
+        cargo_step(
+            "clippy (mpi)",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--features",
+                "xtask-tasks/mpi",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
         cargo_step("tests", &["test", "--workspace", "--no-fail-fast"]),
+        mpi_test_step(),
         cargo_step(
             "tests (cuda seam)",
             &["test", "-p", "magma-tensor", "--features", "device-seam"],
+        ),
+        // Fuzzes each target of fuzz/ for 10 s where cargo-fuzz and nightly are installed,
+        // else replays the committed seeds (CI); see docs/reliability.md.
+        cargo_step(
+            "fuzz smoke",
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "fuzz-smoke",
+            ],
         ),
     ];
     if quick {
@@ -142,7 +206,10 @@ pub fn run(quick: bool) -> Result<()> {
             step.args.join(" ")
         );
         let t = Instant::now();
-        let (ok, counts) = run_and_count(&step.args, &step.env)?;
+        let (ok, counts) = match step.mpi_ranks {
+            Some(ranks) => run_under_mpirun(&step.args, &step.env, ranks)?,
+            None => run_and_count(&step.args, &step.env)?,
+        };
         totals.add(&counts);
         timings.push((step.label, t.elapsed().as_secs_f64()));
         if !ok {
@@ -222,6 +289,79 @@ fn run_and_count(args: &[&str], env: &[(&str, OsString)]) -> Result<(bool, TestC
         }
     }
     Ok((child.wait()?.success(), counts))
+}
+
+/// Builds the one test binary of `args` (a `cargo test … --no-run`), then runs it as `ranks`
+/// MPI ranks with mpirun, echoing its output and counting its `test result:` lines.
+fn run_under_mpirun(
+    args: &[&str],
+    env: &[(&str, OsString)],
+    ranks: usize,
+) -> Result<(bool, TestCounts)> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(cargo())
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let mut executables = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            if line.contains(r#""reason":"compiler-artifact""#)
+                && line.contains(r#""test":true"#)
+                && let Some(exe) = crate::gpu_bundle::json_string(&line, "executable")
+            {
+                executables.push(PathBuf::from(exe));
+            }
+        }
+    }
+    if !child.wait()?.success() {
+        return Ok((false, TestCounts::default()));
+    }
+    let [exe] = &executables[..] else {
+        bail!(
+            "cargo {} built {} test binaries, expected one: {executables:?}",
+            args.join(" "),
+            executables.len()
+        );
+    };
+    let ranks = ranks.to_string();
+    let mpirun = [
+        "-np",
+        ranks.as_str(),
+        "--oversubscribe",
+        "--timeout",
+        MPI_TIMEOUT_S,
+    ];
+    println!("xtask: mpirun {} {}", mpirun.join(" "), exe.display());
+    let mut child = Command::new("mpirun")
+        .args(mpirun)
+        .arg(exe)
+        // CI runs as root, which OpenMPI refuses unless told twice.
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running mpirun (apt package openmpi-bin)")?;
+    let mut counts = TestCounts::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            counts.parse_line(&line);
+        }
+    }
+    let ok = child.wait()?.success();
+    if !ok && counts.failed == 0 {
+        // A rank that died or timed out printed no result line: count the test binary as one
+        // failure so the summary says so.
+        counts.failed += 1;
+    }
+    Ok((ok, counts))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! With the `cuda` feature, gives the tasks binary the RUNPATH where cuDNN (`libcudnn.so.9`,
 //! opened at run time by cudnn-sys) and its companions live on the GPU machine: the binary's own
 //! folder, the pip wheels of /opt/torch/.venv and the usual system folders, or
-//! `MAGMA_CUDA_RPATH`. The same list as dnn-ops' test binaries (crates/dnn-ops/build.rs).
+//! `MAGMA_CUDA_RPATH`. The same list as dnn-ops' test binaries (crates/dnn-ops/build.rs), plus
+//! the venv's `nvidia/nccl/lib` for libnccl.so.2 (opened by nccl-sys with the `nccl` feature).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -12,8 +13,8 @@ fn main() {
     let runpath = std::env::var("MAGMA_CUDA_RPATH").unwrap_or_else(|_| {
         let venv = "/opt/torch/.venv/lib/python3.12/site-packages/nvidia";
         format!(
-            "$ORIGIN:$ORIGIN/lib:{venv}/cudnn/lib:{venv}/cu13/lib:/usr/local/cuda/lib64:\
-             /usr/lib/x86_64-linux-gnu"
+            "$ORIGIN:$ORIGIN/lib:{venv}/cudnn/lib:{venv}/cu13/lib:{venv}/nccl/lib:\
+             /usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu"
         )
     });
     println!("cargo:rustc-link-arg-bins=-Wl,--enable-new-dtags,-rpath,{runpath}");

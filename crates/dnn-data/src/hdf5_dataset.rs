@@ -10,7 +10,7 @@
 //! | `names` | dataset variable-length UTF-8 `[N]` | sample names (file stems) |
 //! | `split` | dataset u8 `[N]` | index into the `split_names` attribute |
 //! | `schema` | attribute string | `magma-dnn-segmentation` or `magma-dnn-classification` |
-//! | `schema_version` | attribute i64 | 1 |
+//! | `schema_version` | attribute i64 | 2 |
 //! | `class_names` | attribute string array `[C]` | class names by index |
 //! | `split_names` | attribute string array `[S]` | split names by index |
 //! | `source` | attribute string | where the samples came from |
@@ -18,15 +18,19 @@
 //! | `resized` | attribute string | how samples were resized, or `none` |
 //! | `created` | attribute string | RFC 3339 UTC creation time |
 //!
-//! Files are written to a hidden temporary name beside the target and renamed over it only
-//! when complete; any failure removes the temporary file and leaves the target untouched.
-//! [`Hdf5Segmentation`] validates a file when it opens it and then reads one sample slice per
-//! [`SegmentationSource::load`], so a file larger than memory streams.
+//! Files start with a 512-byte integrity header in the HDF5 user block (the SHA-256 and length
+//! of the rest, `dnn_layers::archive::integrity`), and are written to a hidden temporary name
+//! beside the target, sealed, synced and renamed over it only when complete; any failure removes
+//! the temporary file and leaves the target untouched. [`Hdf5Segmentation`] verifies the
+//! checksum (a truncated or corrupted file is refused before HDF5 parses it) and validates the
+//! schema when it opens a file, then reads one sample slice per [`SegmentationSource::load`], so
+//! a file larger than memory streams.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use dnn_layers::archive::integrity;
 use hdf5::types::VarLenUnicode;
 use ndarray::{ArrayView3, ArrayView4, s};
 
@@ -39,8 +43,9 @@ use crate::segmentation::{Mask, RgbImage, SegmentationSample, SegmentationSource
 pub const SEGMENTATION_SCHEMA: &str = "magma-dnn-segmentation";
 /// The `schema` attribute of a classification file.
 pub const CLASSIFICATION_SCHEMA: &str = "magma-dnn-classification";
-/// The `schema_version` this build writes and reads.
-pub const HDF5_SCHEMA_VERSION: i64 = 1;
+/// The `schema_version` this build writes and reads. Version 2 adds the integrity header;
+/// version 1 files (no checksum) are read only with `MAGMA_ALLOW_UNVERIFIED=1`.
+pub const HDF5_SCHEMA_VERSION: i64 = 2;
 /// The deflate level of `images` and `masks`.
 pub const DEFLATE_LEVEL: u8 = 4;
 
@@ -163,6 +168,7 @@ fn fmt_err(path: &Path, reason: impl Into<String>) -> DataError {
 fn create_unlocked(path: &Path) -> hdf5::Result<hdf5::File> {
     hdf5::File::with_options()
         .with_fapl(|p| p.file_locking(false))
+        .with_fcpl(|p| p.userblock(integrity::HEADER_LEN))
         .create(path)
 }
 
@@ -173,16 +179,30 @@ fn open_unlocked(path: &Path) -> hdf5::Result<hdf5::File> {
         .open(path)
 }
 
-/// A hidden temporary path beside `path`.
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+/// An integrity failure as a [`DataError`] naming the file.
+fn integrity_err(path: &Path, e: integrity::IntegrityError) -> DataError {
+    match e {
+        integrity::IntegrityError::Io { path, source } => DataError::Io { path, source },
+        integrity::IntegrityError::Truncated {
+            path,
+            expected,
+            found,
+        } => DataError::Truncated {
+            path,
+            expected_bytes: expected,
+            actual_bytes: found,
+        },
+        other => {
+            let text = other.to_string();
+            let prefix = format!("{}: ", path.display());
+            fmt_err(path, text.strip_prefix(&prefix).unwrap_or(&text))
+        }
+    }
 }
 
-/// Writes through a temporary sibling of `out`, then syncs and renames it; removes it on error.
+/// Writes through a temporary sibling of `out` (the closure must close the file before it
+/// returns), then seals it with the integrity header, syncs it, renames it over `out` and syncs
+/// the folder; removes it on error.
 fn write_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if out.file_name().is_none() {
         return Err(fmt_err(out, "not a file path"));
@@ -190,11 +210,10 @@ fn write_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Re
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(crate::error::io_err(parent))?;
     }
-    let tmp = temporary_sibling(out);
+    integrity::remove_stale_temporaries(out);
+    let tmp = integrity::temporary_sibling(out);
     let result = write(&tmp).and_then(|value| {
-        let f = std::fs::File::open(&tmp).map_err(crate::error::io_err(&tmp))?;
-        f.sync_all().map_err(crate::error::io_err(&tmp))?;
-        std::fs::rename(&tmp, out).map_err(crate::error::io_err(out))?;
+        integrity::commit(&tmp, out).map_err(|e| integrity_err(out, e))?;
         Ok(value)
     });
     if result.is_err() {
@@ -591,7 +610,8 @@ pub fn write_segmentation_hdf5(
                 resized: &resized,
             },
         )?;
-        file.flush().map_err(&h5)?;
+        drop(datasets);
+        file.close().map_err(&h5)?;
         Ok(size)
     })?;
     let file_bytes = std::fs::metadata(out).map_or(0, |m| m.len());
@@ -707,7 +727,8 @@ pub fn write_classification_hdf5(
                 resized: "none",
             },
         )?;
-        file.flush().map_err(&h5)
+        drop(images);
+        file.close().map_err(&h5)
     })?;
     Ok(Hdf5Summary {
         path: out.to_path_buf(),
@@ -769,8 +790,26 @@ fn read_str_array_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<Vec
 }
 
 fn dataset(file: &hdf5::File, path: &Path, name: &str) -> Result<hdf5::Dataset> {
-    file.dataset(name)
-        .map_err(|_| fmt_err(path, format!("missing dataset `{name}`")))
+    let ds = file
+        .dataset(name)
+        .map_err(|_| fmt_err(path, format!("missing dataset `{name}`")))?;
+    // A shape the file cannot hold is refused before anything of that size is allocated.
+    let elements = ds
+        .shape()
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    let limit = dnn_layers::archive::plausible_bytes(path);
+    if elements > limit {
+        return Err(fmt_err(
+            path,
+            format!(
+                "dataset `{name}` claims shape {:?}, more than the file can hold: corrupt",
+                ds.shape()
+            ),
+        ));
+    }
+    Ok(ds)
 }
 
 fn check_dtype<T: hdf5::H5Type>(
@@ -801,6 +840,12 @@ fn open_header(path: &Path, schema: &str) -> Result<(hdf5::File, Header)> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
+    let checked = integrity::verify(path).map_err(|e| integrity_err(path, e))?;
+    let expected_version = match checked {
+        integrity::Checked::Verified => HDF5_SCHEMA_VERSION,
+        // A file written before checksums existed, allowed by MAGMA_ALLOW_UNVERIFIED=1.
+        integrity::Checked::Unsealed => 1,
+    };
     let file =
         open_unlocked(path).map_err(|e| fmt_err(path, format!("not a readable HDF5 file: {e}")))?;
     let found_schema = read_str_attr(&file, path, "schema")?;
@@ -820,10 +865,13 @@ fn open_header(path: &Path, schema: &str) -> Result<(hdf5::File, Header)> {
                 format!("attribute `schema_version` is not an integer: {e}"),
             )
         })?;
-    if version != HDF5_SCHEMA_VERSION {
+    if version != expected_version {
         return Err(fmt_err(
             path,
-            format!("schema_version is {version}; this build reads version {HDF5_SCHEMA_VERSION}"),
+            format!(
+                "schema_version is {version}; this build reads version {HDF5_SCHEMA_VERSION} \
+                 (and 1, without a checksum, when MAGMA_ALLOW_UNVERIFIED=1)"
+            ),
         ));
     }
     let class_names = read_str_array_attr(&file, path, "class_names")?;

@@ -515,6 +515,9 @@ fn mat_to_mask(mat: &Mat, path: &Path) -> Result<Mask> {
     })
 }
 
+/// The largest decoded mask [`decode_mask`] accepts (1 GiB: 32768 × 32768 8-bit pixels).
+pub const MAX_MASK_BYTES: usize = 1 << 30;
+
 /// Decodes a greyscale or palette PNG to its raw 8-bit samples (palette indices stay indices).
 fn decode_png_indices(bytes: &[u8], path: &Path) -> Result<Mask> {
     let header = png_header(bytes).ok_or_else(|| DataError::Decode {
@@ -559,7 +562,30 @@ fn decode_png_indices(bytes: &[u8], path: &Path) -> Result<Mask> {
     // No expansion: palette indices and low bit depths arrive as stored.
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(png_err)?;
-    let mut buf = vec![0u8; reader.output_buffer_size()];
+    // Check the size the header claims before allocating it: deflate expands at most ~1032:1,
+    // so a file of N bytes cannot hold more than about 1032·N bytes of pixels (found by
+    // fuzzing: a 60-byte file claiming 255 × 3.6e9 pixels asked for 116 GB).
+    let needed = reader.output_buffer_size();
+    let possible = bytes.len().saturating_mul(1032).saturating_add(1 << 16);
+    if needed > possible.min(MAX_MASK_BYTES) {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: format!(
+                "PNG header claims {}x{} pixels ({needed} bytes), which {}",
+                header.width,
+                header.height,
+                if needed > possible {
+                    format!(
+                        "its {} bytes cannot hold: truncated or corrupt",
+                        bytes.len()
+                    )
+                } else {
+                    format!("is more than the {MAX_MASK_BYTES} bytes a mask may take")
+                }
+            ),
+        });
+    }
+    let mut buf = vec![0u8; needed];
     let frame = reader.next_frame(&mut buf).map_err(png_err)?;
     let (width, height) = (frame.width as usize, frame.height as usize);
     let depth = usize::from(header.bit_depth);
@@ -753,8 +779,9 @@ pub fn encode_jpeg(path: &Path, image: &RgbImage, quality: u8) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees a half-written file. The temporary file is removed on failure.
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced to disk, and a
+/// rename (then the folder is synced), so a reader never sees a half-written file, even after a
+/// crash or a power loss. The temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let file_name = path
@@ -766,9 +793,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = std::fs::write(&tmp, bytes)
-        .map_err(io_err(&tmp))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err(path)));
+    let result = (|| {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })()
+    .map_err(io_err(&tmp))
+    .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err(path)))
+    .and_then(|()| {
+        dnn_layers::archive::integrity::sync_parent(path)
+            .map_err(|e| crate::error::format_err(path, e.to_string()))
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -82,10 +82,27 @@ impl SegmentationBatch {
     }
 }
 
+/// One rank's part of every epoch in data-parallel training ([`SegmentationLoader::sharded`]).
+///
+/// The epoch's order (shuffled from `(seed, epoch)` exactly as without sharding) is cut into
+/// global batches of `batch_size × ranks` samples; rank `r` takes the `r`-th block of
+/// `batch_size` samples of each. The ranks' batches of one step are therefore disjoint and
+/// together form the batch a single process with `batch_size × ranks` would see at that step.
+/// The last, incomplete global batch is dropped, so every rank makes the same number of steps
+/// (shuffling drops different samples every epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank, `0..ranks`.
+    pub rank: usize,
+    /// Number of ranks.
+    pub ranks: usize,
+}
+
 /// Batches of a [`SegmentationSource`], prepared on worker threads.
 pub struct SegmentationLoader {
     source: Arc<dyn SegmentationSource>,
     config: LoaderConfig,
+    shard: Option<Shard>,
 }
 
 impl std::fmt::Debug for SegmentationLoader {
@@ -93,6 +110,7 @@ impl std::fmt::Debug for SegmentationLoader {
         f.debug_struct("SegmentationLoader")
             .field("source", &self.source.describe())
             .field("config", &self.config)
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -138,7 +156,44 @@ impl SegmentationLoader {
                 config.batch_size
             )));
         }
-        Ok(Self { source, config })
+        Ok(Self {
+            source,
+            config,
+            shard: None,
+        })
+    }
+
+    /// This loader restricted to rank `rank` of `ranks` ([`Shard`]); one rank is the whole
+    /// loader, unchanged. Errors when `rank >= ranks` or the source holds no full global batch
+    /// of `batch_size × ranks` samples.
+    pub fn sharded(mut self, rank: usize, ranks: usize) -> Result<Self> {
+        let invalid = |reason: String| DataError::Invalid {
+            what: self.source.describe(),
+            reason,
+        };
+        if rank >= ranks {
+            return Err(invalid(format!("rank {rank} is not below {ranks} ranks")));
+        }
+        if ranks == 1 {
+            self.shard = None;
+            return Ok(self);
+        }
+        let global = self.config.batch_size * ranks;
+        if self.source.len() < global {
+            return Err(invalid(format!(
+                "{} samples make no full global batch of {} ({} per rank × {ranks} ranks)",
+                self.source.len(),
+                global,
+                self.config.batch_size
+            )));
+        }
+        self.shard = Some(Shard { rank, ranks });
+        Ok(self)
+    }
+
+    /// The shard this loader yields, if any.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
     }
 
     /// The source.
@@ -151,19 +206,22 @@ impl SegmentationLoader {
         &self.config
     }
 
-    /// Number of samples per epoch (all of them, or fewer with `drop_last`).
+    /// Number of samples per epoch (all of them, or fewer with `drop_last`; a shard's
+    /// `batch_size` per step).
     pub fn samples_per_epoch(&self) -> usize {
-        if self.config.drop_last {
+        if self.config.drop_last || self.shard.is_some() {
             self.batches_per_epoch() * self.config.batch_size
         } else {
             self.source.len()
         }
     }
 
-    /// Number of batches per epoch.
+    /// Number of batches per epoch (of a shard: the full global batches).
     pub fn batches_per_epoch(&self) -> usize {
         let (n, b) = (self.source.len(), self.config.batch_size);
-        if self.config.drop_last {
+        if let Some(shard) = self.shard {
+            n / (b * shard.ranks)
+        } else if self.config.drop_last {
             n / b
         } else {
             n.div_ceil(b)
@@ -175,6 +233,14 @@ impl SegmentationLoader {
         let mut order: Vec<usize> = (0..self.source.len()).collect();
         if self.config.shuffle {
             SeededRng::new(mix(&[self.config.seed, epoch, 0x5348_5546])).shuffle(&mut order);
+        }
+        if let Some(Shard { rank, ranks }) = self.shard {
+            let b = self.config.batch_size;
+            return order
+                .chunks_exact(b * ranks)
+                .flat_map(|global| &global[rank * b..(rank + 1) * b])
+                .copied()
+                .collect();
         }
         order.truncate(self.samples_per_epoch());
         order

@@ -233,13 +233,15 @@ fn a_failed_write_leaves_no_file_and_keeps_the_old_one() {
     assert!(err.contains("no samples"), "{err}");
 }
 
-/// Writes a valid file, then lets `spoil` damage it with raw HDF5 calls.
+/// Writes a valid file, then lets `spoil` damage it with raw HDF5 calls and seals it again
+/// (a file crafted with a valid checksum: the schema checks behind the checksum must hold).
 fn spoiled(dir: &Path, name: &str, spoil: impl FnOnce(&hdf5::File)) -> PathBuf {
     let path = dir.join(name);
     write_segmentation_hdf5(&Memory::uniform(3, 5, 4), &path, &options()).unwrap();
     let file = hdf5::File::open_rw(&path).unwrap();
     spoil(&file);
-    drop(file);
+    file.close().unwrap();
+    dnn_layers::archive::integrity::seal(&path).unwrap();
     path
 }
 
@@ -268,10 +270,10 @@ fn schema_violations_are_clear_errors_naming_the_file() {
                 f.new_attr::<i64>()
                     .create("schema_version")
                     .unwrap()
-                    .write_scalar(&2i64)
+                    .write_scalar(&3i64)
                     .unwrap();
             }),
-            "schema_version is 2",
+            "schema_version is 3",
         ),
         (
             spoiled(d, "nomasks.h5", |f| f.unlink("masks").unwrap()),
@@ -318,7 +320,7 @@ fn schema_violations_are_clear_errors_naming_the_file() {
     std::fs::write(&not_h5, b"not hdf5 at all").unwrap();
     let err = Hdf5Segmentation::open(&not_h5).unwrap_err().to_string();
     assert!(
-        err.contains("plain.h5") && err.contains("not a readable HDF5 file"),
+        err.contains("plain.h5") && err.contains("not a magma-dnn HDF5 file"),
         "{err}"
     );
     let err = Hdf5Segmentation::open(&d.join("absent.h5"))
@@ -430,12 +432,18 @@ pub fn run_h5py(script: &str, args: &[&str]) -> Option<String> {
 
 /// Checks a segmentation file against the documented schema with h5py; prints `N H W`.
 pub const H5PY_SEGMENTATION_CHECK: &str = r#"
-import sys, h5py, numpy as np
+import sys, hashlib, h5py, numpy as np
 path, n, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+raw = open(path, "rb").read()
+head = raw[:512].rstrip(b"\0").decode().split("\n")
+assert head[0] == "magma-dnn integrity v1", head
+assert head[1] == "sha256 " + hashlib.sha256(raw[512:]).hexdigest(), head
+assert head[2] == "length %d" % (len(raw) - 512), head
 with h5py.File(path, "r") as f:
+    assert f.userblock_size == 512
     a = f.attrs
     assert a["schema"] == "magma-dnn-segmentation", a["schema"]
-    assert int(a["schema_version"]) == 1
+    assert int(a["schema_version"]) == 2
     classes = [str(c) for c in a["class_names"]]
     splits = [str(s) for s in a["split_names"]]
     assert list(a["size"]) == [h, w], a["size"]
@@ -504,5 +512,5 @@ with h5py.File(sys.argv[1], "r") as f:
     let stdout = run_h5py(script, &[out.to_str().unwrap()]).unwrap();
     assert_eq!(stdout.trim(), "[1, 0] 128 ['zero', 'one']");
     assert_eq!(SEGMENTATION_SCHEMA, "magma-dnn-segmentation");
-    assert_eq!(HDF5_SCHEMA_VERSION, 1);
+    assert_eq!(HDF5_SCHEMA_VERSION, 2);
 }

@@ -78,7 +78,7 @@ import sys, h5py, numpy as np
 path, size = sys.argv[1], int(sys.argv[2])
 with h5py.File(path, "r") as f:
     a = f.attrs
-    assert a["schema"] == "magma-dnn-segmentation" and int(a["schema_version"]) == 1
+    assert a["schema"] == "magma-dnn-segmentation" and int(a["schema_version"]) == 2
     assert [str(c) for c in a["class_names"]] == ["pet", "background", "border"]
     splits = [str(s) for s in a["split_names"]]
     assert list(a["size"]) == [size, size]

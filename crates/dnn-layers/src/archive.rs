@@ -3,8 +3,12 @@
 //! A tensor named `down1/conv1/weight` becomes the dataset `/down1/conv1/weight` (f32, its shape),
 //! so h5py reads it as `f["down1/conv1/weight"][...]`. Attributes of the root group carry
 //! metadata (format, version, configuration). Files are written to a temporary name in the same
-//! folder, flushed to disk, then renamed over the target: a crash or a full disk never leaves a
-//! half-written file under the final name.
+//! folder, sealed with a SHA-256 integrity header in the HDF5 user block ([`integrity`]), synced,
+//! then renamed over the target (and the folder synced): a crash or a full disk never leaves a
+//! half-written file under the final name, and a file damaged later is refused on reading
+//! before HDF5 parses it.
+
+pub mod integrity;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,13 +48,9 @@ fn valid_name(name: &str) -> bool {
         && !name.split('/').any(|p| p == "." || p == "..")
 }
 
-/// A temporary path beside `path`.
+/// A temporary path beside `path` (`.NAME.tmp-PID`).
 pub fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    integrity::temporary_sibling(path)
 }
 
 impl TensorArchive {
@@ -80,7 +80,9 @@ impl TensorArchive {
         }
     }
 
-    /// Writes the archive to `path` atomically (temporary file, sync, rename).
+    /// Writes the archive to `path` atomically: a temporary file sealed with its integrity
+    /// header and synced, renamed over `path`, the folder synced. On failure (a full disk) the
+    /// temporary file is removed and an existing `path` is untouched.
     pub fn write(&self, path: &Path) -> Result<()> {
         for name in self.tensors.keys().chain(self.attrs.keys()) {
             if !valid_name(name) {
@@ -91,13 +93,9 @@ impl TensorArchive {
             std::fs::create_dir_all(parent).map_err(|e| file_err(parent, e))?;
         }
         let tmp = temporary_sibling(path);
-        let result = self.write_to(&tmp).and_then(|()| {
-            let f = std::fs::File::open(&tmp).map_err(|e| file_err(&tmp, e))?;
-            f.sync_all()
-                .map_err(|e| file_err(&tmp, format!("sync failed: {e}")))?;
-            std::fs::rename(&tmp, path)
-                .map_err(|e| file_err(path, format!("rename from {} failed: {e}", tmp.display())))
-        });
+        let result = self
+            .write_to(&tmp)
+            .and_then(|()| integrity::commit(&tmp, path).map_err(|e| file_err(path, e)));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -111,6 +109,7 @@ impl TensorArchive {
         // complete, so readers never see a file being written.
         let file = hdf5::File::with_options()
             .with_fapl(|p| p.file_locking(false))
+            .with_fcpl(|p| p.userblock(integrity::HEADER_LEN))
             .create(tmp)
             .map_err(h5)?;
         for (name, tensor) in &self.tensors {
@@ -162,14 +161,31 @@ impl TensorArchive {
             }
         }
         file.flush().map_err(h5)?;
+        file.close().map_err(h5)?;
         Ok(())
     }
 
     /// Reads every f32 dataset (at any depth) and every root attribute of `path`.
+    ///
+    /// A file with an integrity header is verified first (a damaged one is refused, naming the
+    /// problem); a plain HDF5 file (weights written by h5py) is read as it is.
     pub fn read(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(file_err(path, "no such file"));
-        }
+        Self::read_with(path, integrity::Policy::IfPresent)
+    }
+
+    /// [`TensorArchive::read`] that also refuses a file without an integrity header (unless
+    /// `MAGMA_ALLOW_UNVERIFIED=1`). Returns whether the file was verified.
+    pub fn read_verified(path: &Path) -> Result<(Self, integrity::Checked)> {
+        let checked = integrity::verify(path).map_err(|e| integrity_err(path, e))?;
+        Ok((Self::read_unchecked(path)?, checked))
+    }
+
+    fn read_with(path: &Path, policy: integrity::Policy) -> Result<Self> {
+        integrity::check(path, policy).map_err(|e| integrity_err(path, e))?;
+        Self::read_unchecked(path)
+    }
+
+    fn read_unchecked(path: &Path) -> Result<Self> {
         let h5 = |e: hdf5::Error| file_err(path, e);
         let file = hdf5::File::with_options()
             .with_fapl(|p| p.file_locking(false))
@@ -196,6 +212,30 @@ impl TensorArchive {
     }
 }
 
+/// An integrity failure as a [`LayerError::File`] (the message already names the file).
+fn integrity_err(path: &Path, e: integrity::IntegrityError) -> LayerError {
+    let reason = match e {
+        integrity::IntegrityError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            "no such file".to_string()
+        }
+        other => {
+            let text = other.to_string();
+            let prefix = format!("{}: ", path.display());
+            text.strip_prefix(&prefix).unwrap_or(&text).to_string()
+        }
+    };
+    file_err(path, reason)
+}
+
+/// The most bytes of data a file of this size can decode to: deflate expands at most ~1032:1,
+/// plus slack for fill values of small datasets.
+pub fn plausible_bytes(path: &Path) -> u64 {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    len.saturating_mul(1032).saturating_add(1 << 20)
+}
+
 fn read_group(
     group: &hdf5::Group,
     prefix: &str,
@@ -212,6 +252,22 @@ fn read_group(
             format!("{prefix}/{leaf}")
         };
         let shape = ds.shape();
+        // A shape the file cannot hold is refused before its buffer exists (found by fuzzing:
+        // a crafted 36 KB file whose dataset claimed terabytes).
+        let bytes = shape
+            .iter()
+            .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64))
+            .unwrap_or(u64::MAX);
+        let limit = plausible_bytes(path);
+        if bytes > limit {
+            return Err(file_err(
+                path,
+                format!(
+                    "dataset {full} claims shape {shape:?} ({bytes} bytes), more than the file \
+                     can hold (at most {limit}): corrupt"
+                ),
+            ));
+        }
         let data: Vec<f32> = ds
             .read_raw::<f32>()
             .map_err(|e| file_err(path, format!("dataset {full}: {e}")))?;

@@ -33,6 +33,23 @@ pub enum LayerError {
     },
     #[error("dataset: {0}")]
     Data(String),
+    /// An NCCL call returned an error status (`call`, the status's name and NCCL's own text).
+    #[error("NCCL {call} failed: {status} ({message}){detail}")]
+    Nccl {
+        call: &'static str,
+        status: String,
+        message: String,
+        /// NCCL's last error message or the communicator's asynchronous error, when there is
+        /// one (starts with "; ").
+        detail: String,
+    },
+    /// A communicator could not be set up or used: a missing library, a bad rank or size, a
+    /// tensor on the wrong device.
+    #[error("communicator: {0}")]
+    Communicator(String),
+    /// The exchange of a communicator's start-up id through a shared folder failed.
+    #[error("bootstrap through {path}: {reason}")]
+    Bootstrap { path: PathBuf, reason: String },
 }
 
 /// Result alias of this crate.

@@ -10,6 +10,7 @@
 
 pub mod archive;
 mod dataset;
+pub mod distributed;
 mod error;
 pub mod layers;
 pub mod loss;

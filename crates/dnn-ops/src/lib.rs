@@ -23,7 +23,7 @@ pub use attrs::{
     Activation, AdagradStep, AdamStep, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs,
     GaussianCenter, GaussianWeights, Pool2dAttrs, RmsPropStep, SgdStep,
 };
-pub use autodiff::{Gradients, Graph, ParamId, Parameter, Var};
+pub use autodiff::{Gradients, Graph, NonFiniteValue, ParamId, Parameter, Var};
 pub use backend::Backend;
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]

@@ -1,16 +1,37 @@
 //! Training a U-Net: data, loop, per-epoch evaluation, checkpoints, metrics and figures.
+//!
+//! [`train`] runs in one process; [`train_distributed`] runs the same loop data-parallel, one
+//! rank per process, over a [`Communicator`] (MPI, NCCL):
+//!
+//! - **Data**: each rank reads its [`dnn_data::Shard`] of the training set: every epoch's shuffled
+//!   order is cut into global batches of `batch × ranks` images and rank `r` takes the `r`-th
+//!   `batch` of each, so the ranks' batches of a step are disjoint and together are the batch
+//!   one process with `batch × ranks` would see. The incomplete last global batch is dropped
+//!   (different images each epoch), so every rank makes the same number of steps.
+//! - **Start**: rank 0's weights and batch-norm statistics are broadcast to every rank, so ranks
+//!   start identical whatever their seeds (and after `--resume`, which every rank reads).
+//! - **Step**: after the backward pass the gradients are summed across ranks (bucketed by the
+//!   communicator) and divided by the number of ranks, then every rank applies the same Adam
+//!   update; the reported loss is the mean over all ranks' batches. Loss and gradient checks
+//!   see the reduced values, so all ranks stop together on a NaN.
+//! - **Batch norm**: per-rank batch statistics in the forward pass (as PyTorch DDP without
+//!   SyncBatchNorm); the running statistics are averaged across ranks at the end of every epoch,
+//!   before evaluation and checkpointing, so every rank (and the checkpoint) holds the same.
+//! - **Evaluation and files**: rank 0 evaluates on the whole validation set and shares the
+//!   metrics; only rank 0 logs, writes `metrics.json`, the checkpoints and the figures.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use dnn_data::{Augment, LoaderConfig, SegmentationLoader, SegmentationSource};
+use dnn_layers::distributed::{Communicator, Local};
 use dnn_layers::loss::{
     CeDiceLoss, CrossEntropyLoss, DiceLoss, GaussianWeightedCrossEntropy, Loss,
 };
 use dnn_layers::optim::{Adam, Optimizer};
-use dnn_layers::{Mode, Module};
-use dnn_ops::{Backend, Graph};
+use dnn_layers::{LayerError, Mode, Module, try_for_each_parameter_mut};
+use dnn_ops::{Backend, Gradients, Graph, Tensor};
 use magma_tensor::SeededRng;
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +117,11 @@ pub struct TrainConfig {
     pub augment: AugmentKind,
     /// Loader threads decoding ahead of training.
     pub workers: usize,
+    /// How many batches in a row with a non-finite loss or gradient may be skipped (with a
+    /// warning, the optimizer and batch-norm statistics untouched) before the run stops; 0 (the
+    /// default, and what checkpoints of earlier versions read as): stop at the first.
+    #[serde(default)]
+    pub skip_nonfinite: usize,
 }
 
 impl TrainConfig {
@@ -214,7 +240,15 @@ fn mix_seed(seed: u64, epoch: usize, step: usize) -> u64 {
     r.next_u64()
 }
 
-/// One optimisation step; returns the batch loss.
+/// A different dropout stream per rank; rank 0 keeps the single-process seeds.
+fn rank_seed(seed: u64, rank: usize) -> u64 {
+    seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// One optimisation step; returns the batch loss (with several ranks: the mean over every
+/// rank's batch, the gradients summed and averaged across ranks first, the seconds that took
+/// added to `reduce_seconds`).
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     model: &mut UNet,
     backend: &dyn Backend,
@@ -223,22 +257,52 @@ fn train_step(
     batch: &dnn_data::SegmentationBatch,
     epoch: usize,
     step: usize,
+    comm: &mut dyn Communicator,
+    reduce_seconds: &mut f64,
 ) -> Result<f32> {
     let g = Graph::new(backend);
     let x = g.input(batch.images.clone());
     let logits = model.forward(&g, x, Mode::Train)?;
     let l = loss.compute(&g, logits, &batch.masks)?;
-    let value = g.value(l).item()?;
+    let mut value = g.value(l).item()?;
+    let mut reduced = None;
+    if comm.size() > 1 {
+        // Every rank reduces, whatever its own loss, so that all of them see the same values
+        // and stop together.
+        let mut grads = g.backward(l)?;
+        let reducing = Instant::now();
+        all_reduce_gradients(comm, backend, model, &mut grads)?;
+        *reduce_seconds += reducing.elapsed().as_secs_f64();
+        let mut sums = [f64::from(value) * batch.len() as f64, batch.len() as f64];
+        comm.all_reduce_sum_f64(&mut sums)?;
+        value = (sums[0] / sums[1]) as f32;
+        reduced = Some(grads);
+    }
     if !value.is_finite() {
-        return Err(dnn_layers::LayerError::NonFiniteLoss {
+        let whose = if comm.size() > 1 {
+            format!(
+                "the mean over {} ranks; {}'s batch {:?}",
+                comm.size(),
+                comm.describe(),
+                batch.names
+            )
+        } else {
+            format!("batch {:?}", batch.names)
+        };
+        // The slow path only: find where the forward pass first produced NaN or Inf.
+        let origin = forward_origin(&g, model)?;
+        return Err(LayerError::NonFiniteLoss {
             epoch,
             step,
             value,
-            hint: format!("batch {:?}; lower --lr or check these images", batch.names),
+            hint: format!("{origin}; {whose}; lower --lr or check these images"),
         }
         .into());
     }
-    let grads = g.backward(l)?;
+    let grads = match reduced {
+        Some(grads) => grads,
+        None => g.backward(l)?,
+    };
     if let Some(param) = first_non_finite_gradient(backend, model, &grads)? {
         return Err(dnn_layers::LayerError::NonFiniteGradient { param, epoch, step }.into());
     }
@@ -247,7 +311,181 @@ fn train_step(
     Ok(value)
 }
 
-/// Names the first parameter whose gradient holds NaN or ±Inf.
+/// Sums every parameter's gradient across ranks (in the model's parameter order, the same on
+/// every rank) and divides by the number of ranks.
+fn all_reduce_gradients(
+    comm: &mut dyn Communicator,
+    backend: &dyn Backend,
+    model: &UNet,
+    grads: &mut Gradients,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    model.visit_parameters(&mut |p| ids.push(p.id()));
+    let mut taken: Vec<_> = ids
+        .into_iter()
+        .filter_map(|id| grads.take_param(id).map(|t| (id, t)))
+        .collect();
+    let mut tensors: Vec<&mut Tensor> = taken.iter_mut().map(|(_, t)| t).collect();
+    comm.all_reduce_sum(&mut tensors)?;
+    let scale = 1.0 / comm.size() as f32;
+    for (id, sum) in taken {
+        grads.insert_param(id, backend.affine(&sum, scale, 0.0)?);
+    }
+    Ok(())
+}
+
+/// Makes every rank hold rank 0's parameters and buffers (batch-norm running statistics).
+fn broadcast_state(comm: &mut dyn Communicator, model: &mut UNet) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mut params = Vec::new();
+    model.visit_parameters(&mut |p| params.push(p.value().clone()));
+    let mut buffers = Vec::new();
+    model.visit_buffers(&mut |_, t| buffers.push(t.clone()));
+    let mut tensors: Vec<&mut Tensor> = params.iter_mut().chain(buffers.iter_mut()).collect();
+    comm.broadcast(&mut tensors, 0)?;
+    let mut params = params.into_iter();
+    try_for_each_parameter_mut(model, |p| match params.next() {
+        Some(v) => Ok(p.set(v)?),
+        None => Err(LayerError::Communicator(format!(
+            "broadcast lost the value of parameter {}",
+            p.name()
+        ))),
+    })?;
+    let mut buffers = buffers.into_iter();
+    model.visit_buffers_mut(&mut |_, t| {
+        if let Some(v) = buffers.next() {
+            *t = v;
+        }
+    });
+    Ok(())
+}
+
+/// Averages the batch-norm running statistics across ranks (each rank's come from its own
+/// batches).
+fn average_buffers(
+    comm: &mut dyn Communicator,
+    backend: &dyn Backend,
+    model: &mut UNet,
+) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mut buffers = Vec::new();
+    model.visit_buffers(&mut |_, t| buffers.push(t.clone()));
+    if buffers.is_empty() {
+        return Ok(());
+    }
+    let mut tensors: Vec<&mut Tensor> = buffers.iter_mut().collect();
+    comm.all_reduce_sum(&mut tensors)?;
+    let scale = 1.0 / comm.size() as f32;
+    let mut averaged = Vec::with_capacity(buffers.len());
+    for sum in &buffers {
+        averaged.push(backend.affine(sum, scale, 0.0)?);
+    }
+    let mut averaged = averaged.into_iter();
+    model.visit_buffers_mut(&mut |_, t| {
+        if let Some(v) = averaged.next() {
+            *t = v;
+        }
+    });
+    Ok(())
+}
+
+/// Whether every rank succeeded at something only rank 0 does (evaluation, writing files):
+/// rank 0 passes its outcome, the others `Ok`; every rank returns the same verdict, rank 0 its
+/// own error.
+fn root_outcome<T>(comm: &mut dyn Communicator, outcome: Result<T>, what: &str) -> Result<T> {
+    if comm.size() == 1 {
+        return outcome;
+    }
+    let mut failed = [if outcome.is_err() { 1.0 } else { 0.0 }];
+    comm.all_reduce_sum_f64(&mut failed)?;
+    match outcome {
+        Err(e) => Err(e),
+        Ok(_) if failed[0] > 0.0 => Err(LayerError::Communicator(format!(
+            "rank 0 failed {what} (its error is in its output); {} stops too",
+            comm.describe()
+        ))
+        .into()),
+        ok => ok,
+    }
+}
+
+/// Rank 0's validation report, on every rank.
+fn share_report(
+    comm: &mut dyn Communicator,
+    report: Option<EvalReport>,
+    classes: usize,
+) -> Result<EvalReport> {
+    if comm.size() == 1 {
+        return report.ok_or_else(|| UnetError::Data("no validation report".into()));
+    }
+    let mut v = vec![0.0f64; 5 + classes];
+    if let Some(r) = &report {
+        v[..5].copy_from_slice(&[r.images as f64, r.loss, r.pixel_acc, r.miou, r.fg_iou]);
+        for (slot, iou) in v[5..].iter_mut().zip(&r.iou) {
+            *slot = iou.unwrap_or(f64::NAN);
+        }
+    }
+    comm.all_reduce_sum_f64(&mut v)?;
+    if let Some(r) = report {
+        return Ok(r);
+    }
+    Ok(EvalReport {
+        images: v[0] as usize,
+        loss: v[1],
+        pixel_acc: v[2],
+        miou: v[3],
+        fg_iou: v[4],
+        iou: v[5..].iter().map(|x| x.is_finite().then_some(*x)).collect(),
+    })
+}
+
+/// The layer name of a parameter path (`down1/conv1/weight` → `down1/conv1`).
+fn layer_of(param: &str) -> &str {
+    param.rsplit_once('/').map_or(param, |(layer, _)| layer)
+}
+
+/// Where the forward pass recorded on `g` first produced NaN or ±Inf, in words naming the layer
+/// (read back value by value: called only after the loss was found non-finite).
+fn forward_origin(g: &Graph<'_>, model: &UNet) -> Result<String> {
+    let Some(found) = g.first_non_finite()? else {
+        return Ok("every value of this process's forward pass is finite".to_string());
+    };
+    let mut names = std::collections::HashMap::new();
+    model.visit_parameters(&mut |p| {
+        names.insert(p.id(), p.name().to_string());
+    });
+    let params: Vec<&str> = found
+        .params
+        .iter()
+        .filter_map(|id| names.get(id).map(String::as_str))
+        .collect();
+    let position = format!(
+        "value {} of {} on the tape, shape {:?}",
+        found.index + 1,
+        found.nodes,
+        found.shape
+    );
+    Ok(match (found.op, params.first()) {
+        ("input", _) => format!("first non-finite value: the input images ({position})"),
+        ("param", Some(p)) => format!(
+            "first non-finite value: the weights of layer {} (parameter {p}; {position})",
+            layer_of(p)
+        ),
+        (op, Some(p)) => format!(
+            "first non-finite value: {op} output in layer {} ({position})",
+            layer_of(p)
+        ),
+        (op, None) => format!("first non-finite value: {op} output before any layer ({position})"),
+    })
+}
+
+/// Names the parameter whose gradient first became NaN or ±Inf (the last one in the model's
+/// forward order that holds any: the backward pass reaches it first), the layer and how many
+/// gradients are non-finite.
 ///
 /// One host synchronisation per step: the sums of all gradients are added on the backend's
 /// device (NaN and Inf survive summation) and only the total is read; each gradient is looked at
@@ -281,17 +519,23 @@ fn first_non_finite_gradient(
     if total.map_or(Ok(true), |t| t.item().map(f32::is_finite))? {
         return Ok(None);
     }
-    let mut bad = None;
+    let (mut bad, mut count, mut with_grad) = (None, 0usize, 0usize);
     model.visit_parameters(&mut |p| {
-        if bad.is_none()
-            && grads
-                .param(p.id())
-                .is_some_and(|t| t.has_non_finite().unwrap_or(true))
-        {
-            bad = Some(p.name().to_string());
+        if let Some(t) = grads.param(p.id()) {
+            with_grad += 1;
+            if t.has_non_finite().unwrap_or(true) {
+                count += 1;
+                bad = Some(p.name().to_string());
+            }
         }
     });
-    Ok(bad)
+    Ok(bad.map(|name| {
+        format!(
+            "{name} of layer {} (the first the backward pass reached; {count} of {with_grad} \
+             parameter gradients non-finite)",
+            layer_of(&name)
+        )
+    }))
 }
 
 fn table_header(class_names: &[String]) -> String {
@@ -327,7 +571,58 @@ pub fn train(
     resume: Option<(&LoadedCheckpoint, &Path)>,
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainSummary> {
+    run_training(config, unet, run, backend, resume, &mut Local, false, log)
+}
+
+/// [`train`], data-parallel: this process is rank `comm.rank()` of `comm.size()`, every rank
+/// calls this with the same arguments (see the module documentation for what each rank does).
+/// `config.batch` is the batch of one rank; the global batch is `batch × ranks`. Only rank 0
+/// logs (one more line per epoch: the training throughput) and writes files; every rank returns
+/// the same summary. With one rank this is [`train`] plus the throughput line.
+pub fn train_distributed(
+    config: &TrainConfig,
+    unet: &UNetConfig,
+    run: &TrainRun,
+    backend: &dyn Backend,
+    resume: Option<(&LoadedCheckpoint, &Path)>,
+    comm: &mut dyn Communicator,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainSummary> {
+    let root = comm.rank() == 0;
+    let mut root_log = |line: &str| {
+        if root {
+            log(line)
+        }
+    };
+    run_training(
+        config,
+        unet,
+        run,
+        backend,
+        resume,
+        comm,
+        true,
+        &mut root_log,
+    )
+}
+
+/// The training loop of [`train`] and [`train_distributed`]; `throughput`: log each epoch's
+/// training throughput after its table row.
+#[allow(clippy::too_many_arguments)]
+fn run_training(
+    config: &TrainConfig,
+    unet: &UNetConfig,
+    run: &TrainRun,
+    backend: &dyn Backend,
+    resume: Option<(&LoadedCheckpoint, &Path)>,
+    comm: &mut dyn Communicator,
+    throughput: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainSummary> {
     config.validate()?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let root = rank == 0;
+    let distributed = ranks > 1;
     let (train_src, val_src) = open_sources(config)?;
     let class_names = train_src.class_names().to_vec();
     if class_names.len() != unet.classes {
@@ -345,7 +640,7 @@ pub fn train(
         "val:   {}",
         crate::metrics::describe(val_src.as_ref())
     ));
-    let train_loader = loader(train_src, config, true)?;
+    let train_loader = loader(train_src, config, true)?.sharded(rank, ranks)?;
     let val_loader = loader(val_src.clone(), config, false)?;
     let loss = config.loss.build();
     let mut model = UNet::new(unet, &mut SeededRng::new(config.seed))?;
@@ -364,6 +659,7 @@ pub fn train(
         }
         None => (Vec::new(), f64::NEG_INFINITY, 0),
     };
+    broadcast_state(comm, &mut model)?;
     log(&format!("model: {}", model.describe()));
     log(&format!(
         "loss {}, Adam lr {:e}, batch {}, {}×{} images, augmentation {:?}, {} epochs, backend {}",
@@ -376,10 +672,29 @@ pub fn train(
         config.epochs,
         backend.name()
     ));
-    std::fs::create_dir_all(&run.out).map_err(|e| UnetError::File {
-        path: run.out.clone(),
-        reason: e.to_string(),
-    })?;
+    if distributed {
+        let steps = train_loader.batches_per_epoch();
+        let dropped = train_loader.source().len() - steps * config.batch * ranks;
+        log(&format!(
+            "distributed: {} ranks ({}), batch {} per rank = {} global, {steps} steps per \
+             epoch ({dropped} images of the incomplete last global batch dropped each epoch); \
+             gradients summed and averaged across ranks; batch norm: per-rank batch statistics, \
+             running statistics averaged every epoch; evaluation on rank 0",
+            ranks,
+            comm.describe(),
+            config.batch,
+            config.batch * ranks
+        ));
+    }
+    let created = if root {
+        std::fs::create_dir_all(&run.out).map_err(|e| UnetError::File {
+            path: run.out.clone(),
+            reason: e.to_string(),
+        })
+    } else {
+        Ok(())
+    };
+    root_outcome(comm, created, "to create the output folder")?;
     if start >= config.epochs {
         log(&format!(
             "nothing to do: the checkpoint already has {start} of {} epochs",
@@ -387,19 +702,28 @@ pub fn train(
         ));
     }
     log(&table_header(&class_names));
+    let mut skipped_in_a_row = 0usize;
     for epoch in start + 1..=config.epochs {
         let started = Instant::now();
         let steps = train_loader.batches_per_epoch();
         let pb = dnn_layers::progress::bar(
             steps as u64,
             format!("epoch {epoch}/{}", config.epochs),
-            run.progress,
+            run.progress && root,
         );
-        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        let (mut loss_sum, mut seen, mut reduce_seconds) = (0.0f64, 0usize, 0.0f64);
         for (step, batch) in train_loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
-            model.set_dropout_seed(mix_seed(config.seed, epoch, step));
-            let l = train_step(
+            model.set_dropout_seed(mix_seed(rank_seed(config.seed, rank), epoch, step));
+            // With --skip-nonfinite, the batch-norm running statistics are kept so that a
+            // skipped batch leaves no trace (a clone shares storage until the forward pass
+            // writes, so this costs nothing when nothing is skipped).
+            let buffers = (config.skip_nonfinite > 0).then(|| {
+                let mut b = Vec::new();
+                model.visit_buffers(&mut |_, t| b.push(t.clone()));
+                b
+            });
+            let outcome = train_step(
                 &mut model,
                 backend,
                 loss.as_ref(),
@@ -407,14 +731,71 @@ pub fn train(
                 &batch,
                 epoch,
                 step + 1,
-            )?;
-            loss_sum += l as f64 * batch.len() as f64;
-            seen += batch.len();
+                comm,
+                &mut reduce_seconds,
+            );
+            let l = match outcome {
+                Ok(l) => {
+                    skipped_in_a_row = 0;
+                    l
+                }
+                Err(
+                    e @ UnetError::Layer(
+                        LayerError::NonFiniteLoss { .. } | LayerError::NonFiniteGradient { .. },
+                    ),
+                ) if skipped_in_a_row < config.skip_nonfinite => {
+                    skipped_in_a_row += 1;
+                    if let Some(saved) = buffers {
+                        let mut saved = saved.into_iter();
+                        model.visit_buffers_mut(&mut |_, t| {
+                            if let Some(v) = saved.next() {
+                                *t = v;
+                            }
+                        });
+                    }
+                    log(&format!(
+                        "warning: skipped the batch ({skipped_in_a_row} in a row, at most {} \
+                         with --skip-nonfinite): {e}",
+                        config.skip_nonfinite
+                    ));
+                    pb.inc(1);
+                    continue;
+                }
+                Err(e) => {
+                    let non_finite = matches!(
+                        e,
+                        UnetError::Layer(
+                            LayerError::NonFiniteLoss { .. } | LayerError::NonFiniteGradient { .. }
+                        )
+                    );
+                    if non_finite && config.skip_nonfinite > 0 {
+                        log(&format!(
+                            "stopping: {} batches in a row had non-finite values \
+                             (--skip-nonfinite {})",
+                            skipped_in_a_row + 1,
+                            config.skip_nonfinite
+                        ));
+                    }
+                    return Err(e);
+                }
+            };
+            // With several ranks `l` is already the mean over the global batch.
+            let images = batch.len() * ranks;
+            loss_sum += l as f64 * images as f64;
+            seen += images;
             pb.inc(1);
             pb.set_message(format!("loss {:.4}", loss_sum / seen.max(1) as f64));
         }
         pb.finish_and_clear();
-        let val: EvalReport = evaluate(&mut model, backend, &val_loader, loss.as_ref())?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        average_buffers(comm, backend, &mut model)?;
+        let val = if root {
+            evaluate(&mut model, backend, &val_loader, loss.as_ref()).map(Some)
+        } else {
+            Ok(None)
+        };
+        let val = root_outcome(comm, val, "to evaluate")?;
+        let val: EvalReport = share_report(comm, val, class_names.len())?;
         let metrics = EpochMetrics {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -427,6 +808,15 @@ pub fn train(
             lr: optimizer.learning_rate(),
         };
         log(&table_row(&metrics));
+        if throughput {
+            log(&format!(
+                "      training: {seen} images on {ranks} ranks in {train_seconds:.1} s = {:.2} \
+                 images/s ({:.2} per rank); gradient all-reduce {reduce_seconds:.2} s on rank 0 \
+                 (with waiting for the slowest rank)",
+                seen as f64 / train_seconds,
+                seen as f64 / train_seconds / ranks as f64
+            ));
+        }
         history.push(metrics);
         let improved = val.miou > best_miou;
         if improved {
@@ -440,11 +830,30 @@ pub fn train(
             history: history.clone(),
             class_names: class_names.clone(),
         };
-        checkpoint::save(&run.out.join("last.h5"), &model, &optimizer, &meta)?;
-        if improved {
-            checkpoint::save(&run.out.join("best.h5"), &model, &optimizer, &meta)?;
-        }
-        report::write_metrics(&run.out.join("metrics.json"), &history, &class_names)?;
+        let written = if root {
+            (|| -> Result<()> {
+                checkpoint::save_keeping_previous(
+                    &run.out.join("last.h5"),
+                    &model,
+                    &optimizer,
+                    &meta,
+                )?;
+                if improved {
+                    checkpoint::save(&run.out.join("best.h5"), &model, &optimizer, &meta)?;
+                }
+                report::write_metrics(&run.out.join("metrics.json"), &history, &class_names)
+            })()
+        } else {
+            Ok(())
+        };
+        root_outcome(comm, written, "to write the checkpoint and metrics")?;
+    }
+    if !root {
+        return Ok(TrainSummary {
+            history,
+            best_miou,
+            out: run.out.clone(),
+        });
     }
     // The figures are conveniences: a failure to draw them is reported, never fatal to a run
     // whose checkpoints and metrics are already written.

@@ -34,6 +34,7 @@ fn config(data: &Path, epochs: usize) -> TrainConfig {
         seed: 11,
         augment: AugmentKind::Hflip,
         workers: 1,
+        skip_nonfinite: 0,
     }
 }
 

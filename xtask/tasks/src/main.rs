@@ -2,6 +2,7 @@
 //! Users run it through `cargo xtask <command>` (the light `xtask` package), which installs the
 //! system packages first.
 
+mod bench_unet;
 mod convert_hdf5;
 mod download_pets;
 mod train_classifier;
@@ -34,6 +35,8 @@ enum Cmd {
     TrainClassifier(train_classifier::TrainClassifierArgs),
     /// Convert a Pet folder, an images/ + masks/ folder or a .h5 file into one HDF5 file.
     ConvertHdf5(convert_hdf5::ConvertHdf5Args),
+    /// U-Net training-step and inference throughput, optionally beside the PyTorch peer.
+    BenchUnet(bench_unet::BenchUnetArgs),
     /// Download the real Oxford-IIIT Pet dataset into data/oxford-iiit-pet (resumable, verified).
     DownloadPets(download_pets::DownloadPetsArgs),
 }
@@ -56,5 +59,6 @@ fn main() -> Result<()> {
         Cmd::ConvertHdf5(args) => convert_hdf5::run(args, &cwd),
         Cmd::DownloadPets(args) => download_pets::run(args, &cwd),
         Cmd::TrainClassifier(args) => train_classifier::run(args, &cwd),
+        Cmd::BenchUnet(args) => bench_unet::run(args, &root),
     }
 }

@@ -74,6 +74,13 @@ impl DeviceArgs {
         }
         Ok(self.device.backend(self.tf32)?)
     }
+
+    /// The CUDA backend itself (NCCL needs its stream).
+    #[cfg(feature = "nccl")]
+    fn cuda_backend(&self, ordinal: usize) -> Result<dnn_ops::CudaBackend> {
+        self.backend()?; // sizes the CPU pool and checks the flags the same way
+        Ok(dnn_ops::CudaBackend::new(ordinal)?.with_tf32(self.tf32))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -91,7 +98,7 @@ pub struct TrainUnetArgs {
     #[arg(long, default_value = "test")]
     val_split: String,
     /// Training resolution (images and masks resized to SIZE×SIZE).
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = positive, allow_hyphen_values = true)]
     size: usize,
     /// Channels of the first level.
     #[arg(long, default_value_t = 8)]
@@ -107,9 +114,9 @@ pub struct TrainUnetArgs {
     loss: LossArg,
     #[arg(long, value_enum, default_value = "hflip")]
     augment: AugmentArg,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = positive, allow_hyphen_values = true)]
     epochs: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive, allow_hyphen_values = true)]
     batch: usize,
     #[arg(long, default_value_t = 2e-3)]
     lr: f32,
@@ -124,11 +131,110 @@ pub struct TrainUnetArgs {
     #[arg(long, default_value = "runs/train-unet")]
     out: PathBuf,
     /// Continue the run in DIR (its last.h5) exactly where it stopped; --epochs may extend it.
+    /// A damaged last.h5 is reported and the previous checkpoint (last.prev.h5) used instead.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Skip a batch whose loss or gradients hold NaN/Inf (with a warning naming the step and
+    /// layer) instead of stopping, at most N batches in a row (default: stop at the first; with
+    /// --resume: the run's own setting).
+    #[arg(long, value_name = "N")]
+    skip_nonfinite: Option<usize>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Data-parallel training, one process per rank, started by `mpirun -np N` (build with
+    /// `--features mpi`); --batch is per rank, rank 0 writes the files. See docs/distributed.md.
+    #[arg(long)]
+    distributed: bool,
+}
+
+/// The number of ranks an MPI launcher says this process belongs to (`mpirun`, `mpiexec`,
+/// `srun`), read from the environment without initialising MPI.
+fn launcher_ranks() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
+/// The communicator of `--distributed`.
+type World = Box<dyn dnn_layers::distributed::Communicator>;
+
+/// The backend of a run and, with `--distributed`, its communicator: NCCL for CUDA devices in a
+/// build with the `nccl` feature (one process per GPU, ranks from the launcher's variables, the
+/// NCCL id exchanged through a file in the output folder), else MPI in a build with `mpi`.
+#[cfg_attr(not(feature = "nccl"), allow(unused_variables))]
+fn backend_and_world(
+    args: &TrainUnetArgs,
+    out: &Path,
+) -> Result<(Box<dyn Backend>, Option<World>)> {
+    if !args.distributed {
+        return Ok((args.device.backend()?, None));
+    }
+    #[cfg(feature = "nccl")]
+    if let Device::Cuda { ordinal } = args.device.device {
+        use dnn_layers::distributed::bootstrap::{FileBootstrap, Launch};
+        use dnn_layers::distributed::nccl::NcclCommunicator;
+        let launch = Launch::from_env()?.unwrap_or(Launch {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            source: "no launcher (one process)",
+            job_id: None,
+        });
+        let cuda = args.device.cuda_backend(ordinal)?;
+        let bootstrap = FileBootstrap::new(out.join(".bootstrap"), &launch.job_name("nccl"))?
+            .with_timeout(dnn_layers::distributed::bootstrap::timeout_from_env()?);
+        let comm = NcclCommunicator::with_file_bootstrap(
+            &cuda,
+            launch.rank,
+            launch.world_size,
+            &bootstrap,
+        )
+        .with_context(|| {
+            format!(
+                "joining NCCL as rank {} of {} ({})",
+                launch.rank, launch.world_size, launch.source
+            )
+        })?;
+        return Ok((Box::new(cuda), Some(Box::new(comm))));
+    }
+    Ok((args.device.backend()?, mpi_world()?))
+}
+
+/// MPI's world, checked to have been started by mpirun.
+#[cfg(feature = "mpi")]
+fn mpi_world() -> Result<Option<World>> {
+    use dnn_layers::distributed::mpi::{MpiCommunicator, launched_by_mpirun};
+    if !launched_by_mpirun() {
+        bail!(
+            "--distributed runs one process per rank started by MPI's launcher, and this process \
+             was not started by one: run e.g. `mpirun -np 2 target/release/xtask-tasks \
+             train-unet --distributed …` (see docs/distributed.md)"
+        );
+    }
+    Ok(Some(Box::new(
+        MpiCommunicator::init().context("initialising MPI")?,
+    )))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world() -> Result<Option<World>> {
+    bail!(
+        "--distributed needs MPI (CPU, or GPUs without NCCL) or NCCL (--device cuda), and this \
+         binary was built with neither: build with `cargo build --release -p xtask-tasks \
+         --features mpi` (needs openmpi-bin and libopenmpi-dev) and run `mpirun -np N \
+         target/release/xtask-tasks train-unet --distributed …`, or with `--features nccl` for \
+         one process per GPU (see docs/distributed.md)"
+    )
+}
+
+/// A whole number of at least 1 (`--epochs`, `--batch`, `--size`).
+fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 1 => usize::try_from(v).map_err(|_| format!("{v} is too large")),
+        Ok(v) => Err(format!("must be at least 1, got {v}")),
+        Err(_) => Err(format!("must be a whole number of at least 1, got {s:?}")),
+    }
 }
 
 fn absolute(cwd: &Path, p: &Path) -> PathBuf {
@@ -140,10 +246,13 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
 }
 
 /// The dataset to use when `--data` is not given, generating the synthetic set if needed.
-fn default_data(root: &Path) -> Result<PathBuf> {
+/// `verbose`: say which data is used (rank 0 of a distributed run; the others stay quiet).
+fn default_data(root: &Path, verbose: bool) -> Result<PathBuf> {
     let pets = root.join(PET_DIR);
     if pets.join("annotations").exists() {
-        println!("data: {} (Oxford-IIIT Pet found)", pets.display());
+        if verbose {
+            println!("data: {} (Oxford-IIIT Pet found)", pets.display());
+        }
         return Ok(pets);
     }
     let synth = root.join(SYNTHETIC_DIR);
@@ -169,7 +278,7 @@ fn default_data(root: &Path) -> Result<PathBuf> {
         };
         dnn_data::generate_synthetic_pets(&synth, &config)
             .with_context(|| format!("generating {}", synth.display()))?;
-    } else {
+    } else if verbose {
         println!(
             "data: {} (embedded synthetic set; no {PET_DIR})",
             synth.display()
@@ -178,22 +287,99 @@ fn default_data(root: &Path) -> Result<PathBuf> {
     Ok(synth)
 }
 
+/// [`default_data`] for every rank: rank 0 finds or generates the data set while the others
+/// wait, so that no two ranks generate it at once.
+fn shared_default_data(root: &Path, world: Option<&mut World>) -> Result<PathBuf> {
+    if let Some(world) = world {
+        if world.rank() == 0 {
+            let data = default_data(root, true)?;
+            world.barrier()?;
+            return Ok(data);
+        }
+        world.barrier()?;
+        return default_data(root, false);
+    }
+    default_data(root, true)
+}
+
 pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
-    let backend = args.device.backend()?;
-    let backend = backend.as_ref();
+    if !args.distributed
+        && let Some(n) = launcher_ranks().filter(|&n| n > 1)
+    {
+        bail!(
+            "started by an MPI launcher as one of {n} ranks but without --distributed: every \
+             rank would train alone and write the same files; add --distributed"
+        );
+    }
     let out = absolute(cwd, &args.out);
+    let (backend, mut world) = backend_and_world(&args, &out)?;
+    let result = train_on(&args, cwd, root, backend.as_ref(), world.as_mut());
+    if let (Err(e), Some(world)) = (&result, world.as_mut())
+        && world.size() > 1
+    {
+        // The other ranks may be waiting in a collective: end the whole job.
+        eprintln!("{}: error: {e:#}", world.describe());
+        world.abort(1);
+    }
+    result
+}
+
+fn train_on(
+    args: &TrainUnetArgs,
+    cwd: &Path,
+    root: &Path,
+    backend: &dyn Backend,
+    world: Option<&mut World>,
+) -> Result<()> {
+    let out = absolute(cwd, &args.out);
+    let is_root = world.as_ref().is_none_or(|w| w.rank() == 0);
+    let mut world = world;
+    let default_dataset = if args.data.is_none() && args.resume.is_none() {
+        Some(shared_default_data(root, world.as_deref_mut())?)
+    } else {
+        None
+    };
     let mut log = |line: &str| println!("{line}");
+    let mut fit = |config: &TrainConfig,
+                   unet_config: &UNetConfig,
+                   run: &TrainRun,
+                   resume: Option<(&checkpoint::LoadedCheckpoint, &Path)>|
+     -> Result<unet::train::TrainSummary> {
+        Ok(match world.as_mut() {
+            Some(world) => unet::train::train_distributed(
+                config,
+                unet_config,
+                run,
+                backend,
+                resume,
+                world.as_mut(),
+                &mut log,
+            )?,
+            None => unet::train::train(config, unet_config, run, backend, resume, &mut log)?,
+        })
+    };
     let summary = if let Some(dir) = &args.resume {
         let dir = absolute(cwd, dir);
-        let path = if dir.is_dir() {
-            dir.join("last.h5")
-        } else {
-            dir.clone()
-        };
-        let ck =
-            checkpoint::load(&path).with_context(|| format!("resuming from {}", path.display()))?;
+        let latest = checkpoint::load_latest(&dir)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
+        for why in &latest.skipped {
+            if is_root {
+                eprintln!("warning: not resuming from it: {why}");
+            }
+        }
+        if !latest.skipped.is_empty() && is_root {
+            eprintln!(
+                "warning: falling back to the previous good checkpoint {} (epoch {})",
+                latest.path.display(),
+                latest.checkpoint.meta.epoch
+            );
+        }
+        let (ck, path) = (latest.checkpoint, latest.path);
         let mut config = ck.meta.train.clone();
         config.epochs = args.epochs.max(ck.meta.epoch);
+        if let Some(n) = args.skip_nonfinite {
+            config.skip_nonfinite = n;
+        }
         let out = if args.out == Path::new("runs/train-unet") {
             path.parent().unwrap_or(&out).to_path_buf()
         } else {
@@ -204,18 +390,11 @@ pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
             out,
             progress: !args.quiet,
         };
-        unet::train::train(
-            &config,
-            &unet_config,
-            &run,
-            backend,
-            Some((&ck, &path)),
-            &mut log,
-        )?
+        fit(&config, &unet_config, &run, Some((&ck, &path)))?
     } else {
         let data = match &args.data {
             Some(p) => absolute(cwd, p),
-            None => default_data(root)?,
+            None => default_dataset.clone().context("no default data set")?,
         };
         let config = TrainConfig {
             data,
@@ -239,6 +418,7 @@ pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
                 AugmentArg::Standard => AugmentKind::Standard,
             },
             workers: args.workers,
+            skip_nonfinite: args.skip_nonfinite.unwrap_or(0),
         };
         let classes = dnn_data::open_segmentation(&config.data, &config.split)
             .with_context(|| format!("opening {}", config.data.display()))?
@@ -259,8 +439,11 @@ pub fn train(args: TrainUnetArgs, cwd: &Path, root: &Path) -> Result<()> {
             out,
             progress: !args.quiet,
         };
-        unet::train::train(&config, &unet_config, &run, backend, None, &mut log)?
+        fit(&config, &unet_config, &run, None)?
     };
+    if !is_root {
+        return Ok(());
+    }
     println!(
         "wrote {}/{{metrics.json, best.h5, last.h5, curves.png, predictions.png}}",
         summary.out.display()

@@ -42,6 +42,21 @@ impl std::fmt::Debug for Graph<'_> {
     }
 }
 
+/// Where [`Graph::first_non_finite`] found the first NaN or ±Inf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFiniteValue {
+    /// Position on the tape (0 = the first value recorded).
+    pub index: usize,
+    /// Number of values on the tape.
+    pub nodes: usize,
+    /// The op that produced it (`param` when a parameter itself holds it, `input` for data).
+    pub op: &'static str,
+    pub shape: Vec<usize>,
+    /// The parameters of the layer it came from: those the op read directly (or the parameter
+    /// itself), else those of the latest op before it that read any; empty before the first.
+    pub params: Vec<ParamId>,
+}
+
 /// Gradients from one reverse pass: per parameter (summed over uses) and per leaf variable.
 #[derive(Debug, Default)]
 pub struct Gradients {
@@ -63,6 +78,12 @@ impl Gradients {
     /// Every parameter gradient.
     pub fn params(&self) -> impl Iterator<Item = (&ParamId, &Tensor)> {
         self.by_param.iter()
+    }
+
+    /// Puts a parameter's gradient (back) in, replacing any it had; data-parallel training
+    /// takes the gradients out, sums them across ranks and puts the sums back.
+    pub fn insert_param(&mut self, id: ParamId, grad: Tensor) -> Option<Tensor> {
+        self.by_param.insert(id, grad)
     }
 
     /// Takes the gradient of a parameter out.
@@ -171,6 +192,38 @@ impl<'b> Graph<'b> {
     /// Which op produced a variable (for messages).
     pub fn op_name(&self, v: Var) -> &'static str {
         self.nodes.borrow()[v.0].op
+    }
+
+    /// The first value on the tape, in the order it was computed, holding NaN or ±Inf (for
+    /// diagnosing a non-finite loss: reads every value back, so only after something failed).
+    pub fn first_non_finite(&self) -> Result<Option<NonFiniteValue>> {
+        let nodes = self.nodes.borrow();
+        // The parameters read by the latest op that read any, up to the current node.
+        let mut layer_params: Vec<ParamId> = Vec::new();
+        for (index, node) in nodes.iter().enumerate() {
+            let direct: Vec<ParamId> = node
+                .param
+                .into_iter()
+                .chain(node.inputs.iter().filter_map(|&i| nodes[i].param))
+                .collect();
+            if !direct.is_empty() && node.param.is_none() {
+                layer_params = direct.clone();
+            }
+            if node.value.has_non_finite()? {
+                return Ok(Some(NonFiniteValue {
+                    index,
+                    nodes: nodes.len(),
+                    op: node.op,
+                    shape: node.value.shape().to_vec(),
+                    params: if direct.is_empty() {
+                        layer_params
+                    } else {
+                        direct
+                    },
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Records an op's output. `backward` returns one gradient per input (or `None`).

@@ -11,5 +11,5 @@ mod graph;
 mod ops;
 mod parameter;
 
-pub use graph::{Gradients, Graph, Var};
+pub use graph::{Gradients, Graph, NonFiniteValue, Var};
 pub use parameter::{ParamId, Parameter};

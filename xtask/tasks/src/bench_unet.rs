@@ -1,0 +1,395 @@
+//! `cargo xtask bench-unet`: U-Net training-step and inference throughput on one backend, side by
+//! side with the PyTorch peer (`peers/pytorch/bench_unet.py`) run in the same invocation.
+//!
+//! One training step = forward + pixel-wise cross-entropy + backward + Adam, the step of the
+//! performance issues. FLOPs are counted analytically (convolutions and transposed convolutions,
+//! forward and both backward products, no input gradient for the first layer), which reproduces
+//! PyTorch's FlopCounterMode figure (288.8 GFLOP per 256² image at base 64).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use dnn_layers::loss::{CrossEntropyLoss, Loss};
+use dnn_layers::optim::{Adam, Optimizer};
+use dnn_layers::{Mode, Module};
+use dnn_ops::{Backend, Graph, Tensor};
+use magma_tensor::SeededRng;
+use unet::{Device, UNet, UNetConfig};
+
+#[derive(Debug, Args)]
+pub struct BenchUnetArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    /// Comma-separated BASE:SIZE:BATCH triples (U-Net depth 4, 3 classes).
+    #[arg(long, default_value = "16:128:8")]
+    configs: String,
+    /// Comma-separated precision modes: fp32 (TF32 off) and tf32.
+    #[arg(long, default_value = "fp32")]
+    modes: String,
+    /// Timed training steps per configuration.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed warm-up steps (algorithm search, allocator warm-up).
+    #[arg(long, default_value_t = 3)]
+    warm: usize,
+    /// CPU threads (CPU backend; also passed to the peer).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also run the PyTorch peer with this Python (e.g. python3) and print the ratios.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Write the JSON lines of both sides here as well.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_device(s: &str) -> std::result::Result<Device, String> {
+    s.parse().map_err(|e: unet::UnetError| e.to_string())
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Measurement {
+    side: &'static str,
+    device: String,
+    mode: String,
+    base: usize,
+    size: usize,
+    batch: usize,
+    train_img_s: f64,
+    train_tflops: f64,
+    infer_img_s: f64,
+    /// Peak device memory (GPU) or peak resident set (CPU), GiB.
+    peak_gib: f64,
+    loss: f32,
+}
+
+/// Training FLOPs per image of the depth-`depth` U-Net (see the module doc).
+pub fn train_flops_per_image(base: usize, size: usize, depth: usize) -> f64 {
+    let ch: Vec<f64> = (0..=depth).map(|i| (base << i) as f64).collect();
+    let conv = |ci: f64, co: f64, k: f64, h: f64, first: bool| {
+        2.0 * k * k * ci * co * h * h * if first { 2.0 } else { 3.0 }
+    };
+    let res = |i: usize| (size >> i) as f64;
+    let mut total = 0.0;
+    for i in 0..depth {
+        let cin = if i == 0 { 3.0 } else { ch[i - 1] };
+        total += conv(cin, ch[i], 3.0, res(i), i == 0) + conv(ch[i], ch[i], 3.0, res(i), false);
+    }
+    total += conv(ch[depth - 1], ch[depth], 3.0, res(depth), false)
+        + conv(ch[depth], ch[depth], 3.0, res(depth), false);
+    for i in (0..depth).rev() {
+        total += 2.0 * 4.0 * ch[i + 1] * ch[i] * res(i + 1) * res(i + 1) * 3.0;
+        total +=
+            conv(2.0 * ch[i], ch[i], 3.0, res(i), false) + conv(ch[i], ch[i], 3.0, res(i), false);
+    }
+    total + conv(ch[0], 3.0, 1.0, res(0), false)
+}
+
+fn random_batch(batch: usize, size: usize, rng: &mut SeededRng) -> Result<(Tensor, Tensor)> {
+    let x: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|_| rng.normal(0.0, 1.0))
+        .collect();
+    let y: Vec<f32> = (0..batch * size * size)
+        .map(|_| rng.below(3) as f32)
+        .collect();
+    Ok((
+        Tensor::from_vec(x, &[batch, 3, size, size])?,
+        Tensor::from_vec(y, &[batch, size, size])?,
+    ))
+}
+
+fn train_step(
+    backend: &dyn Backend,
+    model: &mut UNet,
+    adam: &mut Adam,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<f32> {
+    let loss = CrossEntropyLoss {
+        class_weights: None,
+        ignore_index: None,
+    };
+    let g = Graph::new(backend);
+    let input = g.input(x.clone());
+    let logits = model.forward(&g, input, Mode::Train)?;
+    let l = loss.compute(&g, logits, y)?;
+    let value = g.value(l).item()?;
+    let grads = g.backward(l)?;
+    drop(g);
+    adam.step(backend, model, &grads)?;
+    Ok(value)
+}
+
+/// Waits for the backend's queued work (a 1-element read is a synchronisation point).
+fn sync(backend: &dyn Backend, probe: &Tensor) -> Result<()> {
+    backend.sum_all(probe)?.item()?;
+    Ok(())
+}
+
+/// Peak memory so far: the CUDA allocator's peak, or the process's peak resident set.
+fn peak_gib(device: Device) -> f64 {
+    match device {
+        Device::Cpu => std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<f64>().ok())
+                })
+            })
+            .map_or(f64::NAN, |kib| kib / (1024.0 * 1024.0)),
+        Device::Cuda { ordinal } => cuda_peak_gib(ordinal),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_peak_gib(ordinal: usize) -> f64 {
+    magma_tensor::cuda::CudaDevice::get(ordinal)
+        .map(|d| d.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64)
+        .unwrap_or(f64::NAN)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_peak_gib(_ordinal: usize) -> f64 {
+    f64::NAN
+}
+
+#[cfg(feature = "cuda")]
+fn reset_peak(device: Device) {
+    if let Device::Cuda { ordinal } = device
+        && let Ok(d) = magma_tensor::cuda::CudaDevice::get(ordinal)
+    {
+        // Cached blocks of the previous configuration go back to the driver first.
+        let _ = d.empty_cache();
+        d.reset_peak_memory();
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn reset_peak(_device: Device) {}
+
+fn measure(
+    args: &BenchUnetArgs,
+    mode: &str,
+    base: usize,
+    size: usize,
+    batch: usize,
+) -> Result<Measurement> {
+    let tf32 = match mode {
+        "fp32" => false,
+        "tf32" => true,
+        other => bail!("mode {other:?} is not supported yet (fp32, tf32)"),
+    };
+    let backend = args.device.backend(tf32)?;
+    let backend = backend.as_ref();
+    reset_peak(args.device);
+    let config = UNetConfig::new(3, 3).with_base(base).with_depth(4);
+    let mut model = UNet::new(&config, &mut SeededRng::new(0))?;
+    let mut adam = Adam::new(1e-3);
+    let (x, y) = random_batch(batch, size, &mut SeededRng::new(1))?;
+    let mut loss = 0.0;
+    for _ in 0..args.warm {
+        loss = train_step(backend, &mut model, &mut adam, &x, &y)?;
+    }
+    let start = Instant::now();
+    for _ in 0..args.iters {
+        loss = train_step(backend, &mut model, &mut adam, &x, &y)?;
+    }
+    let train_s = start.elapsed().as_secs_f64();
+    if !loss.is_finite() {
+        bail!("the benchmark's loss is {loss}: the step is broken");
+    }
+    let train_img_s = (args.iters * batch) as f64 / train_s;
+    // Inference: forward only, evaluation mode, no tape.
+    let infer = |model: &mut UNet| -> Result<()> {
+        let g = Graph::inference(backend);
+        let input = g.input(x.clone());
+        let out = model.forward(&g, input, Mode::Eval)?;
+        sync(backend, &g.value(out))
+    };
+    for _ in 0..args.warm {
+        infer(&mut model)?;
+    }
+    let start = Instant::now();
+    for _ in 0..args.iters {
+        infer(&mut model)?;
+    }
+    let infer_img_s = (args.iters * batch) as f64 / start.elapsed().as_secs_f64();
+    Ok(Measurement {
+        side: "magma-dnn",
+        device: backend.name(),
+        mode: mode.to_string(),
+        base,
+        size,
+        batch,
+        train_img_s,
+        train_tflops: train_flops_per_image(base, size, 4) * train_img_s / 1e12,
+        infer_img_s,
+        peak_gib: peak_gib(args.device),
+        loss,
+    })
+}
+
+fn parse_configs(s: &str) -> Result<Vec<(usize, usize, usize)>> {
+    s.split(',')
+        .map(|c| {
+            let v: Vec<usize> = c
+                .split(':')
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<std::result::Result<_, _>>()
+                .with_context(|| format!("--configs: {c:?} is not BASE:SIZE:BATCH"))?;
+            match v[..] {
+                [base, size, batch] if base > 0 && batch > 0 && size >= 16 && size % 16 == 0 => {
+                    Ok((base, size, batch))
+                }
+                _ => bail!("--configs: {c:?} must be BASE:SIZE:BATCH with SIZE a multiple of 16"),
+            }
+        })
+        .collect()
+}
+
+/// Runs the PyTorch peer; returns its JSON lines as (mode, base, size, batch, img/s, peak GiB).
+fn run_peer(
+    python: &str,
+    args: &BenchUnetArgs,
+    root: &std::path::Path,
+) -> Result<Vec<serde_json::Value>> {
+    let script = root.join("peers/pytorch/bench_unet.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
+        .args([
+            "--dev",
+            if args.device == Device::Cpu {
+                "cpu"
+            } else {
+                "cuda"
+            },
+        ])
+        .args(["--configs", &args.configs, "--modes", &args.modes])
+        .args([
+            "--iters",
+            &args.iters.to_string(),
+            "--warm",
+            &args.warm.to_string(),
+        ]);
+    if let Some(t) = args.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the PyTorch peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("train_img_s").is_some())
+        .collect())
+}
+
+pub fn run(args: BenchUnetArgs, root: &std::path::Path) -> Result<()> {
+    if let Some(t) = args.threads {
+        dnn_ops::CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
+    }
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let configs = parse_configs(&args.configs)?;
+    let mut ours = Vec::new();
+    for &(base, size, batch) in &configs {
+        for mode in args.modes.split(',').map(str::trim) {
+            let m = measure(&args, mode, base, size, batch)
+                .with_context(|| format!("base {base}, {size}², batch {batch}, {mode}"))?;
+            println!("{}", serde_json::to_string(&m)?);
+            ours.push(m);
+        }
+    }
+    let peer = match &args.peer {
+        Some(python) => run_peer(python, &args, root)?,
+        None => Vec::new(),
+    };
+    for p in &peer {
+        println!("{p}");
+    }
+    if let Some(path) = &args.json {
+        let mut text = String::new();
+        for m in &ours {
+            text += &serde_json::to_string(m)?;
+            text.push('\n');
+        }
+        for p in &peer {
+            text += &p.to_string();
+            text.push('\n');
+        }
+        dnn_data::image_io::write_atomic(path, text.as_bytes())?;
+    }
+    println!(
+        "\n| config | mode | magma-dnn train img/s | TFLOP/s | infer img/s | peak GiB | PyTorch train img/s | infer img/s | peak GiB | train ratio | infer ratio |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for m in &ours {
+        let p = peer.iter().find(|p| {
+            p["mode"] == m.mode.as_str()
+                && p["base"] == m.base
+                && p["size"] == m.size
+                && p["batch"] == m.batch
+        });
+        let f = |k: &str| p.and_then(|p| p[k].as_f64());
+        let cell = |v: Option<f64>, digits: usize| {
+            v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
+        };
+        println!(
+            "| {}:{}²:{} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {} | {} | {} | {} |",
+            m.base,
+            m.size,
+            m.batch,
+            m.mode,
+            m.train_img_s,
+            m.train_tflops,
+            m.infer_img_s,
+            m.peak_gib,
+            cell(f("train_img_s"), 1),
+            cell(f("infer_img_s"), 1),
+            cell(f("peak_gib"), 2),
+            cell(f("train_img_s").map(|t| m.train_img_s / t), 2),
+            cell(f("infer_img_s").map(|t| m.infer_img_s / t), 2),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_configs, train_flops_per_image};
+
+    #[test]
+    fn flops_match_pytorch_flop_counter() {
+        // PyTorch's FlopCounterMode: 288.8 GFLOP per 256² image for base 64 (issue #11).
+        let f = train_flops_per_image(64, 256, 4);
+        assert!((f / 1e9 - 288.83).abs() < 0.01, "{}", f / 1e9);
+    }
+
+    #[test]
+    fn configs_parse_and_reject_nonsense() {
+        assert_eq!(
+            parse_configs("16:128:8,64:256:16").unwrap(),
+            vec![(16, 128, 8), (64, 256, 16)]
+        );
+        assert!(parse_configs("16:100:8").is_err());
+        assert!(parse_configs("16:128").is_err());
+        assert!(parse_configs("0:128:8").is_err());
+    }
+}
