@@ -313,7 +313,7 @@ fn train_step(
 
 /// Sums every parameter's gradient across ranks (in the model's parameter order, the same on
 /// every rank) and divides by the number of ranks.
-fn all_reduce_gradients(
+pub fn all_reduce_gradients(
     comm: &mut dyn Communicator,
     backend: &dyn Backend,
     model: &UNet,

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use dnn_layers::distributed::{Communicator, Local};
 use dnn_layers::loss::{CrossEntropyLoss, Loss};
 use dnn_layers::optim::{Adam, Optimizer};
 use dnn_layers::{Mode, Module};
@@ -45,6 +46,11 @@ pub struct BenchUnetArgs {
     /// Write the JSON lines of both sides here as well.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Data-parallel over GPUs (NCCL; one process per GPU, ranks from the launcher's variables
+    /// as for `train-unet --distributed`): BATCH is per GPU, rank r trains on the r-th slice of
+    /// one global batch, gradients are averaged; rank 0 prints the totals and the step losses.
+    #[arg(long)]
+    distributed: bool,
 }
 
 fn parse_device(s: &str) -> std::result::Result<Device, String> {
@@ -66,6 +72,12 @@ struct Measurement {
     /// Peak device memory (GPU) or peak resident set (CPU), GiB.
     peak_gib: f64,
     loss: f32,
+    /// Ranks (GPUs) of a `--distributed` run, 1 otherwise.
+    ranks: usize,
+    /// Training images per second and GPU.
+    per_rank_img_s: f64,
+    /// The mean loss over the global batch of every step, warm-up included.
+    step_losses: Vec<f32>,
 }
 
 /// Training FLOPs per image of the depth-`depth` U-Net (see the module doc).
@@ -109,6 +121,7 @@ fn train_step(
     adam: &mut Adam,
     x: &Tensor,
     y: &Tensor,
+    comm: &mut dyn Communicator,
 ) -> Result<f32> {
     let loss = CrossEntropyLoss {
         class_weights: None,
@@ -118,11 +131,15 @@ fn train_step(
     let input = g.input(x.clone());
     let logits = model.forward(&g, input, Mode::Train)?;
     let l = loss.compute(&g, logits, y)?;
-    let value = g.value(l).item()?;
-    let grads = g.backward(l)?;
+    let mut value = [f64::from(g.value(l).item()?)];
+    let mut grads = g.backward(l)?;
     drop(g);
+    if comm.size() > 1 {
+        unet::train::all_reduce_gradients(comm, backend, model, &mut grads)?;
+        comm.all_reduce_sum_f64(&mut value)?;
+    }
     adam.step(backend, model, &grads)?;
-    Ok(value)
+    Ok((value[0] / comm.size() as f64) as f32)
 }
 
 /// Waits for the backend's queued work (a 1-element read is a synchronisation point).
@@ -174,38 +191,53 @@ fn reset_peak(device: Device) {
 #[cfg(not(feature = "cuda"))]
 fn reset_peak(_device: Device) {}
 
+/// Whether a precision mode uses TF32.
+fn mode_tf32(mode: &str) -> Result<bool> {
+    match mode {
+        "fp32" => Ok(false),
+        "tf32" => Ok(true),
+        other => bail!("mode {other:?} is not supported yet (fp32, tf32)"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn measure(
     args: &BenchUnetArgs,
     mode: &str,
     base: usize,
     size: usize,
     batch: usize,
+    backend: &dyn Backend,
+    comm: &mut dyn Communicator,
 ) -> Result<Measurement> {
-    let tf32 = match mode {
-        "fp32" => false,
-        "tf32" => true,
-        other => bail!("mode {other:?} is not supported yet (fp32, tf32)"),
-    };
-    let backend = args.device.backend(tf32)?;
-    let backend = backend.as_ref();
     reset_peak(args.device);
     let config = UNetConfig::new(3, 3).with_base(base).with_depth(4);
     let mut model = UNet::new(&config, &mut SeededRng::new(0))?;
     let mut adam = Adam::new(1e-3);
-    let (x, y) = random_batch(batch, size, &mut SeededRng::new(1))?;
-    let mut loss = 0.0;
+    // One global batch of ranks × batch images; rank r trains on the r-th slice, so a run on
+    // N GPUs sees exactly the data of a 1-GPU run with batch N × batch.
+    let (ranks, rank) = (comm.size(), comm.rank());
+    let (gx, gy) = random_batch(batch * ranks, size, &mut SeededRng::new(1))?;
+    let (x, y) = (
+        gx.narrow(0, rank * batch, batch)?.contiguous()?,
+        gy.narrow(0, rank * batch, batch)?.contiguous()?,
+    );
+    let mut step_losses = Vec::new();
     for _ in 0..args.warm {
-        loss = train_step(backend, &mut model, &mut adam, &x, &y)?;
+        step_losses.push(train_step(backend, &mut model, &mut adam, &x, &y, comm)?);
     }
+    comm.barrier()?;
     let start = Instant::now();
     for _ in 0..args.iters {
-        loss = train_step(backend, &mut model, &mut adam, &x, &y)?;
+        step_losses.push(train_step(backend, &mut model, &mut adam, &x, &y, comm)?);
     }
+    comm.barrier()?;
     let train_s = start.elapsed().as_secs_f64();
+    let loss = *step_losses.last().unwrap_or(&f32::NAN);
     if !loss.is_finite() {
         bail!("the benchmark's loss is {loss}: the step is broken");
     }
-    let train_img_s = (args.iters * batch) as f64 / train_s;
+    let train_img_s = (args.iters * batch * ranks) as f64 / train_s;
     // Inference: forward only, evaluation mode, no tape.
     let infer = |model: &mut UNet| -> Result<()> {
         let g = Graph::inference(backend);
@@ -233,7 +265,44 @@ fn measure(
         infer_img_s,
         peak_gib: peak_gib(args.device),
         loss,
+        ranks,
+        per_rank_img_s: train_img_s / ranks as f64,
+        step_losses,
     })
+}
+
+/// The NCCL communicator of `--distributed` (one process per GPU; see `train-unet`).
+#[cfg(feature = "nccl")]
+fn nccl_world(args: &BenchUnetArgs) -> Result<Box<dyn Communicator>> {
+    use dnn_layers::distributed::bootstrap::{FileBootstrap, Launch, timeout_from_env};
+    use dnn_layers::distributed::nccl::NcclCommunicator;
+    let Device::Cuda { ordinal } = args.device else {
+        bail!("bench-unet --distributed runs on GPUs through NCCL: pass --device cuda:LOCAL_RANK");
+    };
+    let launch = Launch::from_env()?.unwrap_or(Launch {
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        source: "no launcher (one process)",
+        job_id: None,
+    });
+    let cuda = dnn_ops::CudaBackend::new(ordinal)?;
+    let bootstrap = FileBootstrap::new(
+        std::env::temp_dir().join("magma-bench-bootstrap"),
+        &launch.job_name("bench"),
+    )?
+    .with_timeout(timeout_from_env()?);
+    Ok(Box::new(NcclCommunicator::with_file_bootstrap(
+        &cuda,
+        launch.rank,
+        launch.world_size,
+        &bootstrap,
+    )?))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_world(_args: &BenchUnetArgs) -> Result<Box<dyn Communicator>> {
+    bail!("bench-unet --distributed needs a build with the `nccl` feature (cargo xtask gpu-bundle)")
 }
 
 fn parse_configs(s: &str) -> Result<Vec<(usize, usize, usize)>> {
@@ -309,13 +378,31 @@ pub fn run(args: BenchUnetArgs, root: &std::path::Path) -> Result<()> {
     }
     let configs = parse_configs(&args.configs)?;
     let mut ours = Vec::new();
-    for &(base, size, batch) in &configs {
-        for mode in args.modes.split(',').map(str::trim) {
-            let m = measure(&args, mode, base, size, batch)
+    let mut comm: Option<Box<dyn Communicator>> = None;
+    for mode in args.modes.split(',').map(str::trim) {
+        let backend = args.device.backend(mode_tf32(mode)?)?;
+        if args.distributed && comm.is_none() {
+            comm = Some(nccl_world(&args)?);
+        }
+        let mut local = Local;
+        let comm: &mut dyn Communicator = match comm.as_mut() {
+            Some(c) => c.as_mut(),
+            None => &mut local,
+        };
+        for &(base, size, batch) in &configs {
+            let m = measure(&args, mode, base, size, batch, backend.as_ref(), comm)
                 .with_context(|| format!("base {base}, {size}², batch {batch}, {mode}"))?;
-            println!("{}", serde_json::to_string(&m)?);
+            if comm.rank() == 0 {
+                println!("{}", serde_json::to_string(&m)?);
+            }
             ours.push(m);
         }
+        if comm.rank() != 0 {
+            ours.clear();
+        }
+    }
+    if comm.as_ref().is_some_and(|c| c.rank() != 0) {
+        return Ok(());
     }
     let peer = match &args.peer {
         Some(python) => run_peer(python, &args, root)?,
