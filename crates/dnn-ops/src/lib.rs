@@ -13,6 +13,7 @@
 pub mod attrs;
 pub mod autodiff;
 pub mod backend;
+mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

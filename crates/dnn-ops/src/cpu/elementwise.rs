@@ -25,13 +25,7 @@ pub(crate) fn dropout_uniform(seed: u64, index: u64) -> f32 {
     (h >> 40) as f32 * (1.0 / 16_777_216.0)
 }
 
-/// Errors unless `a` and `b` have the same shape.
-pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.shape() != b.shape() {
-        return shape_err(op, "second operand", b.shape(), format!("{:?}", a.shape()));
-    }
-    Ok(())
-}
+pub(crate) use crate::checks::same_shape;
 
 fn zip_with(
     op: &'static str,

@@ -4,10 +4,10 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::elementwise::same_shape;
 use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
 use crate::backend::OptimizerOps;
-use crate::error::{OpError, Result};
+use crate::checks::{adam_scalars, update_operands};
+use crate::error::Result;
 
 impl OptimizerOps for CpuBackend {
     fn adam_step(
@@ -18,21 +18,10 @@ impl OptimizerOps for CpuBackend {
         v: &mut Tensor,
         s: &AdamStep,
     ) -> Result<()> {
-        for t in [grad, &*m, &*v] {
-            same_shape("adam_step", param, t)?;
-        }
-        if s.step == 0 {
-            return Err(OpError::Attr {
-                op: "adam_step",
-                reason: "step counts from 1".to_string(),
-            });
-        }
+        update_operands("adam_step", param, &[grad, m, v])?;
+        let (step_size, bc2_sqrt) = adam_scalars(s)?;
         let grad = grad.contiguous()?;
         let g = grad.host_data()?;
-        let bc1 = 1.0 - (s.beta1 as f64).powi(s.step as i32);
-        let bc2 = 1.0 - (s.beta2 as f64).powi(s.step as i32);
-        let step_size = (s.lr as f64 / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
         let p = param.host_data_mut()?;
         let md = m.host_data_mut()?;
         let vd = v.host_data_mut()?;
@@ -61,8 +50,7 @@ impl OptimizerOps for CpuBackend {
         velocity: &mut Tensor,
         s: &SgdStep,
     ) -> Result<()> {
-        same_shape("sgd_step", param, grad)?;
-        same_shape("sgd_step", param, velocity)?;
+        update_operands("sgd_step", param, &[grad, velocity])?;
         let grad = grad.contiguous()?;
         let g = grad.host_data()?;
         let p = param.host_data_mut()?;
@@ -89,8 +77,7 @@ impl OptimizerOps for CpuBackend {
         sum_sq: &mut Tensor,
         s: &AdagradStep,
     ) -> Result<()> {
-        same_shape("adagrad_step", param, grad)?;
-        same_shape("adagrad_step", param, sum_sq)?;
+        update_operands("adagrad_step", param, &[grad, sum_sq])?;
         let grad = grad.contiguous()?;
         let g = grad.host_data()?;
         let p = param.host_data_mut()?;
@@ -115,9 +102,7 @@ impl OptimizerOps for CpuBackend {
         momentum_buf: &mut Tensor,
         s: &RmsPropStep,
     ) -> Result<()> {
-        for t in [grad, &*square_avg, &*momentum_buf] {
-            same_shape("rmsprop_step", param, t)?;
-        }
+        update_operands("rmsprop_step", param, &[grad, square_avg, momentum_buf])?;
         let grad = grad.contiguous()?;
         let g = grad.host_data()?;
         let p = param.host_data_mut()?;

@@ -6,15 +6,9 @@ use rayon::prelude::*;
 use super::CpuBackend;
 use super::elementwise::same_shape;
 use crate::backend::SoftmaxOps;
-use crate::error::{Result, shape_err};
+use crate::error::Result;
 
-/// `(outer, channels, inner)` for an operation over dimension 1.
-pub(crate) fn channel_dims(shape: &[usize], op: &'static str) -> Result<(usize, usize, usize)> {
-    if shape.len() < 2 {
-        return shape_err(op, "input", shape, "[N, C, ...]");
-    }
-    Ok((shape[0], shape[1], shape[2..].iter().product()))
-}
+pub(crate) use crate::checks::channel_dims;
 
 /// Applies `f(values of one pixel across channels, output)` to every pixel; the channel values
 /// are gathered from stride `inner`.

@@ -81,21 +81,7 @@ pub(super) fn to_words(values: &[f32]) -> Vec<u64> {
         .collect()
 }
 
-/// Errors unless `a` and `b` have the same shape (the CPU's check and wording).
-pub(super) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.shape() != b.shape() {
-        return shape_err(op, "second operand", b.shape(), format!("{:?}", a.shape()));
-    }
-    Ok(())
-}
-
-/// `(outer, channels, inner)` for an operation over dimension 1 (the CPU's check and wording).
-pub(super) fn channel_dims(shape: &[usize], op: &'static str) -> Result<(usize, usize, usize)> {
-    if shape.len() < 2 {
-        return shape_err(op, "input", shape, "[N, C, ...]");
-    }
-    Ok((shape[0], shape[1], shape[2..].iter().product()))
-}
+pub(super) use crate::checks::{channel_dims, same_shape};
 
 /// Partials of a two-pass reduction over `n` elements.
 pub(super) fn reduce_blocks(n: usize) -> usize {

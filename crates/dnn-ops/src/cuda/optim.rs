@@ -5,11 +5,12 @@
 use magma_tensor::Tensor;
 
 use super::CudaBackend;
-use super::elementwise::{ll, same_shape, src};
+use super::elementwise::{ll, src};
 use super::kernels::{Stream, check};
 use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
 use crate::backend::OptimizerOps;
-use crate::error::{OpError, Result};
+use crate::checks::{adam_scalars, update_operands};
+use crate::error::Result;
 
 unsafe extern "C" {
     fn mg_adam_step(
@@ -83,19 +84,8 @@ impl OptimizerOps for CudaBackend {
         v: &mut Tensor,
         s: &AdamStep,
     ) -> Result<()> {
-        for t in [grad, &*m, &*v] {
-            same_shape("adam_step", param, t)?;
-        }
-        if s.step == 0 {
-            return Err(OpError::Attr {
-                op: "adam_step",
-                reason: "step counts from 1".to_string(),
-            });
-        }
-        let bc1 = 1.0 - (s.beta1 as f64).powi(s.step as i32);
-        let bc2 = 1.0 - (s.beta2 as f64).powi(s.step as i32);
-        let step_size = (s.lr as f64 / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
+        update_operands("adam_step", param, &[grad, m, v])?;
+        let (step_size, bc2_sqrt) = adam_scalars(s)?;
         let grad = self.input(grad)?;
         let n = grad.numel();
         let (p, m, v) = (self.state(param)?, self.state(m)?, self.state(v)?);
@@ -133,8 +123,7 @@ impl OptimizerOps for CudaBackend {
         velocity: &mut Tensor,
         s: &SgdStep,
     ) -> Result<()> {
-        same_shape("sgd_step", param, grad)?;
-        same_shape("sgd_step", param, velocity)?;
+        update_operands("sgd_step", param, &[grad, velocity])?;
         let grad = self.input(grad)?;
         let n = grad.numel();
         let (p, b) = (self.state(param)?, self.state(velocity)?);
@@ -165,8 +154,7 @@ impl OptimizerOps for CudaBackend {
         sum_sq: &mut Tensor,
         s: &AdagradStep,
     ) -> Result<()> {
-        same_shape("adagrad_step", param, grad)?;
-        same_shape("adagrad_step", param, sum_sq)?;
+        update_operands("adagrad_step", param, &[grad, sum_sq])?;
         let grad = self.input(grad)?;
         let n = grad.numel();
         let (p, acc) = (self.state(param)?, self.state(sum_sq)?);
@@ -197,9 +185,7 @@ impl OptimizerOps for CudaBackend {
         momentum_buf: &mut Tensor,
         s: &RmsPropStep,
     ) -> Result<()> {
-        for t in [grad, &*square_avg, &*momentum_buf] {
-            same_shape("rmsprop_step", param, t)?;
-        }
+        update_operands("rmsprop_step", param, &[grad, square_avg, momentum_buf])?;
         let grad = self.input(grad)?;
         let n = grad.numel();
         let (p, sq, b) = (
