@@ -43,3 +43,86 @@ pub(crate) fn adam_scalars(s: &AdamStep) -> Result<(f32, f32)> {
     let bc2 = 1.0 - (s.beta2 as f64).powi(s.step as i32);
     Ok(((s.lr as f64 / bc1) as f32, bc2.sqrt() as f32))
 }
+
+/// `(outer, size of dim, inner)` of a shape split at `dim`.
+pub(crate) fn around(
+    shape: &[usize],
+    dim: usize,
+    op: &'static str,
+) -> Result<(usize, usize, usize)> {
+    if dim >= shape.len() {
+        return shape_err(
+            op,
+            "input",
+            shape,
+            format!("a tensor with more than {dim} dimensions"),
+        );
+    }
+    Ok((
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    ))
+}
+
+/// The output shape of concatenating `parts` along `dim`, with the `(outer, inner)` extents
+/// around it; every part must match the first except along `dim`.
+pub(crate) fn concat_shape(parts: &[&Tensor], dim: usize) -> Result<(Vec<usize>, usize, usize)> {
+    let first = parts.first().ok_or_else(|| OpError::Attr {
+        op: "concat",
+        reason: "needs at least one tensor".to_string(),
+    })?;
+    let (outer, _, inner) = around(first.shape(), dim, "concat")?;
+    let mut out_shape = first.shape().to_vec();
+    out_shape[dim] = 0;
+    for p in parts {
+        let ok = p.rank() == first.rank()
+            && p.shape()
+                .iter()
+                .zip(first.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == dim || a == b);
+        if !ok {
+            return shape_err(
+                "concat",
+                "part",
+                p.shape(),
+                format!("{:?} except along dimension {dim}", first.shape()),
+            );
+        }
+        out_shape[dim] += p.shape()[dim];
+    }
+    Ok((out_shape, outer, inner))
+}
+
+/// `(outer, size of dim, inner)` of `x` after checking that `sizes` add up to dimension `dim`.
+pub(crate) fn split_extents(
+    x: &Tensor,
+    dim: usize,
+    sizes: &[usize],
+) -> Result<(usize, usize, usize)> {
+    let extents = around(x.shape(), dim, "split")?;
+    if sizes.iter().sum::<usize>() != extents.1 {
+        return Err(OpError::Attr {
+            op: "split",
+            reason: format!(
+                "sizes {sizes:?} do not add up to dimension {dim} of {:?}",
+                x.shape()
+            ),
+        });
+    }
+    Ok(extents)
+}
+
+/// `(n, c, h, w)` of `x` after checking that cropping `pads` leaves something.
+pub(crate) fn crop_dims(x: &Tensor, pads: [usize; 4]) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = x.dims4("crop2d")?;
+    let [top, bottom, left, right] = pads;
+    if top + bottom >= h || left + right >= w {
+        return Err(OpError::Attr {
+            op: "crop2d",
+            reason: format!("cropping {pads:?} leaves nothing of {:?}", x.shape()),
+        });
+    }
+    Ok((n, c, h, w))
+}

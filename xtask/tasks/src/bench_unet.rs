@@ -279,13 +279,7 @@ fn nccl_world(args: &BenchUnetArgs) -> Result<Box<dyn Communicator>> {
     let Device::Cuda { ordinal } = args.device else {
         bail!("bench-unet --distributed runs on GPUs through NCCL: pass --device cuda:LOCAL_RANK");
     };
-    let launch = Launch::from_env()?.unwrap_or(Launch {
-        rank: 0,
-        world_size: 1,
-        local_rank: 0,
-        source: "no launcher (one process)",
-        job_id: None,
-    });
+    let launch = Launch::from_env_or_single()?;
     let cuda = dnn_ops::CudaBackend::new(ordinal)?;
     let bootstrap = FileBootstrap::new(
         std::env::temp_dir().join("magma-bench-bootstrap"),

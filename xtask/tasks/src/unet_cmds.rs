@@ -174,13 +174,7 @@ fn backend_and_world(
     if let Device::Cuda { ordinal } = args.device.device {
         use dnn_layers::distributed::bootstrap::{FileBootstrap, Launch};
         use dnn_layers::distributed::nccl::NcclCommunicator;
-        let launch = Launch::from_env()?.unwrap_or(Launch {
-            rank: 0,
-            world_size: 1,
-            local_rank: 0,
-            source: "no launcher (one process)",
-            job_id: None,
-        });
+        let launch = Launch::from_env_or_single()?;
         let cuda = args.device.cuda_backend(ordinal)?;
         let bootstrap = FileBootstrap::new(out.join(".bootstrap"), &launch.job_name("nccl"))?
             .with_timeout(dnn_layers::distributed::bootstrap::timeout_from_env()?);

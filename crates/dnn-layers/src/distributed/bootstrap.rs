@@ -234,6 +234,17 @@ impl Launch {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
+    /// [`Launch::from_env`], or the only process of a 1-rank job when no launcher set variables.
+    pub fn from_env_or_single() -> Result<Self> {
+        Ok(Self::from_env()?.unwrap_or(Launch {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            source: "no launcher (one process)",
+            job_id: None,
+        }))
+    }
+
     /// From any variable lookup (testable). A launcher counts when its rank and size variables
     /// are both set; without a local-rank variable the local rank is the rank (one host).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {

@@ -4,51 +4,12 @@ use magma_tensor::Tensor;
 
 use super::CpuBackend;
 use crate::backend::ShapeOps;
-use crate::error::{OpError, Result, shape_err};
-
-/// `(outer, size of dim, inner)` of a shape split at `dim`.
-fn around(shape: &[usize], dim: usize, op: &'static str) -> Result<(usize, usize, usize)> {
-    if dim >= shape.len() {
-        return shape_err(
-            op,
-            "input",
-            shape,
-            format!("a tensor with more than {dim} dimensions"),
-        );
-    }
-    Ok((
-        shape[..dim].iter().product(),
-        shape[dim],
-        shape[dim + 1..].iter().product(),
-    ))
-}
+use crate::checks::{concat_shape, crop_dims, split_extents};
+use crate::error::Result;
 
 impl ShapeOps for CpuBackend {
     fn concat(&self, parts: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let first = parts.first().ok_or_else(|| OpError::Attr {
-            op: "concat",
-            reason: "needs at least one tensor".to_string(),
-        })?;
-        let (outer, _, inner) = around(first.shape(), dim, "concat")?;
-        let mut out_shape = first.shape().to_vec();
-        out_shape[dim] = 0;
-        for p in parts {
-            let ok = p.rank() == first.rank()
-                && p.shape()
-                    .iter()
-                    .zip(first.shape())
-                    .enumerate()
-                    .all(|(i, (a, b))| i == dim || a == b);
-            if !ok {
-                return shape_err(
-                    "concat",
-                    "part",
-                    p.shape(),
-                    format!("{:?} except along dimension {dim}", first.shape()),
-                );
-            }
-            out_shape[dim] += p.shape()[dim];
-        }
+        let (out_shape, outer, inner) = concat_shape(parts, dim)?;
         let total = out_shape[dim];
         let mut out = vec![0.0f32; outer * total * inner];
         let mut at = 0;
@@ -66,16 +27,7 @@ impl ShapeOps for CpuBackend {
     }
 
     fn split(&self, x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
-        let (_, size, _) = around(x.shape(), dim, "split")?;
-        if sizes.iter().sum::<usize>() != size {
-            return Err(OpError::Attr {
-                op: "split",
-                reason: format!(
-                    "sizes {sizes:?} do not add up to dimension {dim} of {:?}",
-                    x.shape()
-                ),
-            });
-        }
+        let (_, _, _) = split_extents(x, dim, sizes)?;
         let mut start = 0;
         sizes
             .iter()
@@ -104,14 +56,8 @@ impl ShapeOps for CpuBackend {
     }
 
     fn crop2d(&self, x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4("crop2d")?;
+        let (_, _, h, w) = crop_dims(x, pads)?;
         let [top, bottom, left, right] = pads;
-        if top + bottom >= h || left + right >= w {
-            return Err(OpError::Attr {
-                op: "crop2d",
-                reason: format!("cropping {pads:?} leaves nothing of {:?}", x.shape()),
-            });
-        }
         Ok(x.narrow(2, top, h - top - bottom)?
             .narrow(3, left, w - left - right)?
             .contiguous()?)

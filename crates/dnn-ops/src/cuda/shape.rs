@@ -7,7 +7,8 @@ use super::CudaBackend;
 use super::elementwise::{dst, ll, src};
 use super::kernels::{Stream, check};
 use crate::backend::ShapeOps;
-use crate::error::{OpError, Result, shape_err};
+use crate::checks::{concat_shape, crop_dims, split_extents};
+use crate::error::Result;
 
 unsafe extern "C" {
     fn mg_copy_rows(
@@ -45,23 +46,6 @@ unsafe extern "C" {
         right: i64,
         s: Stream,
     ) -> i32;
-}
-
-/// `(outer, size of dim, inner)` of a shape split at `dim` (the CPU's check and wording).
-fn around(shape: &[usize], dim: usize, op: &'static str) -> Result<(usize, usize, usize)> {
-    if dim >= shape.len() {
-        return shape_err(
-            op,
-            "input",
-            shape,
-            format!("a tensor with more than {dim} dimensions"),
-        );
-    }
-    Ok((
-        shape[..dim].iter().product(),
-        shape[dim],
-        shape[dim + 1..].iter().product(),
-    ))
 }
 
 /// Where one strided row copy reads and writes: `rows` rows of `row_len` values,
@@ -106,30 +90,7 @@ impl CudaBackend {
 
 impl ShapeOps for CudaBackend {
     fn concat(&self, parts: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let first = parts.first().ok_or_else(|| OpError::Attr {
-            op: "concat",
-            reason: "needs at least one tensor".to_string(),
-        })?;
-        let (outer, _, inner) = around(first.shape(), dim, "concat")?;
-        let mut out_shape = first.shape().to_vec();
-        out_shape[dim] = 0;
-        for p in parts {
-            let ok = p.rank() == first.rank()
-                && p.shape()
-                    .iter()
-                    .zip(first.shape())
-                    .enumerate()
-                    .all(|(i, (a, b))| i == dim || a == b);
-            if !ok {
-                return shape_err(
-                    "concat",
-                    "part",
-                    p.shape(),
-                    format!("{:?} except along dimension {dim}", first.shape()),
-                );
-            }
-            out_shape[dim] += p.shape()[dim];
-        }
+        let (out_shape, outer, inner) = concat_shape(parts, dim)?;
         let total = out_shape[dim];
         let mut out = self.output(&out_shape)?;
         let mut at = 0;
@@ -153,16 +114,7 @@ impl ShapeOps for CudaBackend {
     }
 
     fn split(&self, x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
-        let (outer, size, inner) = around(x.shape(), dim, "split")?;
-        if sizes.iter().sum::<usize>() != size {
-            return Err(OpError::Attr {
-                op: "split",
-                reason: format!(
-                    "sizes {sizes:?} do not add up to dimension {dim} of {:?}",
-                    x.shape()
-                ),
-            });
-        }
+        let (outer, size, inner) = split_extents(x, dim, sizes)?;
         let x = self.input(x)?;
         let mut start = 0;
         let mut parts = Vec::with_capacity(sizes.len());
@@ -215,14 +167,8 @@ impl ShapeOps for CudaBackend {
     }
 
     fn crop2d(&self, x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4("crop2d")?;
+        let (n, c, h, w) = crop_dims(x, pads)?;
         let [top, bottom, left, right] = pads;
-        if top + bottom >= h || left + right >= w {
-            return Err(OpError::Attr {
-                op: "crop2d",
-                reason: format!("cropping {pads:?} leaves nothing of {:?}", x.shape()),
-            });
-        }
         let (ho, wo) = (h - top - bottom, w - left - right);
         let x = self.input(x)?;
         let mut y = self.output(&[n, c, ho, wo])?;
