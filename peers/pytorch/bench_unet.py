@@ -3,8 +3,14 @@ level, 2×2 max-pool, 2×2 stride-2 transposed conv, skip concat, 1×1 head), th
 (forward, pixel-wise cross-entropy, backward, Adam 1e-3) on one random batch, and forward-only
 inference in eval mode. Prints one JSON line per configuration and mode.
 
-    python3 peers/pytorch/bench_unet.py --dev cuda --configs 64:256:16 --modes fp32,tf32
+Modes as in issue #11: fp32 (TF32 off, NCHW), tf32 (TF32 on, channels-last) and bf16
+(torch.autocast bfloat16, channels-last, fp32 master weights). `--compile MODES` also measures
+torch.compile (default options) for those modes, as extra lines with "compiled": true.
+
+    python3 peers/pytorch/bench_unet.py --dev cuda --configs 64:256:16 --modes fp32,tf32,bf16 \
+        --compile bf16
 """
+import contextlib
 import argparse
 import json
 import os
@@ -24,7 +30,7 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
-def measure(dev, base, size, batch, mode, iters, warm):
+def measure(dev, base, size, batch, mode, iters, warm, compiled=False):
     torch.manual_seed(0)
     tf32 = mode == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -33,17 +39,31 @@ def measure(dev, base, size, batch, mode, iters, warm):
     if dev == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    m = UNet(base=base, depth=4).to(dev)
+    channels_last = dev == "cuda" and mode in ("tf32", "bf16")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    m = UNet(base=base, depth=4).to(dev).to(memory_format=fmt)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
-    x = torch.randn(batch, 3, size, size, device=dev)
+    x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=fmt)
     y = torch.randint(0, 3, (batch, size, size), device=dev)
+    if mode == "bf16":
+        amp = lambda: torch.autocast(dev, dtype=torch.bfloat16)  # noqa: E731
+    elif mode in ("fp32", "tf32"):
+        amp = contextlib.nullcontext
+    else:
+        raise SystemExit(f"unknown mode {mode!r} (fp32, tf32, bf16)")
+    net = torch.compile(m) if compiled else m
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(m(x), y)
+        with amp():
+            loss = F.cross_entropy(net(x).float(), y)
         loss.backward()
         opt.step()
         return loss
+
+    def infer():
+        with amp():
+            return net(x)
 
     m.train()
     for _ in range(warm):
@@ -57,20 +77,20 @@ def measure(dev, base, size, batch, mode, iters, warm):
     m.eval()
     with torch.no_grad():
         for _ in range(warm):
-            m(x)
+            infer()
         sync(dev)
         t = time.perf_counter()
         for _ in range(iters):
-            m(x)
+            infer()
         sync(dev)
-    infer = batch * iters / (time.perf_counter() - t)
+    infer_rate = batch * iters / (time.perf_counter() - t)
     if dev == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(side="pytorch", device=dev, mode=mode, base=base, size=size, batch=batch,
-                train_img_s=train, infer_img_s=infer, peak_gib=peak, loss=float(loss),
-                torch=torch.__version__)
+                train_img_s=train, infer_img_s=infer_rate, peak_gib=peak, loss=float(loss),
+                channels_last=channels_last, compiled=compiled, torch=torch.__version__)
 
 
 if __name__ == "__main__":
@@ -81,10 +101,16 @@ if __name__ == "__main__":
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compile", default="", help="modes also measured under torch.compile")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     for c in a.configs.split(","):
         base, size, batch = map(int, c.split(":"))
+        compile_modes = [c.strip() for c in a.compile.split(",") if c.strip()]
         for mode in a.modes.split(","):
-            print(json.dumps(measure(a.dev, base, size, batch, mode.strip(), a.iters, a.warm)), flush=True)
+            mode = mode.strip()
+            print(json.dumps(measure(a.dev, base, size, batch, mode, a.iters, a.warm)), flush=True)
+            if mode in compile_modes:
+                r = measure(a.dev, base, size, batch, mode, a.iters, max(a.warm, 3), compiled=True)
+                print(json.dumps(r), flush=True)

@@ -73,6 +73,54 @@ pub trait ConvOps {
         w_shape: [usize; 4],
         attrs: &ConvTranspose2dAttrs,
     ) -> Result<Tensor>;
+
+    /// The input and weight gradients of conv2d at once, each only where `need` asks (a backend
+    /// may share work between them, e.g. converting `dy` once); the same values as
+    /// [`ConvOps::conv2d_backward_data`] and [`ConvOps::conv2d_backward_filter`].
+    fn conv2d_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        attrs: &Conv2dAttrs,
+        need: [bool; 2],
+    ) -> Result<[Option<Tensor>; 2]> {
+        let (x_shape, w_shape) = (shape4(x, "conv2d_backward")?, shape4(w, "conv2d_backward")?);
+        Ok([
+            need[0]
+                .then(|| self.conv2d_backward_data(dy, w, x_shape, attrs))
+                .transpose()?,
+            need[1]
+                .then(|| self.conv2d_backward_filter(x, dy, w_shape, attrs))
+                .transpose()?,
+        ])
+    }
+
+    /// The input and weight gradients of conv_transpose2d at once, each only where `need` asks.
+    fn conv_transpose2d_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        attrs: &ConvTranspose2dAttrs,
+        need: [bool; 2],
+    ) -> Result<[Option<Tensor>; 2]> {
+        let w_shape = shape4(w, "conv_transpose2d_backward")?;
+        Ok([
+            need[0]
+                .then(|| self.conv_transpose2d_backward_data(dy, w, attrs))
+                .transpose()?,
+            need[1]
+                .then(|| self.conv_transpose2d_backward_filter(x, dy, w_shape, attrs))
+                .transpose()?,
+        ])
+    }
+}
+
+/// The dimensions of a rank-4 tensor, or the op's shape error.
+fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
+    let (n, c, h, w) = t.dims4(op)?;
+    Ok([n, c, h, w])
 }
 
 /// Max and average pooling.

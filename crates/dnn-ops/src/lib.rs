@@ -5,7 +5,8 @@
 //! batch norm, softmax, resampling, shape, elementwise, losses, optimizer updates), each with
 //! explicit backward functions. [`cpu::CpuBackend`] implements them all with rayon and the `gemm`
 //! crate and is the reference every GPU op is tested against; `cuda::CudaBackend` (feature
-//! `cuda`) runs the same traits on cuDNN and our own kernels (`cuda/*.cu`). [`autodiff`] records a tape of
+//! `cuda`) runs the same traits on cuDNN and our own kernels (`cuda/*.cu`), its convolutions in fp32,
+//! TF32 or bf16 mixed [`Precision`]. [`autodiff`] records a tape of
 //! these ops ([`Graph`]) so that models with skip connections, concatenation and shared
 //! parameters backpropagate without hand-written plumbing. Tensors and memory belong to
 //! `magma-tensor`; layers, losses as modules, and optimizers as objects belong to `dnn-layers`.
@@ -18,6 +19,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;
+pub mod precision;
 pub mod testing;
 
 pub use attrs::{
@@ -31,3 +33,4 @@ pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
 pub use error::{OpError, Result};
 pub use magma_tensor::Tensor;
+pub use precision::Precision;

@@ -9,7 +9,7 @@ use dnn_ops::backend::*;
 use dnn_ops::testing::{assert_close, distinct_tensor, random_tensor};
 use dnn_ops::{
     Activation, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs, CpuBackend, CudaBackend,
-    OpError, Pool2dAttrs, Tensor,
+    OpError, Pool2dAttrs, Precision, Tensor,
 };
 use magma_tensor::SeededRng;
 
@@ -43,9 +43,68 @@ fn same_error<T: std::fmt::Debug, U: std::fmt::Debug>(
     assert_eq!(gpu, cpu, "{what}: different errors");
 }
 
+/// The tolerance of bf16 mixed precision: operands rounded to 8 significant bits, fp32
+/// accumulation (TF32 keeps 11 bits and passes 1e-2 too).
+const BF16_TOL: f64 = 1e-2;
+
+/// A backend of its own in `precision`, NHWC or not (the shared one stays fp32 NCHW).
+fn backend_in(precision: Precision, nhwc: bool) -> Option<CudaBackend> {
+    backend()?;
+    Some(
+        CudaBackend::new(0)
+            .unwrap()
+            .with_precision(precision)
+            .with_conv_nhwc(nhwc),
+    )
+}
+
 #[test]
 fn conv2d_forward_and_backward_match_cpu() {
     let Some(gpu) = backend() else { return };
+    check_conv2d(gpu, TOL);
+}
+
+#[test]
+fn conv2d_in_nhwc_fp32_matches_cpu() {
+    let Some(gpu) = backend_in(Precision::Fp32, true) else {
+        return;
+    };
+    check_conv2d(&gpu, TOL);
+}
+
+#[test]
+fn conv2d_in_bf16_stays_close() {
+    let Some(gpu) = backend_in(Precision::Bf16, false) else {
+        return;
+    };
+    check_conv2d(&gpu, BF16_TOL);
+}
+
+#[test]
+fn conv_transpose2d_forward_and_backward_match_cpu() {
+    let Some(gpu) = backend() else { return };
+    check_conv_transpose2d(gpu, TOL);
+}
+
+#[test]
+fn conv_transpose2d_in_nhwc_fp32_matches_cpu() {
+    let Some(gpu) = backend_in(Precision::Fp32, true) else {
+        return;
+    };
+    check_conv_transpose2d(&gpu, TOL);
+}
+
+#[test]
+fn conv_transpose2d_in_bf16_stays_close() {
+    let Some(gpu) = backend_in(Precision::Bf16, false) else {
+        return;
+    };
+    check_conv_transpose2d(&gpu, BF16_TOL);
+}
+
+/// Forward (with and without bias), data and filter gradients of six convolutions against the
+/// CPU within `tol`.
+fn check_conv2d(gpu: &CudaBackend, tol: f64) {
     let cpu = CpuBackend::new();
     let mut rng = SeededRng::new(11);
     let cases: [([usize; 4], [usize; 4], Conv2dAttrs); 6] = [
@@ -89,7 +148,7 @@ fn conv2d_forward_and_backward_match_cpu() {
         for bias in [None, Some(&b)] {
             let y_gpu = gpu.conv2d(&x, &w, bias, &attrs).unwrap();
             let y_cpu = cpu.conv2d(&x, &w, bias, &attrs).unwrap();
-            assert_close(&format!("conv2d {name}"), &y_gpu, &y_cpu, TOL);
+            assert_close(&format!("conv2d {name}"), &y_gpu, &y_cpu, tol);
         }
         let y_shape = shape4(&cpu.conv2d(&x, &w, None, &attrs).unwrap());
         let dy = rand(&y_shape, &mut rng);
@@ -97,20 +156,46 @@ fn conv2d_forward_and_backward_match_cpu() {
             &format!("conv2d_backward_data {name}"),
             &gpu.conv2d_backward_data(&dy, &w, xs, &attrs).unwrap(),
             &cpu.conv2d_backward_data(&dy, &w, xs, &attrs).unwrap(),
-            TOL,
+            tol,
         );
         assert_close(
             &format!("conv2d_backward_filter {name}"),
             &gpu.conv2d_backward_filter(&x, &dy, ws, &attrs).unwrap(),
             &cpu.conv2d_backward_filter(&x, &dy, ws, &attrs).unwrap(),
-            TOL,
+            tol,
+        );
+        // Both gradients at once (one conversion of dy shared), and only one of them.
+        let [dx, dw] = gpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        let [dx_c, dw_c] = cpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        assert_close(
+            &format!("conv2d_backward dx {name}"),
+            &dx.unwrap(),
+            &dx_c.unwrap(),
+            tol,
+        );
+        assert_close(
+            &format!("conv2d_backward dw {name}"),
+            &dw.unwrap(),
+            &dw_c.unwrap(),
+            tol,
+        );
+        let [dx, dw] = gpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [false, true])
+            .unwrap();
+        assert!(
+            dx.is_none() && dw.is_some(),
+            "{name}: only dw was asked for"
         );
     }
 }
 
-#[test]
-fn conv_transpose2d_forward_and_backward_match_cpu() {
-    let Some(gpu) = backend() else { return };
+/// Forward (with and without bias), data and filter gradients of five transposed convolutions
+/// against the CPU within `tol`.
+fn check_conv_transpose2d(gpu: &CudaBackend, tol: f64) {
     let cpu = CpuBackend::new();
     let mut rng = SeededRng::new(12);
     let cases: [(&str, [usize; 4], [usize; 4], ConvTranspose2dAttrs); 5] = [
@@ -160,7 +245,7 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
                 &format!("conv_transpose2d {name}"),
                 &gpu.conv_transpose2d(&x, &w, bias, &attrs).unwrap(),
                 &cpu.conv_transpose2d(&x, &w, bias, &attrs).unwrap(),
-                TOL,
+                tol,
             );
         }
         let y_shape = shape4(&cpu.conv_transpose2d(&x, &w, None, &attrs).unwrap());
@@ -169,7 +254,7 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
             &format!("conv_transpose2d_backward_data {name}"),
             &gpu.conv_transpose2d_backward_data(&dy, &w, &attrs).unwrap(),
             &cpu.conv_transpose2d_backward_data(&dy, &w, &attrs).unwrap(),
-            TOL,
+            tol,
         );
         assert_close(
             &format!("conv_transpose2d_backward_filter {name}"),
@@ -177,7 +262,32 @@ fn conv_transpose2d_forward_and_backward_match_cpu() {
                 .unwrap(),
             &cpu.conv_transpose2d_backward_filter(&x, &dy, ws, &attrs)
                 .unwrap(),
-            TOL,
+            tol,
+        );
+        let [dx, dw] = gpu
+            .conv_transpose2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        let [dx_c, dw_c] = cpu
+            .conv_transpose2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        assert_close(
+            &format!("conv_transpose2d_backward dx {name}"),
+            &dx.unwrap(),
+            &dx_c.unwrap(),
+            tol,
+        );
+        assert_close(
+            &format!("conv_transpose2d_backward dw {name}"),
+            &dw.unwrap(),
+            &dw_c.unwrap(),
+            tol,
+        );
+        let [dx, dw] = gpu
+            .conv_transpose2d_backward(&x, &w, &dy, &attrs, [true, false])
+            .unwrap();
+        assert!(
+            dx.is_some() && dw.is_none(),
+            "{name}: only dx was asked for"
         );
     }
 }
@@ -221,22 +331,14 @@ fn conv_algorithm_cache_is_hit_on_a_repeat_call() {
 }
 
 #[test]
-fn tf32_convolutions_stay_close() {
-    if backend().is_none() {
-        return;
+fn tf32_convolutions_stay_close_in_both_layouts() {
+    for nhwc in [false, true] {
+        let Some(gpu) = backend_in(Precision::Tf32, nhwc) else {
+            return;
+        };
+        check_conv2d(&gpu, BF16_TOL);
+        check_conv_transpose2d(&gpu, BF16_TOL);
     }
-    let gpu = CudaBackend::new(0).unwrap().with_tf32(true);
-    let cpu = CpuBackend::new();
-    let mut rng = SeededRng::new(14);
-    let x = rand(&[2, 16, 12, 12], &mut rng);
-    let w = rand(&[8, 16, 3, 3], &mut rng);
-    let attrs = Conv2dAttrs::new().with_padding([1, 1]);
-    assert_close(
-        "conv2d tf32",
-        &gpu.conv2d(&x, &w, None, &attrs).unwrap(),
-        &cpu.conv2d(&x, &w, None, &attrs).unwrap(),
-        1e-2,
-    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use dnn_ops::{Backend, CpuBackend};
+use dnn_ops::{Backend, CpuBackend, Precision};
 
 use crate::error::{Result, UnetError};
 
@@ -47,25 +47,31 @@ impl fmt::Display for Device {
 }
 
 impl Device {
-    /// The backend for this device. `tf32` lets CUDA convolutions use TF32 tensor cores (off by
-    /// default: plain fp32); it is ignored on the CPU.
-    pub fn backend(self, tf32: bool) -> Result<Box<dyn Backend>> {
+    /// The backend for this device, its convolutions in `precision` (fp32, TF32 or bf16 mixed
+    /// precision; see [`Precision`]). The CPU computes in fp32: TF32 is ignored there, bf16 is
+    /// refused.
+    pub fn backend(self, precision: Precision) -> Result<Box<dyn Backend>> {
         match self {
+            Device::Cpu if precision == Precision::Bf16 => Err(UnetError::Config(
+                "bf16 mixed precision needs a CUDA device (--device cuda); the CPU backend \
+                 computes in fp32"
+                    .into(),
+            )),
             Device::Cpu => Ok(Box::new(CpuBackend::new())),
-            Device::Cuda { ordinal } => cuda_backend(ordinal, tf32),
+            Device::Cuda { ordinal } => cuda_backend(ordinal, precision),
         }
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_backend(ordinal: usize, tf32: bool) -> Result<Box<dyn Backend>> {
+fn cuda_backend(ordinal: usize, precision: Precision) -> Result<Box<dyn Backend>> {
     Ok(Box::new(
-        dnn_ops::CudaBackend::new(ordinal)?.with_tf32(tf32),
+        dnn_ops::CudaBackend::new(ordinal)?.with_precision(precision),
     ))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend(ordinal: usize, _tf32: bool) -> Result<Box<dyn Backend>> {
+fn cuda_backend(ordinal: usize, _precision: Precision) -> Result<Box<dyn Backend>> {
     Err(UnetError::Config(format!(
         "device cuda:{ordinal} asked for, but this binary was built without CUDA support: \
          build with `--features cuda` (see docs/cuda.md, `cargo xtask gpu-bundle`)"
@@ -75,6 +81,7 @@ fn cuda_backend(ordinal: usize, _tf32: bool) -> Result<Box<dyn Backend>> {
 #[cfg(test)]
 mod tests {
     use super::Device;
+    use dnn_ops::Precision;
 
     #[test]
     fn devices_parse_and_print() {
@@ -97,9 +104,22 @@ mod tests {
     #[test]
     fn cuda_without_the_feature_is_a_clear_error() {
         let err = Device::Cuda { ordinal: 0 }
-            .backend(false)
+            .backend(Precision::Fp32)
             .unwrap_err()
             .to_string();
         assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn bf16_on_the_cpu_is_refused_and_tf32_ignored() {
+        let err = Device::Cpu
+            .backend(Precision::Bf16)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bf16") && err.contains("--device cuda"),
+            "{err}"
+        );
+        assert!(Device::Cpu.backend(Precision::Tf32).is_ok());
     }
 }

@@ -16,7 +16,7 @@ use dnn_layers::distributed::{Communicator, Local};
 use dnn_layers::loss::{CrossEntropyLoss, Loss};
 use dnn_layers::optim::{Adam, Optimizer};
 use dnn_layers::{Mode, Module};
-use dnn_ops::{Backend, Graph, Tensor};
+use dnn_ops::{Backend, Graph, Precision, Tensor};
 use magma_tensor::SeededRng;
 use unet::{Device, UNet, UNetConfig};
 
@@ -28,7 +28,8 @@ pub struct BenchUnetArgs {
     /// Comma-separated BASE:SIZE:BATCH triples (U-Net depth 4, 3 classes).
     #[arg(long, default_value = "16:128:8")]
     configs: String,
-    /// Comma-separated precision modes: fp32 (TF32 off) and tf32.
+    /// Comma-separated precision modes: fp32 (TF32 off), tf32 and bf16 (mixed precision; the
+    /// PyTorch peer runs TF32 and bf16 channels-last, bf16 under autocast).
     #[arg(long, default_value = "fp32")]
     modes: String,
     /// Timed training steps per configuration.
@@ -43,6 +44,9 @@ pub struct BenchUnetArgs {
     /// Also run the PyTorch peer with this Python (e.g. python3) and print the ratios.
     #[arg(long)]
     peer: Option<String>,
+    /// Modes the peer also measures under torch.compile (e.g. bf16); shown in extra columns.
+    #[arg(long, default_value = "")]
+    peer_compile: String,
     /// Write the JSON lines of both sides here as well.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -191,13 +195,9 @@ fn reset_peak(device: Device) {
 #[cfg(not(feature = "cuda"))]
 fn reset_peak(_device: Device) {}
 
-/// Whether a precision mode uses TF32.
-fn mode_tf32(mode: &str) -> Result<bool> {
-    match mode {
-        "fp32" => Ok(false),
-        "tf32" => Ok(true),
-        other => bail!("mode {other:?} is not supported yet (fp32, tf32)"),
-    }
+/// The precision of a benchmark mode (fp32, tf32, bf16).
+fn mode_precision(mode: &str) -> Result<Precision> {
+    mode.parse::<Precision>().map_err(anyhow::Error::msg)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -344,6 +344,9 @@ fn run_peer(
     if let Some(t) = args.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
+    if !args.peer_compile.is_empty() {
+        cmd.args(["--compile", &args.peer_compile]);
+    }
     let out = cmd
         .output()
         .with_context(|| format!("running {python} {}", script.display()))?;
@@ -374,7 +377,7 @@ pub fn run(args: BenchUnetArgs, root: &std::path::Path) -> Result<()> {
     let mut ours = Vec::new();
     let mut comm: Option<Box<dyn Communicator>> = None;
     for mode in args.modes.split(',').map(str::trim) {
-        let backend = args.device.backend(mode_tf32(mode)?)?;
+        let backend = args.device.backend(mode_precision(mode)?)?;
         if args.distributed && comm.is_none() {
             comm = Some(nccl_world(&args)?);
         }
@@ -418,22 +421,27 @@ pub fn run(args: BenchUnetArgs, root: &std::path::Path) -> Result<()> {
         dnn_data::image_io::write_atomic(path, text.as_bytes())?;
     }
     println!(
-        "\n| config | mode | magma-dnn train img/s | TFLOP/s | infer img/s | peak GiB | PyTorch train img/s | infer img/s | peak GiB | train ratio | infer ratio |"
+        "\n| config | mode | magma-dnn train img/s | TFLOP/s | infer img/s | peak GiB | PyTorch train img/s | infer img/s | peak GiB | train ratio | infer ratio | compiled train img/s | ratio to compiled |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in &ours {
-        let p = peer.iter().find(|p| {
-            p["mode"] == m.mode.as_str()
-                && p["base"] == m.base
-                && p["size"] == m.size
-                && p["batch"] == m.batch
-        });
+        let peer_line = |compiled: bool| {
+            peer.iter().find(|p| {
+                p["mode"] == m.mode.as_str()
+                    && p["base"] == m.base
+                    && p["size"] == m.size
+                    && p["batch"] == m.batch
+                    && p["compiled"].as_bool().unwrap_or(false) == compiled
+            })
+        };
+        let (p, pc) = (peer_line(false), peer_line(true));
         let f = |k: &str| p.and_then(|p| p[k].as_f64());
+        let compiled_train = pc.and_then(|p| p["train_img_s"].as_f64());
         let cell = |v: Option<f64>, digits: usize| {
             v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
         };
         println!(
-            "| {}:{}²:{} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {}:{}²:{} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
             m.base,
             m.size,
             m.batch,
@@ -447,6 +455,8 @@ pub fn run(args: BenchUnetArgs, root: &std::path::Path) -> Result<()> {
             cell(f("peak_gib"), 2),
             cell(f("train_img_s").map(|t| m.train_img_s / t), 2),
             cell(f("infer_img_s").map(|t| m.infer_img_s / t), 2),
+            cell(compiled_train, 1),
+            cell(compiled_train.map(|t| m.train_img_s / t), 2),
         );
     }
     Ok(())

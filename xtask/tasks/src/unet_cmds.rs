@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 #[cfg(feature = "opencv")]
 use dnn_data::image_io::{PixelsRef, encode_png, read_rgb};
-use dnn_ops::{Backend, CpuBackend};
+use dnn_ops::{Backend, CpuBackend, Precision};
 use unet::train::{AugmentKind, LossKind, TrainConfig, TrainRun};
 use unet::{BlockKind, Device, UNetConfig, UpsampleKind, checkpoint};
 
@@ -48,8 +48,13 @@ pub struct DeviceArgs {
     /// cpu, cuda (GPU 0) or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
-    /// Let CUDA convolutions use TF32 tensor cores (faster; ~1e-3 relative error). Off: fp32.
-    #[arg(long)]
+    /// Math of the CUDA convolutions: fp32 (default), tf32 (tensor cores, ~1e-3 relative
+    /// error) or bf16 (mixed precision: bf16 NHWC operands, fp32 accumulation, fp32 weights,
+    /// optimizer state and batch-norm statistics; ~1e-2 relative error).
+    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    precision: Precision,
+    /// Shorthand for --precision tf32.
+    #[arg(long, conflicts_with = "precision")]
     tf32: bool,
     /// CPU threads (default: all cores).
     #[arg(long)]
@@ -58,6 +63,11 @@ pub struct DeviceArgs {
 
 fn parse_device(s: &str) -> std::result::Result<Device, String> {
     s.parse().map_err(|e: unet::UnetError| e.to_string())
+}
+
+fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    s.parse()
+        .map_err(|e: dnn_ops::precision::UnknownPrecision| e.to_string())
 }
 
 impl DeviceArgs {
@@ -69,17 +79,26 @@ impl DeviceArgs {
             }
             CpuBackend::set_threads(t).map_err(anyhow::Error::msg)?;
         }
-        if self.tf32 && self.device == Device::Cpu {
-            eprintln!("note: --tf32 has no effect on the CPU");
+        if self.precision() == Precision::Tf32 && self.device == Device::Cpu {
+            eprintln!("note: TF32 has no effect on the CPU (it computes in fp32)");
         }
-        Ok(self.device.backend(self.tf32)?)
+        Ok(self.device.backend(self.precision())?)
+    }
+
+    /// The precision asked for (`--tf32` is `--precision tf32`).
+    fn precision(&self) -> Precision {
+        if self.tf32 {
+            Precision::Tf32
+        } else {
+            self.precision
+        }
     }
 
     /// The CUDA backend itself (NCCL needs its stream).
     #[cfg(feature = "nccl")]
     fn cuda_backend(&self, ordinal: usize) -> Result<dnn_ops::CudaBackend> {
         self.backend()?; // sizes the CPU pool and checks the flags the same way
-        Ok(dnn_ops::CudaBackend::new(ordinal)?.with_tf32(self.tf32))
+        Ok(dnn_ops::CudaBackend::new(ordinal)?.with_precision(self.precision()))
     }
 }
 

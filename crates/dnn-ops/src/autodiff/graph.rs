@@ -141,6 +141,12 @@ impl<'b> Graph<'b> {
         Var(nodes.len() - 1)
     }
 
+    /// Whether a gradient flows to `v` (a backward function may skip the gradients of inputs
+    /// that need none, e.g. the data gradient of a network's first convolution).
+    pub(crate) fn needs_grad(&self, v: Var) -> bool {
+        self.is_recording() && self.nodes.borrow()[v.0].requires_grad
+    }
+
     /// A constant input (no gradient).
     pub fn input(&self, value: Tensor) -> Var {
         self.push(Node {

@@ -63,13 +63,11 @@ impl Graph<'_> {
         let y = self.backend().conv2d(&xv, &wv, bv.as_ref(), &attrs)?;
         let mut inputs = vec![x, w];
         inputs.extend(b);
-        let (x_shape, w_shape) = (shape4(&xv, "conv2d")?, shape4(&wv, "conv2d")?);
         let has_bias = b.is_some();
+        let (need_dx, need_dw) = (self.needs_grad(x), self.needs_grad(w));
         Ok(self.record("conv2d", y, &inputs, move |be, dy| {
-            let mut g = vec![
-                Some(be.conv2d_backward_data(dy, &wv, x_shape, &attrs)?),
-                Some(be.conv2d_backward_filter(&xv, dy, w_shape, &attrs)?),
-            ];
+            let [dx, dw] = be.conv2d_backward(&xv, &wv, dy, &attrs, [need_dx, need_dw])?;
+            let mut g = vec![dx, dw];
             if has_bias {
                 g.push(Some(be.sum_per_channel(dy)?));
             }
@@ -92,13 +90,12 @@ impl Graph<'_> {
             .conv_transpose2d(&xv, &wv, bv.as_ref(), &attrs)?;
         let mut inputs = vec![x, w];
         inputs.extend(b);
-        let w_shape = shape4(&wv, "conv_transpose2d")?;
         let has_bias = b.is_some();
+        let (need_dx, need_dw) = (self.needs_grad(x), self.needs_grad(w));
         Ok(self.record("conv_transpose2d", y, &inputs, move |be, dy| {
-            let mut g = vec![
-                Some(be.conv_transpose2d_backward_data(dy, &wv, &attrs)?),
-                Some(be.conv_transpose2d_backward_filter(&xv, dy, w_shape, &attrs)?),
-            ];
+            let [dx, dw] =
+                be.conv_transpose2d_backward(&xv, &wv, dy, &attrs, [need_dx, need_dw])?;
+            let mut g = vec![dx, dw];
             if has_bias {
                 g.push(Some(be.sum_per_channel(dy)?));
             }

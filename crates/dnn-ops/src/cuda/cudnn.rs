@@ -105,6 +105,16 @@ impl TensorDesc {
         op: &'static str,
         dims: &[usize],
     ) -> Result<Self> {
+        Self::with_layout(lib, op, dims, DataLayout::NchwF32)
+    }
+
+    /// Logical NCHW `dims` stored in `layout`.
+    pub(crate) fn with_layout(
+        lib: &'static CudnnLibrary,
+        op: &'static str,
+        dims: &[usize],
+        layout: DataLayout,
+    ) -> Result<Self> {
         let d = dims4(op, dims)?;
         let mut raw: sys::cudnnTensorDescriptor_t = ptr::null_mut();
         // SAFETY: writes a descriptor into a valid local.
@@ -116,8 +126,8 @@ impl TensorDesc {
         check(lib, op, "cudnnSetTensor4dDescriptor", unsafe {
             lib.cudnnSetTensor4dDescriptor(
                 desc.raw,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                layout.format(),
+                layout.data_type(),
                 d[0],
                 d[1],
                 d[2],
@@ -137,7 +147,44 @@ impl Drop for TensorDesc {
     }
 }
 
-/// A 4-D fp32 filter descriptor `[k, c, h, w]` (NCHW order).
+/// How the operands of a cuDNN call are stored: memory format and element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum DataLayout {
+    /// NCHW (filters KCRS) fp32: our tensors as they are.
+    NchwF32,
+    /// NHWC (filters KRSC) fp32.
+    NhwcF32,
+    /// NHWC (filters KRSC) bf16.
+    NhwcBf16,
+}
+
+impl DataLayout {
+    pub(crate) fn format(self) -> sys::cudnnTensorFormat_t {
+        match self {
+            DataLayout::NchwF32 => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+            DataLayout::NhwcF32 | DataLayout::NhwcBf16 => {
+                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC
+            }
+        }
+    }
+
+    pub(crate) fn data_type(self) -> sys::cudnnDataType_t {
+        match self {
+            DataLayout::NchwF32 | DataLayout::NhwcF32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            DataLayout::NhwcBf16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+        }
+    }
+
+    /// Bytes per element.
+    pub(crate) fn element_bytes(self) -> usize {
+        match self {
+            DataLayout::NchwF32 | DataLayout::NhwcF32 => 4,
+            DataLayout::NhwcBf16 => 2,
+        }
+    }
+}
+
+/// A 4-D filter descriptor of logical shape `[k, c, h, w]`.
 pub(crate) struct FilterDesc {
     lib: &'static CudnnLibrary,
     pub(crate) raw: sys::cudnnFilterDescriptor_t,
@@ -148,6 +195,7 @@ impl FilterDesc {
         lib: &'static CudnnLibrary,
         op: &'static str,
         dims: &[usize],
+        layout: DataLayout,
     ) -> Result<Self> {
         let d = dims4(op, dims)?;
         let mut raw: sys::cudnnFilterDescriptor_t = ptr::null_mut();
@@ -160,8 +208,8 @@ impl FilterDesc {
         check(lib, op, "cudnnSetFilter4dDescriptor", unsafe {
             lib.cudnnSetFilter4dDescriptor(
                 desc.raw,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                layout.data_type(),
+                layout.format(),
                 d[0],
                 d[1],
                 d[2],
