@@ -841,3 +841,160 @@ fn empty_batches_give_empty_results() {
         vec![0.0; 6]
     );
 }
+
+/// In bf16 mode the activations of conv → batch norm → ReLU → conv stay bf16 NHWC tensors, forward
+/// and backward, and every value (widened on read) stays close to the CPU's fp32 chain.
+#[test]
+fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
+    let Some(gpu) = backend_in(Precision::Bf16, false) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(31);
+    let x = rand(&[2, 8, 10, 12], &mut rng);
+    let (w1, w2) = (
+        rand(&[16, 8, 3, 3], &mut rng),
+        rand(&[8, 16, 3, 3], &mut rng),
+    );
+    let gamma = rand(&[16], &mut rng).map(|v| 1.0 + v).unwrap();
+    let beta = rand(&[16], &mut rng);
+    let attrs = Conv2dAttrs::new().with_padding([1, 1]);
+    let bn = BatchNormAttrs::default();
+    let bf16 = magma_tensor::DType::BF16;
+    let chain = |be: &dyn dnn_ops::Backend, expect_bf16: bool| {
+        let (mut rm, mut rv) = (Tensor::zeros(&[16]), Tensor::ones(&[16]));
+        let y1 = be.conv2d(&x, &w1, None, &attrs).unwrap();
+        let (z1, saved) = be
+            .batch_norm_train(&y1, &gamma, &beta, &mut rm, &mut rv, &bn)
+            .unwrap();
+        let a1 = be.activation(&z1, Activation::Relu).unwrap();
+        let y2 = be.conv2d(&a1, &w2, None, &attrs).unwrap();
+        if expect_bf16 {
+            for (name, t) in [("conv", &y1), ("bn", &z1), ("relu", &a1), ("conv 2", &y2)] {
+                assert_eq!(t.dtype(), bf16, "{name} output");
+            }
+        }
+        let dy2 = random_tensor(y2.shape(), &mut SeededRng::new(5), 1.0);
+        let [da1, dw2] = be
+            .conv2d_backward(&a1, &w2, &dy2, &attrs, [true, true])
+            .unwrap();
+        let da1 = da1.unwrap();
+        let dz1 = be
+            .activation_backward(&z1, &a1, &da1, Activation::Relu)
+            .unwrap();
+        let (dy1, dg, db) = be
+            .batch_norm_backward(&y1, &dz1, &gamma, &saved, true)
+            .unwrap();
+        if expect_bf16 {
+            for (name, t) in [("conv dx", &da1), ("relu dx", &dz1), ("bn dx", &dy1)] {
+                assert_eq!(t.dtype(), bf16, "{name}");
+            }
+        }
+        let [dx, dw1] = be
+            .conv2d_backward(&x, &w1, &dy1, &attrs, [true, true])
+            .unwrap();
+        let dx = dx.unwrap();
+        assert_eq!(
+            dx.dtype(),
+            magma_tensor::DType::F32,
+            "the input's gradient is fp32"
+        );
+        [y2, dx, dw1.unwrap(), dw2.unwrap(), dg, db, rm, rv]
+    };
+    let got = chain(&gpu, true);
+    let want = chain(&cpu, false);
+    let names = [
+        "y2",
+        "dx",
+        "dw1",
+        "dw2",
+        "dgamma",
+        "dbeta",
+        "running mean",
+        "running var",
+    ];
+    // Forward values round ~6 times to bf16 (0.4 % each); the gradients also pass through the
+    // cancellation of the batch-norm backward, which amplifies those roundings.
+    let tolerances = [2e-2, 8e-2, 8e-2, 2e-2, 8e-2, 8e-2, 2e-2, 2e-2];
+    for (((name, g), w), tol) in names.iter().zip(&got).zip(&want).zip(tolerances) {
+        let err = dnn_ops::testing::relative_error(g, w).unwrap();
+        println!("bf16 chain {name}: relative error {err:.2e}");
+        assert!(
+            err < tol,
+            "bf16 chain {name}: relative error {err:.2e} > {tol:.0e}"
+        );
+    }
+}
+
+/// The bf16 NHWC batch norm (our kernels) on exactly bf16 inputs matches the CPU's fp32 batch
+/// norm of the same values up to the rounding of its bf16 outputs, for channel counts that do
+/// not fill a 32-channel tile and row counts spanning several reduction chunks.
+#[test]
+fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
+    let Some(gpu) = backend_in(Precision::Bf16, false) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(41);
+    for (shape, seed) in [
+        ([3, 40, 33, 35], 1u64),
+        ([2, 5, 7, 9], 2),
+        ([1, 64, 64, 64], 3),
+    ] {
+        let c = shape[1];
+        // A 1x1 identity convolution hands back the input as a bf16 NHWC tensor (rounded once).
+        let mut eye = vec![0.0; c * c];
+        (0..c).for_each(|i| eye[i * c + i] = 1.0);
+        let eye = Tensor::from_vec(eye, &[c, c, 1, 1]).unwrap();
+        let as_bf16 = |t: &Tensor| gpu.conv2d(t, &eye, None, &Conv2dAttrs::new()).unwrap();
+        let x = as_bf16(
+            &random_tensor(&shape, &mut rng, 0.0)
+                .map(|v| 3.0 * v + 1.5)
+                .unwrap(),
+        );
+        let dy = as_bf16(&random_tensor(&shape, &mut rng, 0.0));
+        assert_eq!(x.dtype(), magma_tensor::DType::BF16);
+        let (x_host, dy_host) = (x.to_host().unwrap(), dy.to_host().unwrap());
+        let gamma = random_tensor(&[c], &mut SeededRng::new(seed), 0.1);
+        let beta = random_tensor(&[c], &mut SeededRng::new(seed + 9), 0.0);
+        let attrs = BatchNormAttrs {
+            momentum: 0.3,
+            eps: 1e-3,
+        };
+        let name = format!("{shape:?}");
+        let (mut rm_g, mut rv_g) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
+        let (mut rm_c, mut rv_c) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
+        let (y_g, saved_g) = gpu
+            .batch_norm_train(&x, &gamma, &beta, &mut rm_g, &mut rv_g, &attrs)
+            .unwrap();
+        let (y_c, saved_c) = cpu
+            .batch_norm_train(&x_host, &gamma, &beta, &mut rm_c, &mut rv_c, &attrs)
+            .unwrap();
+        assert_eq!(y_g.dtype(), magma_tensor::DType::BF16, "{name}");
+        assert_close(&format!("bn bf16 y {name}"), &y_g, &y_c, 1e-2);
+        assert_close(
+            &format!("bn bf16 mean {name}"),
+            &saved_g.mean,
+            &saved_c.mean,
+            1e-5,
+        );
+        assert_close(
+            &format!("bn bf16 inv_std {name}"),
+            &saved_g.inv_std,
+            &saved_c.inv_std,
+            1e-5,
+        );
+        assert_close(&format!("bn bf16 running mean {name}"), &rm_g, &rm_c, 1e-5);
+        assert_close(&format!("bn bf16 running var {name}"), &rv_g, &rv_c, 1e-5);
+        let (dx_g, dg_g, db_g) = gpu
+            .batch_norm_backward(&x, &dy, &gamma, &saved_g, true)
+            .unwrap();
+        let (dx_c, dg_c, db_c) = cpu
+            .batch_norm_backward(&x_host, &dy_host, &gamma, &saved_c, true)
+            .unwrap();
+        assert_eq!(dx_g.dtype(), magma_tensor::DType::BF16, "{name}");
+        assert_close(&format!("bn bf16 dx {name}"), &dx_g, &dx_c, 1e-2);
+        assert_close(&format!("bn bf16 dgamma {name}"), &dg_g, &dg_c, 1e-4);
+        assert_close(&format!("bn bf16 dbeta {name}"), &db_g, &db_c, 1e-4);
+    }
+}

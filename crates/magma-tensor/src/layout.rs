@@ -1,10 +1,7 @@
 //! Element types, memory formats and stride arithmetic.
 
-/// The element type a tensor stores.
-///
-/// Only `F32` storage exists today; `BF16` and `F16` are named so that storage, serialisation and
-/// the backend seam already carry a dtype and the mixed-precision work can add them without
-/// changing signatures.
+/// The element type a tensor stores: `F32` everywhere; `BF16` in device memory only, for the
+/// activations of a GPU backend's mixed-precision ops; `F16` is named for the seam, unused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,

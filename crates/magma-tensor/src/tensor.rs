@@ -5,17 +5,23 @@ use std::sync::Arc;
 use crate::layout::{channels_last_strides, contiguous_strides, numel};
 use crate::{DType, MemoryFormat, MemoryKind, Result, Storage, TensorError};
 
-/// An n-dimensional array of `f32`.
+/// An n-dimensional array of `f32` (or, in device memory only, `bf16`).
 ///
 /// Cloning is cheap (the storage is shared); views (`reshape` of a contiguous tensor, `permute`,
 /// `narrow`) share storage too. Writing through [`Tensor::host_data_mut`] copies the storage first
 /// when another tensor still shares it, so a view never sees a write made through another handle.
+///
+/// A `bf16` tensor is what a GPU backend's mixed-precision ops pass between themselves (NHWC
+/// activations; see [`Tensor::from_device_bf16_channels_last`]). Reading it on the host
+/// (`to_vec`, `item`, `contiguous`, ...) widens it to `f32`; its raw address is only given out by
+/// [`Tensor::bf16_channels_last_ptr`], so code written for `f32` never reads it by mistake.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     storage: Arc<Storage>,
     shape: Vec<usize>,
     strides: Vec<usize>,
     offset: usize,
+    dtype: DType,
 }
 
 impl Tensor {
@@ -51,6 +57,46 @@ impl Tensor {
             shape: shape.to_vec(),
             strides: contiguous_strides(shape),
             offset: 0,
+            dtype: DType::F32,
+        }
+    }
+
+    /// A `bf16` tensor of logical shape `[n, c, h, w]` over device `storage` that holds its
+    /// elements in NHWC order, two per 32-bit word (what a GPU backend's bf16 ops write).
+    #[cfg(feature = "device-seam")]
+    pub fn from_device_bf16_channels_last(storage: Storage, shape: [usize; 4]) -> Result<Self> {
+        let expected = numel(&shape);
+        if !matches!(storage, Storage::Device(_)) || storage.len() != expected.div_ceil(2) {
+            return Err(TensorError::DataLength {
+                shape: shape.to_vec(),
+                expected: expected.div_ceil(2),
+                actual: storage.len(),
+            });
+        }
+        Ok(Self {
+            storage: Arc::new(storage),
+            shape: shape.to_vec(),
+            strides: channels_last_strides(&shape),
+            offset: 0,
+            dtype: DType::BF16,
+        })
+    }
+
+    /// The device address of a whole `bf16` NHWC tensor made by
+    /// [`Tensor::from_device_bf16_channels_last`].
+    #[cfg(feature = "device-seam")]
+    pub fn bf16_channels_last_ptr(&self) -> Result<u64> {
+        let nhwc_dense = match *self.shape.as_slice() {
+            [n, c, h, w] => self.is_contiguous_as(&channels_last_strides(&[n, c, h, w])),
+            _ => false,
+        } && self.offset == 0;
+        match self.storage.as_ref() {
+            Storage::Device(buf) if self.dtype == DType::BF16 && nhwc_dense => Ok(buf.device_ptr()),
+            _ => Err(TensorError::ShapeMismatch {
+                op: "bf16_channels_last_ptr (not a whole bf16 NHWC device tensor)",
+                lhs: self.shape.clone(),
+                rhs: self.strides.clone(),
+            }),
         }
     }
 
@@ -100,7 +146,7 @@ impl Tensor {
     }
 
     pub fn dtype(&self) -> DType {
-        DType::F32
+        self.dtype
     }
 
     pub fn memory_kind(&self) -> MemoryKind {
@@ -220,7 +266,10 @@ impl Tensor {
     /// Consumes the tensor and returns its elements in logical order, without copying when the
     /// tensor is contiguous, unshared and spans its whole storage.
     pub fn into_vec(self) -> Result<Vec<f32>> {
-        let whole = self.is_contiguous() && self.offset == 0 && self.storage.len() == self.numel();
+        let whole = self.is_contiguous()
+            && self.offset == 0
+            && self.storage.len() == self.numel()
+            && self.dtype == DType::F32;
         if whole {
             match Arc::try_unwrap(self.storage) {
                 Ok(storage) => {
@@ -236,6 +285,7 @@ impl Tensor {
                         shape: self.shape,
                         strides: self.strides,
                         offset: self.offset,
+                        dtype: self.dtype,
                     };
                     return t.to_vec();
                 }
@@ -262,6 +312,20 @@ impl Tensor {
             Storage::Device(buf) => {
                 let mut out = vec![0.0; buf.len()];
                 buf.copy_to_host(&mut out)?;
+                if self.dtype == DType::BF16 {
+                    // Two bf16 per word, the first element in the low half (little endian); a
+                    // bf16 is the top half of the f32 with the same value.
+                    out = out
+                        .iter()
+                        .flat_map(|w| {
+                            let bits = w.to_bits();
+                            [
+                                f32::from_bits(bits << 16),
+                                f32::from_bits(bits & 0xffff_0000),
+                            ]
+                        })
+                        .collect();
+                }
                 Ok(std::borrow::Cow::Owned(out))
             }
             other => Ok(std::borrow::Cow::Borrowed(other.host(op)?)),
@@ -271,6 +335,13 @@ impl Tensor {
     /// The device address of the first element of a contiguous device tensor.
     #[cfg(feature = "device-seam")]
     pub fn device_ptr(&self) -> Result<u64> {
+        if self.dtype != DType::F32 {
+            return Err(TensorError::ShapeMismatch {
+                op: "device_ptr (a bf16 tensor: widen it to f32 first)",
+                lhs: self.shape.clone(),
+                rhs: self.strides.clone(),
+            });
+        }
         match self.storage.as_ref() {
             Storage::Device(buf) if self.is_contiguous() => {
                 Ok(buf.device_ptr() + 4 * self.offset as u64)
@@ -291,7 +362,10 @@ impl Tensor {
     /// in place: shared storage is copied first (copy-on-write), as is a view of part of it.
     #[cfg(feature = "device-seam")]
     pub fn device_ptr_mut(&mut self) -> Result<u64> {
-        let whole = self.is_contiguous() && self.offset == 0 && self.storage.len() == self.numel();
+        let whole = self.is_contiguous()
+            && self.offset == 0
+            && self.storage.len() == self.numel()
+            && self.dtype == DType::F32;
         if !whole || Arc::get_mut(&mut self.storage).is_none() {
             let storage = match self.storage.as_ref() {
                 Storage::Device(buf) if whole => Storage::Device(buf.try_clone()?),
@@ -371,6 +445,7 @@ impl Tensor {
                     shape: vec![n, c, h, w],
                     strides: channels_last_strides(&[n, c, h, w]),
                     offset: 0,
+                    dtype: DType::F32,
                 })
             }
         }
@@ -392,6 +467,7 @@ impl Tensor {
             shape: shape.to_vec(),
             strides: contiguous_strides(shape),
             offset: base.offset,
+            dtype: base.dtype,
         })
     }
 
@@ -414,6 +490,7 @@ impl Tensor {
             shape: perm.iter().map(|&p| self.shape[p]).collect(),
             strides: perm.iter().map(|&p| self.strides[p]).collect(),
             offset: self.offset,
+            dtype: self.dtype,
         })
     }
 
@@ -440,6 +517,7 @@ impl Tensor {
             shape,
             strides: self.strides.clone(),
             offset: self.offset + start * self.strides[dim],
+            dtype: self.dtype,
         })
     }
 

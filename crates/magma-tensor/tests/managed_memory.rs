@@ -61,3 +61,42 @@ fn managed_buffers_need_explicit_sync() {
     assert_eq!(m.host().unwrap(), &[5.0, 6.0]);
     assert!(ManagedBuffer::new(vec![1.0], Box::new(EmulatedDevice(vec![0.0; 2]))).is_err());
 }
+
+/// `values` (exact in bf16) packed two per word, NHWC order, as a GPU kernel writes them.
+fn packed_bf16(values_nhwc: &[f32]) -> Vec<f32> {
+    values_nhwc
+        .chunks(2)
+        .map(|p| {
+            let lo = p[0].to_bits() >> 16;
+            let hi = p.get(1).map_or(0, |v| v.to_bits() >> 16);
+            f32::from_bits(lo | (hi << 16))
+        })
+        .collect()
+}
+
+#[test]
+fn bf16_nhwc_device_tensors_widen_on_read_and_hide_their_address() {
+    // Logical [1, 3, 1, 1]... [n=1, c=3, h=1, w=2]: NHWC order is (w0: c0 c1 c2), (w1: c0 c1 c2).
+    let nhwc = [1.0, 2.0, 3.0, -0.5, 0.25, 8.0];
+    let t = Tensor::from_device_bf16_channels_last(
+        Storage::Device(Box::new(EmulatedDevice(packed_bf16(&nhwc)))),
+        [1, 3, 1, 2],
+    )
+    .unwrap();
+    assert_eq!(t.dtype(), magma_tensor::DType::BF16);
+    // Logical NCHW order: c0 (w0, w1), c1 (..), c2 (..).
+    assert_eq!(t.to_vec().unwrap(), vec![1.0, -0.5, 2.0, 0.25, 3.0, 8.0]);
+    assert_eq!(t.get(&[0, 2, 0, 1]).unwrap(), 8.0);
+    let host = t.contiguous().unwrap();
+    assert_eq!(host.dtype(), magma_tensor::DType::F32);
+    assert_eq!(host.to_vec().unwrap(), t.to_vec().unwrap());
+    assert!(
+        t.device_ptr().is_err(),
+        "f32 code must not get a bf16 address"
+    );
+    assert!(t.bf16_channels_last_ptr().is_ok());
+    assert!(t.narrow(1, 1, 1).unwrap().bf16_channels_last_ptr().is_err());
+    // The storage must hold exactly numel/2 words.
+    let short = Storage::Device(Box::new(EmulatedDevice(vec![0.0; 2])));
+    assert!(Tensor::from_device_bf16_channels_last(short, [1, 3, 1, 2]).is_err());
+}

@@ -102,6 +102,13 @@ fn bf16_mixed_precision_trains_like_the_cpu() {
         bf16[7] < bf16[0],
         "bf16 losses did not fall over 8 steps: {bf16:?}"
     );
+    // The residual blocks add bf16 activations to fp32 ones (widened on the way).
+    let residual = UNetConfig::new(3, 3)
+        .with_base(4)
+        .with_depth(2)
+        .with_block(unet::BlockKind::Residual)
+        .with_upsample(unet::UpsampleKind::Bilinear);
+    compare_on(&gpu, LossKind::CeDice, &residual, 3, 1e-2);
 }
 
 #[test]

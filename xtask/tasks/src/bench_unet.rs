@@ -55,6 +55,10 @@ pub struct BenchUnetArgs {
     /// one global batch, gradients are averaged; rank 0 prints the totals and the step losses.
     #[arg(long)]
     distributed: bool,
+    /// Bracket the timed training steps with cuProfilerStart/Stop, for
+    /// `ncu --profile-from-start off` (CUDA only).
+    #[arg(long)]
+    profile_steps: bool,
 }
 
 fn parse_device(s: &str) -> std::result::Result<Device, String> {
@@ -195,6 +199,23 @@ fn reset_peak(device: Device) {
 #[cfg(not(feature = "cuda"))]
 fn reset_peak(_device: Device) {}
 
+/// Starts or stops the profiler's range around the timed steps when `--profile-steps` asks.
+#[cfg(feature = "cuda")]
+fn profiler_range(args: &BenchUnetArgs, start: bool) -> Result<()> {
+    if let (true, Device::Cuda { ordinal }) = (args.profile_steps, args.device) {
+        magma_tensor::cuda::CudaDevice::get(ordinal)?.profiler_range(start)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn profiler_range(args: &BenchUnetArgs, _start: bool) -> Result<()> {
+    if args.profile_steps {
+        bail!("--profile-steps needs a CUDA build");
+    }
+    Ok(())
+}
+
 /// The precision of a benchmark mode (fp32, tf32, bf16).
 fn mode_precision(mode: &str) -> Result<Precision> {
     mode.parse::<Precision>().map_err(anyhow::Error::msg)
@@ -227,11 +248,13 @@ fn measure(
         step_losses.push(train_step(backend, &mut model, &mut adam, &x, &y, comm)?);
     }
     comm.barrier()?;
+    profiler_range(args, true)?;
     let start = Instant::now();
     for _ in 0..args.iters {
         step_losses.push(train_step(backend, &mut model, &mut adam, &x, &y, comm)?);
     }
     comm.barrier()?;
+    profiler_range(args, false)?;
     let train_s = start.elapsed().as_secs_f64();
     let loss = *step_losses.last().unwrap_or(&f32::NAN);
     if !loss.is_finite() {

@@ -16,6 +16,9 @@ use crate::cpu::CpuBackend;
 use crate::error::Result;
 
 unsafe extern "C" {
+    fn mg_relu_bf16(x: *const u16, y: *mut u16, n: i64, stream: Stream) -> i32;
+    fn mg_relu_backward_bf16(y: *const u16, dy: *const u16, dx: *mut u16, n: i64, s: Stream)
+    -> i32;
     fn mg_leaky_relu_forward(x: *const f32, y: *mut f32, n: i64, slope: f32, stream: Stream)
     -> i32;
     fn mg_leaky_relu_backward(
@@ -61,6 +64,21 @@ fn at(base: u64, offset: usize) -> u64 {
 impl ActivationOps for CudaBackend {
     fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
         const OP: &str = "activation";
+        if kind == Activation::Relu && self.is_bf16_nhwc(x) {
+            // A bf16 activation stays bf16 NHWC (the mixed-precision path).
+            let y = self.bf16_nhwc_output(x.dims4(OP).map(|(n, c, h, w)| [n, c, h, w])?)?;
+            // SAFETY: `x` and `y` hold `numel` bf16 values in the same NHWC order on this device.
+            let status = unsafe {
+                mg_relu_bf16(
+                    x.bf16_channels_last_ptr()? as usize as *const u16,
+                    y.bf16_channels_last_ptr()? as usize as *mut u16,
+                    x.numel() as i64,
+                    self.stream(),
+                )
+            };
+            kernels::check(OP, status)?;
+            return Ok(y);
+        }
         let x = self.input(x)?;
         let mut y = self.output(x.shape())?;
         let n = x.numel();
@@ -117,6 +135,24 @@ impl ActivationOps for CudaBackend {
     ) -> Result<Tensor> {
         const OP: &str = "activation_backward";
         CpuBackend::check_activation_backward(x, y, dy)?;
+        if kind == Activation::Relu && self.is_bf16_nhwc(y) {
+            // dx = dy where y > 0, in bf16 NHWC like y (dy converted to it when it is not).
+            let dy = self.to_bf16_nhwc(OP, dy)?;
+            let dx = self.bf16_nhwc_output(y.dims4(OP).map(|(n, c, h, w)| [n, c, h, w])?)?;
+            // SAFETY: `y`, `dy` and `dx` hold `numel` bf16 values in the same NHWC order on
+            // this device.
+            let status = unsafe {
+                mg_relu_backward_bf16(
+                    y.bf16_channels_last_ptr()? as usize as *const u16,
+                    dy.bf16_channels_last_ptr()? as usize as *const u16,
+                    dx.bf16_channels_last_ptr()? as usize as *mut u16,
+                    y.numel() as i64,
+                    self.stream(),
+                )
+            };
+            kernels::check(OP, status)?;
+            return Ok(dx);
+        }
         let (x, y, dy) = (self.input(x)?, self.input(y)?, self.input(dy)?);
         let mut dx = self.output(x.shape())?;
         let n = x.numel();

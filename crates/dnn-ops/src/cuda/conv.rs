@@ -21,36 +21,12 @@ use magma_tensor::Tensor;
 
 use super::CudaBackend;
 use super::cudnn::{ConvDesc, DataLayout, FilterDesc, ONE, TensorDesc, ZERO, check, dptr, scale};
-use super::kernels::{self, Stream};
 use crate::Precision;
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::ConvOps;
 use crate::cpu::CpuBackend;
 use crate::error::{OpError, Result};
 use magma_tensor::cuda::CudaBuffer;
-
-unsafe extern "C" {
-    fn mg_nchw_to_nhwc_bf16(x: *const f32, y: *mut u16, n: i64, c: i64, hw: i64, s: Stream) -> i32;
-    fn mg_nchw_to_nhwc_f32(x: *const f32, y: *mut f32, n: i64, c: i64, hw: i64, s: Stream) -> i32;
-    fn mg_nhwc_bf16_to_nchw(
-        y: *const u16,
-        x: *mut f32,
-        bias: *const f32,
-        n: i64,
-        c: i64,
-        hw: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_nhwc_f32_to_nchw(
-        y: *const f32,
-        x: *mut f32,
-        bias: *const f32,
-        n: i64,
-        c: i64,
-        hw: i64,
-        s: Stream,
-    ) -> i32;
-}
 
 /// The largest workspace an algorithm search may use (1 GiB).
 pub(crate) const SEARCH_WORKSPACE_CAP: usize = 1 << 30;
@@ -606,9 +582,11 @@ impl CudaBackend {
         })
     }
 
-    /// One primitive on operands `a` and `b` into a new NCHW fp32 tensor of `out_shape`, plus
-    /// `bias` per channel when given; zeros (plus bias) where an operand is empty (cuDNN refuses
-    /// zero-sized tensors).
+    /// One primitive on operands `a` and `b` into a new tensor of `out_shape`, plus `bias` per
+    /// channel when given; zeros (plus bias) where an operand is empty (cuDNN refuses zero-sized
+    /// tensors). The result is NCHW fp32, or bf16 NHWC when `bf16_out` is asked and the
+    /// primitive runs in bf16 without a bias (the mixed-precision activations); `converted` are
+    /// NHWC copies of the operands made already.
     #[allow(clippy::too_many_arguments)]
     fn conv_primitive(
         &self,
@@ -620,6 +598,7 @@ impl CudaBackend {
         (a, b): (&Tensor, &Tensor),
         bias: Option<&Tensor>,
         converted: [Option<&CudaBuffer>; 2],
+        bf16_out: bool,
     ) -> Result<Tensor> {
         let empty = |s: &[usize; 4]| s.contains(&0);
         if empty(&out_shape) {
@@ -630,15 +609,16 @@ impl CudaBackend {
             self.add_conv_bias(&mut out, bias, op)?;
             return Ok(out);
         }
-        let (a, b) = (self.input(a)?, self.input(b)?);
-        let mut out = self.output(&out_shape)?;
         let layout = self.conv_layout();
         if layout != DataLayout::NchwF32 {
             let key = self.conv_key(kind, shapes, attrs, layout);
             if !self.lock_state()?.conv_algos.nhwc_refused.contains(&key) {
-                let operands = ((&a, converted[0]), (&b, converted[1]));
-                match self.conv_nhwc(op, kind, shapes, attrs, layout, operands, &mut out, bias) {
-                    Ok(()) => return Ok(out),
+                let bf16_out = bf16_out && bias.is_none() && layout == DataLayout::NhwcBf16;
+                let operands = [(a, converted[0]), (b, converted[1])];
+                match self.conv_nhwc(
+                    op, kind, shapes, out_shape, attrs, layout, operands, bias, bf16_out,
+                ) {
+                    Ok(out) => return Ok(out),
                     // Refused before any algorithm ran for this problem: cuDNN has none in
                     // this layout and type (an odd shape); NCHW fp32 it is, from now on.
                     Err(e) if !self.lock_state()?.conv_algos.chosen.contains_key(&key) => {
@@ -651,6 +631,8 @@ impl CudaBackend {
                 }
             }
         }
+        let (a, b) = (self.input(a)?, self.input(b)?);
+        let mut out = self.output(&out_shape)?;
         let ptrs = Operands {
             a: a.device_ptr()?,
             b: b.device_ptr()?,
@@ -679,50 +661,66 @@ impl CudaBackend {
         }
     }
 
-    /// The primitive in an NHWC `layout`: operands converted (unless a converted copy is given),
-    /// cuDNN, result converted back into `out` with the bias added.
+    /// The primitive in an NHWC `layout`: each operand used as it is when it is a bf16 NHWC
+    /// tensor already or has a converted copy, converted otherwise; the result written as a bf16
+    /// NHWC tensor (`bf16_out`) or converted back to NCHW fp32 with the bias added.
     #[allow(clippy::too_many_arguments)]
     fn conv_nhwc(
         &self,
         op: &'static str,
         kind: ConvKind,
         shapes: ([usize; 4], [usize; 4], [usize; 4]),
+        out_shape: [usize; 4],
         attrs: &Conv2dAttrs,
         layout: DataLayout,
-        ((a, a_converted), (b, b_converted)): OperandPair<'_>,
-        out: &mut Tensor,
+        operands: [(&Tensor, Option<&CudaBuffer>); 2],
         bias: Option<&Tensor>,
-    ) -> Result<()> {
-        let (a_own, b_own);
-        let a_nhwc = match a_converted {
-            Some(c) => c,
-            None => {
-                a_own = self.nhwc_copy(op, a, layout)?;
-                &a_own
-            }
-        };
-        let b_nhwc = match b_converted {
-            Some(c) => c,
-            None => {
-                b_own = self.nhwc_copy(op, b, layout)?;
-                &b_own
-            }
-        };
-        let out_nhwc = self.scratch(out.numel(), layout)?;
-        let ptrs = Operands {
-            a: a_nhwc.device_ptr(),
-            b: b_nhwc.device_ptr(),
+        bf16_out: bool,
+    ) -> Result<Tensor> {
+        // Conversions made here live until the primitive has been queued; dropping them then
+        // returns the memory to the device's cache, ordered after the kernels on the one stream.
+        let mut owned = Vec::new();
+        let mut ptrs = [0u64; 2];
+        for (slot, (t, pre)) in ptrs.iter_mut().zip(operands) {
+            *slot = match pre {
+                Some(c) => c.device_ptr(),
+                None if layout == DataLayout::NhwcBf16 && self.is_bf16_nhwc(t) => {
+                    t.bf16_channels_last_ptr()?
+                }
+                None => {
+                    let buf = self.nhwc_copy(op, &self.input(t)?, layout)?;
+                    let p = buf.device_ptr();
+                    owned.push(buf);
+                    p
+                }
+            };
+        }
+        if bf16_out {
+            let out = self.bf16_nhwc_output(out_shape)?;
+            let ptrs = Operands {
+                a: ptrs[0],
+                b: ptrs[1],
+                out: out.bf16_channels_last_ptr()?,
+            };
+            self.run_conv(op, kind, shapes, attrs, layout, ptrs)?;
+            return Ok(out);
+        }
+        let out_nhwc = self.scratch(numel4(&out_shape), layout)?;
+        let conv_ptrs = Operands {
+            a: ptrs[0],
+            b: ptrs[1],
             out: out_nhwc.device_ptr(),
         };
-        self.run_conv(op, kind, shapes, attrs, layout, ptrs)?;
+        self.run_conv(op, kind, shapes, attrs, layout, conv_ptrs)?;
+        let mut out = self.output(&out_shape)?;
         let bias = bias.map(|b| self.input(b)).transpose()?;
-        self.write_nchw(op, &out_nhwc, out, layout, bias.as_ref())
-        // The scratch buffers go back to the device's cache when dropped here; the kernels that
-        // use them are ordered before any later use of that memory on the one stream.
+        self.write_nchw(op, out_nhwc.device_ptr(), &mut out, layout, bias.as_ref())?;
+        Ok(out)
     }
 
     /// The NHWC copy of `dy` both gradients of one convolution share, when both are needed and
-    /// the convolutions run in NHWC (`None` otherwise: each primitive converts what it needs).
+    /// the convolutions run in NHWC and `dy` is not a bf16 NHWC tensor already (`None`
+    /// otherwise: each primitive converts what it needs).
     fn shared_nhwc(
         &self,
         op: &'static str,
@@ -730,80 +728,20 @@ impl CudaBackend {
         need: [bool; 2],
     ) -> Result<Option<CudaBuffer>> {
         let layout = self.conv_layout();
-        if layout == DataLayout::NchwF32 || !(need[0] && need[1]) || dy.numel() == 0 {
+        if layout == DataLayout::NchwF32
+            || !(need[0] && need[1])
+            || dy.numel() == 0
+            || (layout == DataLayout::NhwcBf16 && self.is_bf16_nhwc(dy))
+        {
             return Ok(None);
         }
         let dy = self.input(dy)?;
         Ok(Some(self.nhwc_copy(op, &dy, layout)?))
     }
-
-    /// Device memory for `numel` elements of `layout`'s type.
-    fn scratch(&self, numel: usize, layout: DataLayout) -> Result<CudaBuffer> {
-        Ok(self
-            .device
-            .alloc((numel * layout.element_bytes()).div_ceil(4).max(1))?)
-    }
-
-    /// The contiguous NCHW fp32 device tensor `x` (4-D) in NHWC of `layout`'s type.
-    fn nhwc_copy(&self, op: &'static str, x: &Tensor, layout: DataLayout) -> Result<CudaBuffer> {
-        let [n, c, hw] = nc_hw(x.shape());
-        let out = self.scratch(x.numel(), layout)?;
-        let (src, dst, s) = (x.device_ptr()?, out.device_ptr(), self.stream());
-        let status = match layout {
-            // SAFETY: `src` holds n·c·hw fp32 values and `dst` room for as many bf16 values, both
-            // on this device; the kernel is queued on the backend's stream.
-            DataLayout::NhwcBf16 => unsafe {
-                mg_nchw_to_nhwc_bf16(src as _, dst as _, n, c, hw, s)
-            },
-            // SAFETY: as above, with fp32 on both sides.
-            DataLayout::NhwcF32 => unsafe { mg_nchw_to_nhwc_f32(src as _, dst as _, n, c, hw, s) },
-            DataLayout::NchwF32 => unreachable!("NCHW operands are used as they are"),
-        };
-        kernels::check(op, status)?;
-        Ok(out)
-    }
-
-    /// Writes the NHWC `src` of `layout`'s type into the NCHW fp32 `out`, adding `bias[c]`.
-    fn write_nchw(
-        &self,
-        op: &'static str,
-        src: &CudaBuffer,
-        out: &mut Tensor,
-        layout: DataLayout,
-        bias: Option<&Tensor>,
-    ) -> Result<()> {
-        let [n, c, hw] = nc_hw(out.shape());
-        let bias = bias.map(|b| b.device_ptr()).transpose()?.unwrap_or(0);
-        let (src, dst, s) = (src.device_ptr(), out.device_ptr_mut()?, self.stream());
-        let status = match layout {
-            // SAFETY: `src` holds n·c·hw bf16 values, `dst` room for as many fp32 values and
-            // `bias` (when not null) `c` values, all on this device.
-            DataLayout::NhwcBf16 => unsafe {
-                mg_nhwc_bf16_to_nchw(src as _, dst as _, bias as _, n, c, hw, s)
-            },
-            // SAFETY: as above, with fp32 on both sides.
-            DataLayout::NhwcF32 => unsafe {
-                mg_nhwc_f32_to_nchw(src as _, dst as _, bias as _, n, c, hw, s)
-            },
-            DataLayout::NchwF32 => unreachable!("NCHW results are used as they are"),
-        };
-        kernels::check(op, status)
-    }
 }
 
-/// The two operands of a primitive, each with its NHWC copy when one was made already.
-type OperandPair<'a> = (
-    (&'a Tensor, Option<&'a CudaBuffer>),
-    (&'a Tensor, Option<&'a CudaBuffer>),
-);
-
-/// `[n, c, h·w]` of a 4-D shape, as the layout kernels take them.
-fn nc_hw(shape: &[usize]) -> [i64; 3] {
-    [
-        shape[0] as i64,
-        shape[1] as i64,
-        (shape[2] * shape[3]) as i64,
-    ]
+fn numel4(shape: &[usize; 4]) -> usize {
+    shape.iter().product()
 }
 
 impl ConvOps for CudaBackend {
@@ -825,6 +763,7 @@ impl ConvOps for CudaBackend {
             (x, w),
             bias,
             [None, None],
+            true,
         )
     }
 
@@ -846,6 +785,7 @@ impl ConvOps for CudaBackend {
             (dy, w),
             None,
             [None, None],
+            false,
         )
     }
 
@@ -867,6 +807,7 @@ impl ConvOps for CudaBackend {
             (x, dy),
             None,
             [None, None],
+            false,
         )
     }
 
@@ -892,6 +833,7 @@ impl ConvOps for CudaBackend {
             (x, w),
             bias,
             [None, None],
+            true,
         )
     }
     fn conv_transpose2d_backward_data(
@@ -941,6 +883,7 @@ impl ConvOps for CudaBackend {
                     (dy, w),
                     None,
                     [dy_nhwc.as_ref(), None],
+                    self.is_bf16_nhwc(x),
                 )
             })
             .transpose()?;
@@ -955,6 +898,7 @@ impl ConvOps for CudaBackend {
                     (x, dy),
                     None,
                     [None, dy_nhwc.as_ref()],
+                    false,
                 )
             })
             .transpose()?;
@@ -988,6 +932,7 @@ impl ConvOps for CudaBackend {
                     (dy, w),
                     None,
                     [dy_nhwc.as_ref(), None],
+                    self.is_bf16_nhwc(x),
                 )
             })
             .transpose()?;
@@ -1002,6 +947,7 @@ impl ConvOps for CudaBackend {
                     (dy, x),
                     None,
                     [dy_nhwc.as_ref(), None],
+                    false,
                 )
             })
             .transpose()?;

@@ -20,6 +20,7 @@ mod conv;
 mod cudnn;
 mod elementwise;
 pub mod kernels;
+mod layout;
 mod loss;
 mod matmul;
 mod metrics;
@@ -146,9 +147,13 @@ impl CudaBackend {
         Ok(self.lock_state()?.handle.version())
     }
 
-    /// `input` as a contiguous tensor on this device (uploaded or copied when it is not).
+    /// `input` as a contiguous fp32 tensor on this device (uploaded or copied when it is not; a
+    /// bf16 activation widened).
     pub(crate) fn input(&self, tensor: &Tensor) -> Result<Tensor> {
         self.device.bind()?;
+        if self.is_bf16_nhwc(tensor) {
+            return self.widen_bf16("input", tensor);
+        }
         Ok(self.device.upload(tensor)?)
     }
 
@@ -156,7 +161,8 @@ impl CudaBackend {
     /// shared storage) and returns its address, for ops that write in place.
     pub(crate) fn in_place(&self, tensor: &mut Tensor) -> Result<u64> {
         let on_device = matches!(tensor.storage(), magma_tensor::Storage::Device(b) if b.ordinal() == self.device.ordinal());
-        if !on_device || !tensor.is_contiguous() {
+        let f32 = tensor.dtype() == magma_tensor::DType::F32;
+        if !on_device || !tensor.is_contiguous() || !f32 {
             *tensor = self.input(tensor)?;
         }
         Ok(tensor.device_ptr_mut()?)

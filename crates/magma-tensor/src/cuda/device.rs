@@ -111,6 +111,19 @@ impl CudaDevice {
             .map_err(|e| cuda_err("cuStreamSynchronize", e))
     }
 
+    /// Marks the start (`true`) or the end (`false`) of the region a profiler started with
+    /// `--profile-from-start off` (Nsight Compute, Nsight Systems) records.
+    pub fn profiler_range(&self, start: bool) -> Result<()> {
+        self.bind()?;
+        if start {
+            // SAFETY: no argument; a context is current (bound above).
+            check_driver("cuProfilerStart", unsafe { cust::sys::cuProfilerStart() })
+        } else {
+            // SAFETY: as above.
+            check_driver("cuProfilerStop", unsafe { cust::sys::cuProfilerStop() })
+        }
+    }
+
     /// Allocator statistics.
     pub fn memory_stats(&self) -> MemoryStats {
         self.allocator.lock().map(|a| a.stats()).unwrap_or_default()

@@ -1,0 +1,205 @@
+// Batch normalisation (training) of bf16 NHWC activations: x is an [m][c] matrix (m = n·h·w rows
+// of c channels). cuDNN's legacy NHWC batch-norm kernels were ~100x slower than memory speed on
+// the H100 for these shapes, so the mixed-precision path has its own:
+//
+//   stats:    per-channel partial sums of x and x² over row chunks (fp64), then one thread per
+//             channel folds the partials in a fixed order: mean, biased variance, 1/sqrt(var+eps),
+//             the running statistics (unbiased variance, as PyTorch and the CPU), and the affine
+//             coefficients scale = gamma·inv_std, shift = beta - mean·scale;
+//   apply:    y = x·scale[c] + shift[c] (fp32 math, bf16 out);
+//   backward: partial sums of dy and dy·x̂, folded into dbeta, dgamma and the coefficients of
+//             dx = gamma·inv_std·(dy - dbeta/m - x̂·dgamma/m).
+//
+// Grids depend on the sizes only and partials are combined in a fixed order, so results are
+// bit-reproducible from run to run.
+#include <cuda_bf16.h>
+
+#include "common.cuh"
+
+namespace {
+
+constexpr int kChannels = 32;  // channels per block (threadIdx.x)
+constexpr int kRowLanes = 8;   // row lanes per block (threadIdx.y)
+
+__device__ inline float ld(const __nv_bfloat16* p, long long i) { return __bfloat162float(p[i]); }
+
+// partial_a[chunk][c] = Σ f_a(row, c), partial_b[chunk][c] = Σ f_b(row, c) over the chunk's rows.
+// Mode 0: (x, x²). Mode 1: (dy, dy·(x - mean)·inv_std).
+template <int kMode>
+__global__ void partial_sums_kernel(const __nv_bfloat16* __restrict__ x,
+                                    const __nv_bfloat16* __restrict__ dy,
+                                    const float* __restrict__ mean,
+                                    const float* __restrict__ inv_std, long long m, long long c,
+                                    long long rows_per_chunk, double* __restrict__ partial_a,
+                                    double* __restrict__ partial_b) {
+  __shared__ double sa[kRowLanes][kChannels];
+  __shared__ double sb[kRowLanes][kChannels];
+  const long long ch = (long long)blockIdx.y * kChannels + threadIdx.x;
+  const long long chunk = blockIdx.x;
+  const long long r0 = chunk * rows_per_chunk;
+  const long long r1 = min(m, r0 + rows_per_chunk);
+  double a = 0.0, b = 0.0;
+  if (ch < c) {
+    float mu = 0.0f, is = 0.0f;
+    if (kMode == 1) {
+      mu = mean[ch];
+      is = inv_std[ch];
+    }
+    for (long long r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
+      const float v = ld(x, r * c + ch);
+      if (kMode == 0) {
+        a += (double)v;
+        b += (double)v * (double)v;
+      } else {
+        const float g = ld(dy, r * c + ch);
+        a += (double)g;
+        b += (double)g * (double)((v - mu) * is);
+      }
+    }
+  }
+  sa[threadIdx.y][threadIdx.x] = a;
+  sb[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0 && ch < c) {
+    double ta = 0.0, tb = 0.0;
+    for (int l = 0; l < kRowLanes; ++l) {
+      ta += sa[l][threadIdx.x];
+      tb += sb[l][threadIdx.x];
+    }
+    partial_a[chunk * c + ch] = ta;
+    partial_b[chunk * c + ch] = tb;
+  }
+}
+
+__global__ void stats_finalize_kernel(const double* __restrict__ partial_a,
+                                      const double* __restrict__ partial_b, long long chunks,
+                                      long long m, long long c, float eps, float momentum,
+                                      const float* __restrict__ gamma,
+                                      const float* __restrict__ beta, float* running_mean,
+                                      float* running_var, float* __restrict__ save_mean,
+                                      float* __restrict__ save_inv_std, float* __restrict__ scale,
+                                      float* __restrict__ shift) {
+  MG_GRID_STRIDE(ch, c) {
+    double s = 0.0, sq = 0.0;
+    for (long long k = 0; k < chunks; ++k) {
+      s += partial_a[k * c + ch];
+      sq += partial_b[k * c + ch];
+    }
+    const double mean = s / (double)m;
+    double var = sq / (double)m - mean * mean;
+    if (var < 0.0) var = 0.0;
+    const float inv_std = (float)(1.0 / sqrt(var + (double)eps));
+    save_mean[ch] = (float)mean;
+    save_inv_std[ch] = inv_std;
+    const double unbias = m > 1 ? (double)m / (double)(m - 1) : 1.0;
+    running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * (float)mean;
+    running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)(var * unbias);
+    const float sc = gamma[ch] * inv_std;
+    scale[ch] = sc;
+    shift[ch] = beta[ch] - (float)mean * sc;
+  }
+}
+
+__global__ void apply_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+                             const float* __restrict__ scale, const float* __restrict__ shift,
+                             long long total, long long c) {
+  MG_GRID_STRIDE(i, total) {
+    const long long ch = i % c;
+    y[i] = __float2bfloat16_rn(fmaf(ld(x, i), scale[ch], shift[ch]));
+  }
+}
+
+__global__ void backward_finalize_kernel(const double* __restrict__ partial_a,
+                                         const double* __restrict__ partial_b, long long chunks,
+                                         long long m, long long c, const float* __restrict__ gamma,
+                                         const float* __restrict__ inv_std,
+                                         float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                         float* __restrict__ k1, float* __restrict__ k2,
+                                         float* __restrict__ k3) {
+  MG_GRID_STRIDE(ch, c) {
+    double sdy = 0.0, sdyx = 0.0;
+    for (long long k = 0; k < chunks; ++k) {
+      sdy += partial_a[k * c + ch];
+      sdyx += partial_b[k * c + ch];
+    }
+    dbeta[ch] = (float)sdy;
+    dgamma[ch] = (float)sdyx;
+    k1[ch] = gamma[ch] * inv_std[ch];
+    k2[ch] = (float)(sdy / (double)m);
+    k3[ch] = (float)(sdyx / (double)m);
+  }
+}
+
+__global__ void backward_apply_kernel(const __nv_bfloat16* __restrict__ x,
+                                      const __nv_bfloat16* __restrict__ dy,
+                                      const float* __restrict__ mean,
+                                      const float* __restrict__ inv_std,
+                                      const float* __restrict__ k1, const float* __restrict__ k2,
+                                      const float* __restrict__ k3,
+                                      __nv_bfloat16* __restrict__ dx, long long total,
+                                      long long c) {
+  MG_GRID_STRIDE(i, total) {
+    const long long ch = i % c;
+    const float xhat = (ld(x, i) - mean[ch]) * inv_std[ch];
+    dx[i] = __float2bfloat16_rn(k1[ch] * (ld(dy, i) - k2[ch] - xhat * k3[ch]));
+  }
+}
+
+// Row chunks of a reduction over m rows: enough blocks to fill the GPU, a function of m only.
+long long chunks_for(long long m) {
+  long long chunks = (m + 1023) / 1024;
+  if (chunks < 1) chunks = 1;
+  if (chunks > 1024) chunks = 1024;
+  return chunks;
+}
+
+}  // namespace
+
+// How many fp64 values each of the two partial buffers needs for an [m][c] input.
+MG_EXPORT long long mg_bn_nhwc_partials(long long m, long long c) { return chunks_for(m) * c; }
+
+MG_EXPORT int mg_bn_nhwc_train(const __nv_bfloat16* x, __nv_bfloat16* y, long long m,
+                               long long c, float eps, float momentum, const float* gamma,
+                               const float* beta, float* running_mean, float* running_var,
+                               float* save_mean, float* save_inv_std, float* scale, float* shift,
+                               double* partial_a, double* partial_b, cudaStream_t stream) {
+  if (m * c == 0) return 0;
+  const long long chunks = chunks_for(m);
+  const long long rows = (m + chunks - 1) / chunks;
+  const dim3 grid((unsigned)chunks, (unsigned)((c + kChannels - 1) / kChannels));
+  if (grid.y > 65535) return (int)cudaErrorInvalidConfiguration;
+  partial_sums_kernel<0><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
+      x, nullptr, nullptr, nullptr, m, c, rows, partial_a, partial_b);
+  int status = mg::launch_status();
+  if (status != 0) return status;
+  stats_finalize_kernel<<<mg::blocks_for(c), mg::kThreads, 0, stream>>>(
+      partial_a, partial_b, chunks, m, c, eps, momentum, gamma, beta, running_mean, running_var,
+      save_mean, save_inv_std, scale, shift);
+  status = mg::launch_status();
+  if (status != 0) return status;
+  apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale, shift, m * c, c);
+  return mg::launch_status();
+}
+
+MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* dy,
+                                  const float* gamma, const float* mean, const float* inv_std,
+                                  __nv_bfloat16* dx, float* dgamma, float* dbeta, long long m,
+                                  long long c, float* k1, float* k2, float* k3, double* partial_a,
+                                  double* partial_b, cudaStream_t stream) {
+  if (m * c == 0) return 0;
+  const long long chunks = chunks_for(m);
+  const long long rows = (m + chunks - 1) / chunks;
+  const dim3 grid((unsigned)chunks, (unsigned)((c + kChannels - 1) / kChannels));
+  if (grid.y > 65535) return (int)cudaErrorInvalidConfiguration;
+  partial_sums_kernel<1><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
+      x, dy, mean, inv_std, m, c, rows, partial_a, partial_b);
+  int status = mg::launch_status();
+  if (status != 0) return status;
+  backward_finalize_kernel<<<mg::blocks_for(c), mg::kThreads, 0, stream>>>(
+      partial_a, partial_b, chunks, m, c, gamma, inv_std, dgamma, dbeta, k1, k2, k3);
+  status = mg::launch_status();
+  if (status != 0) return status;
+  backward_apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
+      x, dy, mean, inv_std, k1, k2, k3, dx, m * c, c);
+  return mg::launch_status();
+}
