@@ -71,6 +71,26 @@ __global__ void partial_sums_kernel(const __nv_bfloat16* __restrict__ x,
   }
 }
 
+// Σ_k partial[k][ch] over `chunks` by one warp, lanes striding the chunks and a fixed shuffle
+// tree combining them (the same order every run); valid in lane 0.
+__device__ inline void warp_fold(const double* __restrict__ partial_a,
+                                 const double* __restrict__ partial_b, long long chunks,
+                                 long long c, long long ch, double* a, double* b) {
+  const int lane = threadIdx.x & 31;
+  double s = 0.0, t = 0.0;
+  for (long long k = lane; k < chunks; k += 32) {
+    s += partial_a[k * c + ch];
+    t += partial_b[k * c + ch];
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    s += __shfl_down_sync(0xffffffffu, s, o);
+    t += __shfl_down_sync(0xffffffffu, t, o);
+  }
+  *a = s;
+  *b = t;
+}
+
+// One warp per channel (blockDim.x = 256: 8 channels per block).
 __global__ void stats_finalize_kernel(const double* __restrict__ partial_a,
                                       const double* __restrict__ partial_b, long long chunks,
                                       long long m, long long c, float eps, float momentum,
@@ -79,12 +99,11 @@ __global__ void stats_finalize_kernel(const double* __restrict__ partial_a,
                                       float* running_var, float* __restrict__ save_mean,
                                       float* __restrict__ save_inv_std, float* __restrict__ scale,
                                       float* __restrict__ shift) {
-  MG_GRID_STRIDE(ch, c) {
-    double s = 0.0, sq = 0.0;
-    for (long long k = 0; k < chunks; ++k) {
-      s += partial_a[k * c + ch];
-      sq += partial_b[k * c + ch];
-    }
+  const long long ch = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  if (ch < c) {
+    double s, sq;
+    warp_fold(partial_a, partial_b, chunks, c, ch, &s, &sq);
+    if ((threadIdx.x & 31) != 0) return;
     const double mean = s / (double)m;
     double var = sq / (double)m - mean * mean;
     if (var < 0.0) var = 0.0;
@@ -100,9 +119,26 @@ __global__ void stats_finalize_kernel(const double* __restrict__ partial_a,
   }
 }
 
-__global__ void apply_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+// Blocks of 256 threads for one warp per channel.
+inline unsigned int warp_blocks(long long c) { return (unsigned int)((c * 32 + 255) / 256); }
+
+// Elementwise kernels walk (row, channel pair): c even, so a pair never straddles two rows and
+// one 32-bit load or store moves two bf16; the channel is an index within the row, no division
+// of the flat index.
+__global__ void apply_kernel(const __nv_bfloat162* __restrict__ x, __nv_bfloat162* __restrict__ y,
                              const float* __restrict__ scale, const float* __restrict__ shift,
-                             long long total, long long c) {
+                             long long pairs, int half_c) {
+  MG_GRID_STRIDE(i, pairs) {
+    const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
+    const float2 v = __bfloat1622float2(x[i]);
+    y[i] = __floats2bfloat162_rn(fmaf(v.x, scale[ch], shift[ch]),
+                                 fmaf(v.y, scale[ch + 1], shift[ch + 1]));
+  }
+}
+
+__global__ void apply_odd_kernel(const __nv_bfloat16* __restrict__ x,
+                                 __nv_bfloat16* __restrict__ y, const float* __restrict__ scale,
+                                 const float* __restrict__ shift, long long total, long long c) {
   MG_GRID_STRIDE(i, total) {
     const long long ch = i % c;
     y[i] = __float2bfloat16_rn(fmaf(ld(x, i), scale[ch], shift[ch]));
@@ -116,12 +152,11 @@ __global__ void backward_finalize_kernel(const double* __restrict__ partial_a,
                                          float* __restrict__ dgamma, float* __restrict__ dbeta,
                                          float* __restrict__ k1, float* __restrict__ k2,
                                          float* __restrict__ k3) {
-  MG_GRID_STRIDE(ch, c) {
-    double sdy = 0.0, sdyx = 0.0;
-    for (long long k = 0; k < chunks; ++k) {
-      sdy += partial_a[k * c + ch];
-      sdyx += partial_b[k * c + ch];
-    }
+  const long long ch = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  if (ch < c) {
+    double sdy, sdyx;
+    warp_fold(partial_a, partial_b, chunks, c, ch, &sdy, &sdyx);
+    if ((threadIdx.x & 31) != 0) return;
     dbeta[ch] = (float)sdy;
     dgamma[ch] = (float)sdyx;
     k1[ch] = gamma[ch] * inv_std[ch];
@@ -142,6 +177,22 @@ __global__ void backward_apply_kernel(const __nv_bfloat16* __restrict__ x,
     const long long ch = i % c;
     const float xhat = (ld(x, i) - mean[ch]) * inv_std[ch];
     dx[i] = __float2bfloat16_rn(k1[ch] * (ld(dy, i) - k2[ch] - xhat * k3[ch]));
+  }
+}
+
+__global__ void backward_apply_pairs_kernel(
+    const __nv_bfloat162* __restrict__ x, const __nv_bfloat162* __restrict__ dy,
+    const float* __restrict__ mean, const float* __restrict__ inv_std,
+    const float* __restrict__ k1, const float* __restrict__ k2, const float* __restrict__ k3,
+    __nv_bfloat162* __restrict__ dx, long long pairs, int half_c) {
+  MG_GRID_STRIDE(i, pairs) {
+    const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
+    const float2 v = __bfloat1622float2(x[i]);
+    const float2 g = __bfloat1622float2(dy[i]);
+    const float x0 = (v.x - mean[ch]) * inv_std[ch];
+    const float x1 = (v.y - mean[ch + 1]) * inv_std[ch + 1];
+    dx[i] = __floats2bfloat162_rn(k1[ch] * (g.x - k2[ch] - x0 * k3[ch]),
+                                  k1[ch + 1] * (g.y - k2[ch + 1] - x1 * k3[ch + 1]));
   }
 }
 
@@ -172,12 +223,20 @@ MG_EXPORT int mg_bn_nhwc_train(const __nv_bfloat16* x, __nv_bfloat16* y, long lo
       x, nullptr, nullptr, nullptr, m, c, rows, partial_a, partial_b);
   int status = mg::launch_status();
   if (status != 0) return status;
-  stats_finalize_kernel<<<mg::blocks_for(c), mg::kThreads, 0, stream>>>(
+  stats_finalize_kernel<<<warp_blocks(c), mg::kThreads, 0, stream>>>(
       partial_a, partial_b, chunks, m, c, eps, momentum, gamma, beta, running_mean, running_var,
       save_mean, save_inv_std, scale, shift);
   status = mg::launch_status();
   if (status != 0) return status;
-  apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale, shift, m * c, c);
+  if (c % 2 == 0 && c / 2 <= 2147483647LL) {
+    const long long pairs = m * c / 2;
+    apply_kernel<<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<__nv_bfloat162*>(y), scale,
+        shift, pairs, (int)(c / 2));
+  } else {
+    apply_odd_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale, shift,
+                                                                         m * c, c);
+  }
   return mg::launch_status();
 }
 
@@ -195,11 +254,18 @@ MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* d
       x, dy, mean, inv_std, m, c, rows, partial_a, partial_b);
   int status = mg::launch_status();
   if (status != 0) return status;
-  backward_finalize_kernel<<<mg::blocks_for(c), mg::kThreads, 0, stream>>>(
+  backward_finalize_kernel<<<warp_blocks(c), mg::kThreads, 0, stream>>>(
       partial_a, partial_b, chunks, m, c, gamma, inv_std, dgamma, dbeta, k1, k2, k3);
   status = mg::launch_status();
   if (status != 0) return status;
-  backward_apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
-      x, dy, mean, inv_std, k1, k2, k3, dx, m * c, c);
+  if (c % 2 == 0 && c / 2 <= 2147483647LL) {
+    const long long pairs = m * c / 2;
+    backward_apply_pairs_kernel<<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<const __nv_bfloat162*>(dy),
+        mean, inv_std, k1, k2, k3, reinterpret_cast<__nv_bfloat162*>(dx), pairs, (int)(c / 2));
+  } else {
+    backward_apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
+        x, dy, mean, inv_std, k1, k2, k3, dx, m * c, c);
+  }
   return mg::launch_status();
 }

@@ -8,8 +8,11 @@ namespace {
 __global__ void copy_rows_kernel(const float* __restrict__ src, float* __restrict__ dst,
                                  long long rows, long long row_len, long long src_stride,
                                  long long src_off, long long dst_stride, long long dst_off) {
+  // 32-bit division where the sizes allow it (64-bit division costs ~10x more).
+  const bool narrow = rows * row_len <= 0xffffffffLL;
   MG_GRID_STRIDE(i, rows * row_len) {
-    const long long r = i / row_len, j = i - r * row_len;
+    const long long r = narrow ? (long long)((unsigned)i / (unsigned)row_len) : i / row_len;
+    const long long j = i - r * row_len;
     dst[r * dst_stride + dst_off + j] = src[r * src_stride + src_off + j];
   }
 }
