@@ -88,35 +88,65 @@ fn source_index(
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
 
-/// Unfolds one image `[c, h, w]` into `[c·kh·kw, ho·wo]`.
+/// The output positions `lo..hi` (of `out_len`) whose input position `o·stride + k·dil - pad`
+/// lies inside `0..size`; the others read padding.
+fn valid_outputs(
+    out_len: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    size: usize,
+) -> (usize, usize) {
+    let off = (k * dil) as isize - pad as isize;
+    let s = stride as isize;
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + s - 1) / s) as usize
+    };
+    let last = size as isize - 1 - off;
+    let hi = if last < 0 {
+        0
+    } else {
+        ((last / s) as usize + 1).min(out_len)
+    };
+    (lo.min(out_len), hi.max(lo.min(out_len)))
+}
+
+/// Unfolds one image `[c, h, w]` into `[c·kh·kw, ho·wo]`: per (channel, kernel offset, output
+/// row) the padding columns are zeroed and the rest copied — a contiguous slice copy at stride 1.
 fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32]) {
     let a = &g.attrs;
     let plane = g.out_plane();
+    let (s, d, p) = (a.stride[1], a.dilation[1], a.padding[1]);
     for ci in 0..g.c {
         let channel = &image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = (ci * g.kh + ki) * g.kw + kj;
                 let dst = &mut col[row * plane..(row + 1) * plane];
+                let (lo, hi) = valid_outputs(g.wo, kj, s, p, d, g.w);
+                let first = (lo * s + kj * d).wrapping_sub(p);
                 for oh in 0..g.ho {
                     let out_row = &mut dst[oh * g.wo..(oh + 1) * g.wo];
-                    match source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h) {
-                        None => out_row.fill(0.0),
-                        Some(ih) => {
-                            let src = &channel[ih * g.w..(ih + 1) * g.w];
-                            for (ow, v) in out_row.iter_mut().enumerate() {
-                                *v = match source_index(
-                                    ow,
-                                    kj,
-                                    a.stride[1],
-                                    a.padding[1],
-                                    a.dilation[1],
-                                    g.w,
-                                ) {
-                                    Some(iw) => src[iw],
-                                    None => 0.0,
-                                };
-                            }
+                    let Some(ih) =
+                        source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h)
+                    else {
+                        out_row.fill(0.0);
+                        continue;
+                    };
+                    let src = &channel[ih * g.w..(ih + 1) * g.w];
+                    out_row[..lo].fill(0.0);
+                    out_row[hi..].fill(0.0);
+                    if hi == lo {
+                        continue;
+                    }
+                    if s == 1 {
+                        out_row[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (i, v) in out_row[lo..hi].iter_mut().enumerate() {
+                            *v = src[first + i * s];
                         }
                     }
                 }
@@ -130,24 +160,33 @@ fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32]) {
 fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32]) {
     let a = &g.attrs;
     let plane = g.out_plane();
+    let (s, d, p) = (a.stride[1], a.dilation[1], a.padding[1]);
     for ci in 0..g.c {
         let channel = &mut image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = (ci * g.kh + ki) * g.kw + kj;
                 let src = &col[row * plane..(row + 1) * plane];
+                let (lo, hi) = valid_outputs(g.wo, kj, s, p, d, g.w);
+                let first = (lo * s + kj * d).wrapping_sub(p);
                 for oh in 0..g.ho {
                     let Some(ih) =
                         source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h)
                     else {
                         continue;
                     };
+                    if hi == lo {
+                        continue;
+                    }
                     let dst = &mut channel[ih * g.w..(ih + 1) * g.w];
-                    for (ow, &v) in src[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
-                        if let Some(iw) =
-                            source_index(ow, kj, a.stride[1], a.padding[1], a.dilation[1], g.w)
-                        {
-                            dst[iw] += v;
+                    let vals = &src[oh * g.wo + lo..oh * g.wo + hi];
+                    if s == 1 {
+                        for (o, &v) in dst[first..first + (hi - lo)].iter_mut().zip(vals) {
+                            *o += v;
+                        }
+                    } else {
+                        for (i, &v) in vals.iter().enumerate() {
+                            dst[first + i * s] += v;
                         }
                     }
                 }
@@ -470,5 +509,40 @@ impl ConvOps for CpuBackend {
         attrs: &ConvTranspose2dAttrs,
     ) -> Result<Tensor> {
         self.conv2d_backward_filter(dy, x, w_shape, &attrs.as_conv())
+    }
+}
+
+#[cfg(test)]
+mod valid_output_tests {
+    use super::{source_index, valid_outputs};
+
+    /// The closed-form range agrees with the per-element rule for every small geometry.
+    #[test]
+    fn valid_outputs_match_source_index() {
+        for size in 0..7 {
+            for out_len in 0..9 {
+                for k in 0..4 {
+                    for stride in 1..4 {
+                        for pad in 0..4 {
+                            for dil in 1..3 {
+                                let (lo, hi) = valid_outputs(out_len, k, stride, pad, dil, size);
+                                for o in 0..out_len {
+                                    let inside = (lo..hi).contains(&o);
+                                    let valid = source_index(o, k, stride, pad, dil, size);
+                                    assert_eq!(
+                                        inside,
+                                        valid.is_some(),
+                                        "o {o} k {k} s {stride} p {pad} d {dil} size {size}"
+                                    );
+                                    if let Some(i) = valid {
+                                        assert_eq!(i, (o * stride + k * dil) - pad);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
