@@ -753,17 +753,26 @@ struct Header {
     created: String,
 }
 
+/// The bytes of a string read from the file as a `String`: libhdf5 hands back whatever bytes the
+/// file holds (and `VarLenUnicode::as_str` does not check them), so invalid UTF-8 is an error
+/// here, never a string that panics when printed (found by fuzzing).
+fn utf8(path: &Path, what: &str, bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| fmt_err(path, format!("{what} is not valid UTF-8: {e}")))
+}
+
 fn read_str_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<String> {
     let attr = file
         .attr(name)
         .map_err(|_| fmt_err(path, format!("missing attribute `{name}`")))?;
-    attr.read_scalar::<VarLenUnicode>()
-        .map(|v| v.as_str().to_string())
-        .or_else(|_| {
-            attr.read_scalar::<hdf5::types::VarLenAscii>()
-                .map(|v| v.as_str().to_string())
-        })
-        .map_err(|e| fmt_err(path, format!("attribute `{name}` is not a string: {e}")))
+    let what = format!("attribute `{name}`");
+    match attr.read_scalar::<VarLenUnicode>() {
+        Ok(v) => utf8(path, &what, v.as_bytes()),
+        Err(_) => match attr.read_scalar::<hdf5::types::VarLenAscii>() {
+            Ok(v) => utf8(path, &what, v.as_bytes()),
+            Err(e) => Err(fmt_err(path, format!("{what} is not a string: {e}"))),
+        },
+    }
 }
 
 fn read_str_array_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<Vec<String>> {
@@ -779,14 +788,17 @@ fn read_str_array_attr(file: &hdf5::File, path: &Path, name: &str) -> Result<Vec
             ),
         ));
     }
-    attr.read_raw::<VarLenUnicode>()
-        .map(|v| v.iter().map(|s| s.as_str().to_string()).collect())
-        .map_err(|e| {
-            fmt_err(
-                path,
-                format!("attribute `{name}` is not a string array: {e}"),
-            )
-        })
+    let values = attr.read_raw::<VarLenUnicode>().map_err(|e| {
+        fmt_err(
+            path,
+            format!("attribute `{name}` is not a string array: {e}"),
+        )
+    })?;
+    let what = format!("an entry of attribute `{name}`");
+    values
+        .iter()
+        .map(|s| utf8(path, &what, s.as_bytes()))
+        .collect()
 }
 
 fn dataset(file: &hdf5::File, path: &Path, name: &str) -> Result<hdf5::Dataset> {
@@ -911,8 +923,8 @@ fn open_header(path: &Path, schema: &str) -> Result<(hdf5::File, Header)> {
             )
         })?
         .iter()
-        .map(|s| s.as_str().to_string())
-        .collect();
+        .map(|s| utf8(path, "an entry of dataset `names`", s.as_bytes()))
+        .collect::<Result<_>>()?;
     let splits = split_ds.read_raw::<u8>().map_err(h5err(path))?;
     if let Some((i, s)) = splits
         .iter()

@@ -198,7 +198,10 @@ impl TensorArchive {
             let attr = file.attr(&name).map_err(h5)?;
             let dtype = attr.dtype().map_err(h5)?;
             let value = if let Ok(v) = attr.read_scalar::<VarLenUnicode>() {
-                AttrValue::Str(v.as_str().to_string())
+                // libhdf5 returns the file's bytes unchecked: invalid UTF-8 is a damaged file.
+                AttrValue::Str(String::from_utf8(v.as_bytes().to_vec()).map_err(|e| {
+                    file_err(path, format!("attribute `{name}` is not valid UTF-8: {e}"))
+                })?)
             } else if dtype.is::<i64>() {
                 AttrValue::Int(attr.read_scalar::<i64>().map_err(h5)?)
             } else if dtype.is::<f64>() {
