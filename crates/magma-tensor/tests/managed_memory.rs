@@ -76,7 +76,7 @@ fn packed_bf16(values_nhwc: &[f32]) -> Vec<f32> {
 
 #[test]
 fn bf16_nhwc_device_tensors_widen_on_read_and_hide_their_address() {
-    // Logical [1, 3, 1, 1]... [n=1, c=3, h=1, w=2]: NHWC order is (w0: c0 c1 c2), (w1: c0 c1 c2).
+    // Logical [n=1, c=3, h=1, w=2]: NHWC order is (w0: c0 c1 c2), (w1: c0 c1 c2).
     let nhwc = [1.0, 2.0, 3.0, -0.5, 0.25, 8.0];
     let t = Tensor::from_device_bf16_channels_last(
         Storage::Device(Box::new(EmulatedDevice(packed_bf16(&nhwc)))),
