@@ -4,8 +4,6 @@
 //! pass is a convolution's data gradient, its data gradient is a convolution, and its weight
 //! gradient is a convolution's filter gradient with input and output gradient swapped.
 
-use std::cell::Cell;
-
 use magma_tensor::Tensor;
 use rayon::prelude::*;
 
@@ -13,7 +11,7 @@ use super::CpuBackend;
 use super::gemm::{MatRef, gemm_into};
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::{ConvOps, ElementwiseOps};
-use crate::error::{OpError, Result, shape_err};
+use crate::error::{Result, shape_err};
 
 /// Sizes of one convolution problem.
 #[derive(Debug, Clone, Copy)]
@@ -197,33 +195,6 @@ fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32]) {
     }
 }
 
-thread_local! {
-    /// This thread's im2col buffer, kept between convolutions so that each one does not
-    /// allocate and zero a new one (a buffer above [`COL_KEEP`] floats is freed after use).
-    static COL_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// The largest im2col buffer kept per thread (64 MiB).
-const COL_KEEP: usize = 16 << 20;
-
-/// Runs `f` with this thread's im2col buffer (taken out for the call, so a nested use on the
-/// same thread — rayon may run another job while this one waits — gets a buffer of its own).
-fn with_col<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    let mut col = COL_SCRATCH.with(Cell::take);
-    let out = f(&mut col);
-    if col.capacity() <= COL_KEEP {
-        COL_SCRATCH.with(|c| {
-            let kept = c.take();
-            c.set(if kept.capacity() > col.capacity() {
-                kept
-            } else {
-                col
-            });
-        });
-    }
-    out
-}
-
 fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
     let (n, c, h, w) = t.dims4(op)?;
     Ok([n, c, h, w])
@@ -259,14 +230,12 @@ fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     if g.batch_parallel() {
         y.par_chunks_mut(out_image)
             .zip(x.par_chunks(g.in_image()))
-            .try_for_each(|(out, image)| with_col(|col| one(image, out, col, false)))?;
+            .try_for_each_init(Vec::new, |col, (out, image)| one(image, out, col, false))?;
     } else {
-        with_col(|col| {
-            for (out, image) in y.chunks_mut(out_image).zip(x.chunks(g.in_image())) {
-                one(image, out, col, true)?;
-            }
-            Ok::<_, OpError>(())
-        })?;
+        let mut col = Vec::new();
+        for (out, image) in y.chunks_mut(out_image).zip(x.chunks(g.in_image())) {
+            one(image, out, &mut col, true)?;
+        }
     }
     Ok(y)
 }
@@ -291,14 +260,12 @@ fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32
     if g.batch_parallel() {
         dx.par_chunks_mut(g.in_image())
             .zip(dy.par_chunks(out_image))
-            .try_for_each(|(image, grad)| with_col(|col| one(grad, image, col, false)))?;
+            .try_for_each_init(Vec::new, |col, (image, grad)| one(grad, image, col, false))?;
     } else {
-        with_col(|col| {
-            for (image, grad) in dx.chunks_mut(g.in_image()).zip(dy.chunks(out_image)) {
-                one(grad, image, col, true)?;
-            }
-            Ok::<_, OpError>(())
-        })?;
+        let mut col = Vec::new();
+        for (image, grad) in dx.chunks_mut(g.in_image()).zip(dy.chunks(out_image)) {
+            one(grad, image, &mut col, true)?;
+        }
     }
     Ok(dx)
 }
@@ -344,13 +311,10 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
             .par_chunks(group * g.in_image())
             .zip(dy.par_chunks(group * out_image))
             .map(|(images, grads)| {
-                let mut acc = vec![0.0f32; wlen];
-                with_col(|col| {
-                    for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
-                        one(&mut acc, image, grad, col, false)?;
-                    }
-                    Ok::<_, OpError>(())
-                })?;
+                let (mut acc, mut col) = (vec![0.0f32; wlen], Vec::new());
+                for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
+                    one(&mut acc, image, grad, &mut col, false)?;
+                }
                 Ok(acc)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -361,12 +325,10 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         Ok(dw)
     } else {
         let mut dw = vec![0.0f32; wlen];
-        with_col(|col| {
-            for (image, grad) in x.chunks(g.in_image()).zip(dy.chunks(out_image)) {
-                one(&mut dw, image, grad, col, true)?;
-            }
-            Ok::<_, OpError>(())
-        })?;
+        let mut col = Vec::new();
+        for (image, grad) in x.chunks(g.in_image()).zip(dy.chunks(out_image)) {
+            one(&mut dw, image, grad, &mut col, true)?;
+        }
         Ok(dw)
     }
 }
