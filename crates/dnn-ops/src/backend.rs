@@ -85,7 +85,7 @@ pub trait ConvOps {
         attrs: &Conv2dAttrs,
         need: [bool; 2],
     ) -> Result<[Option<Tensor>; 2]> {
-        let (x_shape, w_shape) = (shape4(x, "conv2d_backward")?, shape4(w, "conv2d_backward")?);
+        let (x_shape, w_shape) = (x.shape4("conv2d_backward")?, w.shape4("conv2d_backward")?);
         Ok([
             need[0]
                 .then(|| self.conv2d_backward_data(dy, w, x_shape, attrs))
@@ -105,7 +105,7 @@ pub trait ConvOps {
         attrs: &ConvTranspose2dAttrs,
         need: [bool; 2],
     ) -> Result<[Option<Tensor>; 2]> {
-        let w_shape = shape4(w, "conv_transpose2d_backward")?;
+        let w_shape = w.shape4("conv_transpose2d_backward")?;
         Ok([
             need[0]
                 .then(|| self.conv_transpose2d_backward_data(dy, w, attrs))
@@ -115,12 +115,6 @@ pub trait ConvOps {
                 .transpose()?,
         ])
     }
-}
-
-/// The dimensions of a rank-4 tensor, or the op's shape error.
-fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
-    let (n, c, h, w) = t.dims4(op)?;
-    Ok([n, c, h, w])
 }
 
 /// Max and average pooling.

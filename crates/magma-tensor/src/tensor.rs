@@ -181,6 +181,12 @@ impl Tensor {
         }
     }
 
+    /// The four sizes of a rank-4 tensor as an array, `[n, c, h, w]`.
+    pub fn shape4(&self, op: &'static str) -> Result<[usize; 4]> {
+        let (n, c, h, w) = self.dims4(op)?;
+        Ok([n, c, h, w])
+    }
+
     /// The two sizes of a rank-2 tensor, `(rows, cols)`.
     pub fn dims2(&self, op: &'static str) -> Result<(usize, usize)> {
         match *self.shape.as_slice() {

@@ -8,11 +8,6 @@ use crate::attrs::{Activation, BatchNormAttrs, Conv2dAttrs, ConvTranspose2dAttrs
 use crate::backend::{Backend, RunningStats};
 use crate::error::{OpError, Result};
 
-fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
-    let (n, c, h, w) = t.dims4(op)?;
-    Ok([n, c, h, w])
-}
-
 impl Graph<'_> {
     fn values(&self, vars: &[Var]) -> Vec<Tensor> {
         vars.iter().map(|&v| self.value(v)).collect()
@@ -117,7 +112,7 @@ impl Graph<'_> {
     pub fn avg_pool2d(&self, x: Var, attrs: Pool2dAttrs) -> Result<Var> {
         let xv = self.value(x);
         let y = self.backend().avg_pool2d(&xv, &attrs)?;
-        let x_shape = shape4(&xv, "avg_pool2d")?;
+        let x_shape = xv.shape4("avg_pool2d")?;
         Ok(self.record("avg_pool2d", y, &[x], move |be, dy| {
             Ok(vec![Some(be.avg_pool2d_backward(dy, x_shape, &attrs)?)])
         }))
@@ -127,7 +122,7 @@ impl Graph<'_> {
     pub fn upsample_bilinear(&self, x: Var, out_hw: [usize; 2]) -> Result<Var> {
         let xv = self.value(x);
         let y = self.backend().upsample_bilinear(&xv, out_hw)?;
-        let x_shape = shape4(&xv, "upsample_bilinear")?;
+        let x_shape = xv.shape4("upsample_bilinear")?;
         Ok(self.record("upsample_bilinear", y, &[x], move |be, dy| {
             Ok(vec![Some(be.upsample_bilinear_backward(dy, x_shape)?)])
         }))

@@ -195,11 +195,6 @@ fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32]) {
     }
 }
 
-fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
-    let (n, c, h, w) = t.dims4(op)?;
-    Ok([n, c, h, w])
-}
-
 fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let out_image = g.o * g.out_plane();
     let mut y = vec![0.0f32; g.n * out_image];
@@ -376,11 +371,7 @@ impl CpuBackend {
         bias: Option<&Tensor>,
         attrs: &Conv2dAttrs,
     ) -> Result<ConvGeometry> {
-        let g = ConvGeometry::new(
-            shape4(x, "conv2d input")?,
-            shape4(w, "conv2d weight")?,
-            attrs,
-        )?;
+        let g = ConvGeometry::new(x.shape4("conv2d input")?, w.shape4("conv2d weight")?, attrs)?;
         check_bias(bias, g.o, "conv2d")?;
         Ok(g)
     }
@@ -391,7 +382,7 @@ impl CpuBackend {
         x_shape: [usize; 4],
         attrs: &Conv2dAttrs,
     ) -> Result<ConvGeometry> {
-        let g = ConvGeometry::new(x_shape, shape4(w, "conv2d weight")?, attrs)?;
+        let g = ConvGeometry::new(x_shape, w.shape4("conv2d weight")?, attrs)?;
         check_dy(&g, dy, "conv2d_backward_data")?;
         Ok(g)
     }
@@ -402,7 +393,7 @@ impl CpuBackend {
         w_shape: [usize; 4],
         attrs: &Conv2dAttrs,
     ) -> Result<ConvGeometry> {
-        let g = ConvGeometry::new(shape4(x, "conv2d input")?, w_shape, attrs)?;
+        let g = ConvGeometry::new(x.shape4("conv2d input")?, w_shape, attrs)?;
         check_dy(&g, dy, "conv2d_backward_filter")?;
         Ok(g)
     }
@@ -414,8 +405,8 @@ impl CpuBackend {
         bias: Option<&Tensor>,
         attrs: &ConvTranspose2dAttrs,
     ) -> Result<[usize; 4]> {
-        let [n, cin, h, wd] = shape4(x, "conv_transpose2d input")?;
-        let [wi, cout, kh, kw] = shape4(w, "conv_transpose2d weight")?;
+        let [n, cin, h, wd] = x.shape4("conv_transpose2d input")?;
+        let [wi, cout, kh, kw] = w.shape4("conv_transpose2d weight")?;
         if wi != cin {
             return shape_err(
                 "conv_transpose2d",

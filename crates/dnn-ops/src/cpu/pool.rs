@@ -79,11 +79,6 @@ fn avg_window(
     (h0..h1, w0..w1, div.max(1) as f32)
 }
 
-fn shape4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
-    let (n, c, h, w) = t.dims4(op)?;
-    Ok([n, c, h, w])
-}
-
 /// The shape and attribute checks of pooling, shared with the CUDA backend so that both refuse
 /// the same inputs with the same typed errors.
 impl CpuBackend {
@@ -94,7 +89,7 @@ impl CpuBackend {
         attrs: &Pool2dAttrs,
         op: &'static str,
     ) -> Result<[usize; 4]> {
-        let shape = shape4(x, op)?;
+        let shape = x.shape4(op)?;
         let g = geometry(shape, attrs)?;
         Ok([shape[0], shape[1], g.ho, g.wo])
     }
@@ -117,7 +112,7 @@ impl CpuBackend {
 
 impl PoolOps for CpuBackend {
     fn max_pool2d(&self, x: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor> {
-        let shape = shape4(x, "max_pool2d")?;
+        let shape = x.shape4("max_pool2d")?;
         let g = geometry(shape, attrs)?;
         let x = x.contiguous()?;
         let xd = x.host_data()?;
@@ -144,7 +139,7 @@ impl PoolOps for CpuBackend {
         dy: &Tensor,
         attrs: &Pool2dAttrs,
     ) -> Result<Tensor> {
-        let shape = shape4(x, "max_pool2d_backward")?;
+        let shape = x.shape4("max_pool2d_backward")?;
         Self::check_pool2d_backward(shape, dy, attrs, "max_pool2d_backward")?;
         let g = geometry(shape, attrs)?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
@@ -167,7 +162,7 @@ impl PoolOps for CpuBackend {
     }
 
     fn avg_pool2d(&self, x: &Tensor, attrs: &Pool2dAttrs) -> Result<Tensor> {
-        let shape = shape4(x, "avg_pool2d")?;
+        let shape = x.shape4("avg_pool2d")?;
         let g = geometry(shape, attrs)?;
         let x = x.contiguous()?;
         let xd = x.host_data()?;

@@ -66,7 +66,7 @@ impl ActivationOps for CudaBackend {
         const OP: &str = "activation";
         if kind == Activation::Relu && self.is_bf16_nhwc(x) {
             // A bf16 activation stays bf16 NHWC (the mixed-precision path).
-            let y = self.bf16_nhwc_output(x.dims4(OP).map(|(n, c, h, w)| [n, c, h, w])?)?;
+            let y = self.bf16_nhwc_output(x.shape4(OP)?)?;
             // SAFETY: `x` and `y` hold `numel` bf16 values in the same NHWC order on this device.
             let status = unsafe {
                 mg_relu_bf16(
@@ -138,7 +138,7 @@ impl ActivationOps for CudaBackend {
         if kind == Activation::Relu && self.is_bf16_nhwc(y) {
             // dx = dy where y > 0, in bf16 NHWC like y (dy converted to it when it is not).
             let dy = self.to_bf16_nhwc(OP, dy)?;
-            let dx = self.bf16_nhwc_output(y.dims4(OP).map(|(n, c, h, w)| [n, c, h, w])?)?;
+            let dx = self.bf16_nhwc_output(y.shape4(OP)?)?;
             // SAFETY: `y`, `dy` and `dx` hold `numel` bf16 values in the same NHWC order on
             // this device.
             let status = unsafe {

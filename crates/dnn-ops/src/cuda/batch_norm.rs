@@ -340,7 +340,7 @@ impl NormOps for CudaBackend {
         let (rm, rv) = (self.input(running_mean)?, self.input(running_var)?);
         let inv_std = self.inv_std(OP, &rv, attrs.eps)?;
         let mut y = if bf16 {
-            self.bf16_nhwc_output(x.dims4(OP).map(|(n, c, h, w)| [n, c, h, w])?)?
+            self.bf16_nhwc_output(x.shape4(OP)?)?
         } else {
             self.output(x.shape())?
         };

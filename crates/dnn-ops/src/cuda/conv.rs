@@ -867,7 +867,7 @@ impl ConvOps for CudaBackend {
         need: [bool; 2],
     ) -> Result<[Option<Tensor>; 2]> {
         const OP: &str = "conv2d_backward";
-        let (x_shape, w_shape) = (dims4(x, OP)?, dims4(w, OP)?);
+        let (x_shape, w_shape) = (x.shape4(OP)?, w.shape4(OP)?);
         let data = CpuBackend::check_conv2d_backward_data(dy, w, x_shape, attrs)?;
         CpuBackend::check_conv2d_backward_filter(x, dy, w_shape, attrs)?;
         let shapes = (data.x_shape(), data.w_shape(), data.y_shape());
@@ -916,7 +916,7 @@ impl ConvOps for CudaBackend {
         // Both are convolutions of `dy` (its first operand): forward by `w` for the input
         // gradient, the filter gradient against `x` for the weight gradient.
         const OP: &str = "conv_transpose2d_backward";
-        let (x_shape, w_shape) = (dims4(x, OP)?, dims4(w, OP)?);
+        let (x_shape, w_shape) = (x.shape4(OP)?, w.shape4(OP)?);
         let conv = attrs.as_conv();
         let fwd = CpuBackend::check_conv2d(dy, w, None, &conv)?;
         let filter = CpuBackend::check_conv2d_backward_filter(dy, x, w_shape, &conv)?;
@@ -953,10 +953,4 @@ impl ConvOps for CudaBackend {
             .transpose()?;
         Ok([dx, dw])
     }
-}
-
-/// The dimensions of a rank-4 tensor, or the op's shape error.
-fn dims4(t: &Tensor, op: &'static str) -> Result<[usize; 4]> {
-    let (n, c, h, w) = t.dims4(op)?;
-    Ok([n, c, h, w])
 }

@@ -68,7 +68,7 @@ impl CudaBackend {
             return Ok(t.clone());
         }
         let f = self.input(t)?;
-        let shape: [usize; 4] = f.dims4(op).map(|(n, c, h, w)| [n, c, h, w])?;
+        let shape = f.shape4(op)?;
         let out = self.bf16_nhwc_output(shape)?;
         self.convert_to_nhwc(op, &f, out.bf16_channels_last_ptr()?, DataLayout::NhwcBf16)?;
         Ok(out)
