@@ -10,6 +10,9 @@
 //   backward: partial sums of dy and dy·x̂, folded into dbeta, dgamma and the coefficients of
 //             dx = gamma·inv_std·(dy - dbeta/m - x̂·dgamma/m).
 //
+// Fused with a following ReLU (the U-Net's conv → BN → ReLU): the apply writes max(0, ·) (NaN
+// passes), and the backward, given the ReLU's output y, reads dy only where y > 0.
+//
 // Grids depend on the sizes only and partials are combined in a fixed order, so results are
 // bit-reproducible from run to run.
 #include <cuda_bf16.h>
@@ -24,10 +27,12 @@ constexpr int kRowLanes = 8;   // row lanes per block (threadIdx.y)
 __device__ inline float ld(const __nv_bfloat16* p, long long i) { return __bfloat162float(p[i]); }
 
 // partial_a[chunk][c] = Σ f_a(row, c), partial_b[chunk][c] = Σ f_b(row, c) over the chunk's rows.
-// Mode 0: (x, x²). Mode 1: (dy, dy·(x - mean)·inv_std).
+// Mode 0: (x, x²). Mode 1: (dy, dy·(x - mean)·inv_std), dy zero where a given ReLU output
+// `relu_y` is not positive.
 template <int kMode>
 __global__ void partial_sums_kernel(const __nv_bfloat16* __restrict__ x,
                                     const __nv_bfloat16* __restrict__ dy,
+                                    const __nv_bfloat16* __restrict__ relu_y,
                                     const float* __restrict__ mean,
                                     const float* __restrict__ inv_std, long long m, long long c,
                                     long long rows_per_chunk, double* __restrict__ partial_a,
@@ -51,7 +56,8 @@ __global__ void partial_sums_kernel(const __nv_bfloat16* __restrict__ x,
         a += (double)v;
         b += (double)v * (double)v;
       } else {
-        const float g = ld(dy, r * c + ch);
+        const float g = relu_y == nullptr || ld(relu_y, r * c + ch) > 0.0f ? ld(dy, r * c + ch)
+                                                                            : 0.0f;
         a += (double)g;
         b += (double)g * (double)((v - mu) * is);
       }
@@ -125,23 +131,33 @@ inline unsigned int warp_blocks(long long c) { return (unsigned int)((c * 32 + 2
 // Elementwise kernels walk (row, channel pair): c even, so a pair never straddles two rows and
 // one 32-bit load or store moves two bf16; the channel is an index within the row, no division
 // of the flat index.
+// max(0, v) with NaN passing (as the ReLU kernels): only values below zero become zero.
+__device__ inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
+
+template <bool kRelu>
 __global__ void apply_kernel(const __nv_bfloat162* __restrict__ x, __nv_bfloat162* __restrict__ y,
                              const float* __restrict__ scale, const float* __restrict__ shift,
                              long long pairs, int half_c) {
   MG_GRID_STRIDE(i, pairs) {
     const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
     const float2 v = __bfloat1622float2(x[i]);
-    y[i] = __floats2bfloat162_rn(fmaf(v.x, scale[ch], shift[ch]),
-                                 fmaf(v.y, scale[ch + 1], shift[ch + 1]));
+    float a = fmaf(v.x, scale[ch], shift[ch]), b = fmaf(v.y, scale[ch + 1], shift[ch + 1]);
+    if (kRelu) {
+      a = relu(a);
+      b = relu(b);
+    }
+    y[i] = __floats2bfloat162_rn(a, b);
   }
 }
 
+template <bool kRelu>
 __global__ void apply_odd_kernel(const __nv_bfloat16* __restrict__ x,
                                  __nv_bfloat16* __restrict__ y, const float* __restrict__ scale,
                                  const float* __restrict__ shift, long long total, long long c) {
   MG_GRID_STRIDE(i, total) {
     const long long ch = i % c;
-    y[i] = __float2bfloat16_rn(fmaf(ld(x, i), scale[ch], shift[ch]));
+    const float v = fmaf(ld(x, i), scale[ch], shift[ch]);
+    y[i] = __float2bfloat16_rn(kRelu ? relu(v) : v);
   }
 }
 
@@ -167,6 +183,7 @@ __global__ void backward_finalize_kernel(const double* __restrict__ partial_a,
 
 __global__ void backward_apply_kernel(const __nv_bfloat16* __restrict__ x,
                                       const __nv_bfloat16* __restrict__ dy,
+                                      const __nv_bfloat16* __restrict__ relu_y,
                                       const float* __restrict__ mean,
                                       const float* __restrict__ inv_std,
                                       const float* __restrict__ k1, const float* __restrict__ k2,
@@ -176,19 +193,26 @@ __global__ void backward_apply_kernel(const __nv_bfloat16* __restrict__ x,
   MG_GRID_STRIDE(i, total) {
     const long long ch = i % c;
     const float xhat = (ld(x, i) - mean[ch]) * inv_std[ch];
-    dx[i] = __float2bfloat16_rn(k1[ch] * (ld(dy, i) - k2[ch] - xhat * k3[ch]));
+    const float g = relu_y == nullptr || ld(relu_y, i) > 0.0f ? ld(dy, i) : 0.0f;
+    dx[i] = __float2bfloat16_rn(k1[ch] * (g - k2[ch] - xhat * k3[ch]));
   }
 }
 
 __global__ void backward_apply_pairs_kernel(
     const __nv_bfloat162* __restrict__ x, const __nv_bfloat162* __restrict__ dy,
-    const float* __restrict__ mean, const float* __restrict__ inv_std,
+    const __nv_bfloat162* __restrict__ relu_y, const float* __restrict__ mean,
+    const float* __restrict__ inv_std,
     const float* __restrict__ k1, const float* __restrict__ k2, const float* __restrict__ k3,
     __nv_bfloat162* __restrict__ dx, long long pairs, int half_c) {
   MG_GRID_STRIDE(i, pairs) {
     const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
     const float2 v = __bfloat1622float2(x[i]);
-    const float2 g = __bfloat1622float2(dy[i]);
+    float2 g = __bfloat1622float2(dy[i]);
+    if (relu_y != nullptr) {
+      const float2 r = __bfloat1622float2(relu_y[i]);
+      g.x = r.x > 0.0f ? g.x : 0.0f;
+      g.y = r.y > 0.0f ? g.y : 0.0f;
+    }
     const float x0 = (v.x - mean[ch]) * inv_std[ch];
     const float x1 = (v.y - mean[ch + 1]) * inv_std[ch + 1];
     dx[i] = __floats2bfloat162_rn(k1[ch] * (g.x - k2[ch] - x0 * k3[ch]),
@@ -213,14 +237,15 @@ MG_EXPORT int mg_bn_nhwc_train(const __nv_bfloat16* x, __nv_bfloat16* y, long lo
                                long long c, float eps, float momentum, const float* gamma,
                                const float* beta, float* running_mean, float* running_var,
                                float* save_mean, float* save_inv_std, float* scale, float* shift,
-                               double* partial_a, double* partial_b, cudaStream_t stream) {
+                               double* partial_a, double* partial_b, int relu,
+                               cudaStream_t stream) {
   if (m * c == 0) return 0;
   const long long chunks = chunks_for(m);
   const long long rows = (m + chunks - 1) / chunks;
   const dim3 grid((unsigned)chunks, (unsigned)((c + kChannels - 1) / kChannels));
   if (grid.y > 65535) return (int)cudaErrorInvalidConfiguration;
   partial_sums_kernel<0><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
-      x, nullptr, nullptr, nullptr, m, c, rows, partial_a, partial_b);
+      x, nullptr, nullptr, nullptr, nullptr, m, c, rows, partial_a, partial_b);
   int status = mg::launch_status();
   if (status != 0) return status;
   stats_finalize_kernel<<<warp_blocks(c), mg::kThreads, 0, stream>>>(
@@ -230,18 +255,28 @@ MG_EXPORT int mg_bn_nhwc_train(const __nv_bfloat16* x, __nv_bfloat16* y, long lo
   if (status != 0) return status;
   if (c % 2 == 0 && c / 2 <= 2147483647LL) {
     const long long pairs = m * c / 2;
-    apply_kernel<<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
-        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<__nv_bfloat162*>(y), scale,
-        shift, pairs, (int)(c / 2));
+    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(x);
+    auto* y2 = reinterpret_cast<__nv_bfloat162*>(y);
+    if (relu) {
+      apply_kernel<true><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(x2, y2, scale, shift,
+                                                                             pairs, (int)(c / 2));
+    } else {
+      apply_kernel<false><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
+          x2, y2, scale, shift, pairs, (int)(c / 2));
+    }
+  } else if (relu) {
+    apply_odd_kernel<true><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale, shift,
+                                                                               m * c, c);
   } else {
-    apply_odd_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale, shift,
-                                                                         m * c, c);
+    apply_odd_kernel<false><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale,
+                                                                                shift, m * c, c);
   }
   return mg::launch_status();
 }
 
+// `relu_y` (may be null): the output of a ReLU fused after the norm; dy counts where it is > 0.
 MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* dy,
-                                  const float* gamma, const float* mean, const float* inv_std,
+                                  const __nv_bfloat16* relu_y, const float* gamma, const float* mean, const float* inv_std,
                                   __nv_bfloat16* dx, float* dgamma, float* dbeta, long long m,
                                   long long c, float* k1, float* k2, float* k3, double* partial_a,
                                   double* partial_b, cudaStream_t stream) {
@@ -251,7 +286,7 @@ MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* d
   const dim3 grid((unsigned)chunks, (unsigned)((c + kChannels - 1) / kChannels));
   if (grid.y > 65535) return (int)cudaErrorInvalidConfiguration;
   partial_sums_kernel<1><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
-      x, dy, mean, inv_std, m, c, rows, partial_a, partial_b);
+      x, dy, relu_y, mean, inv_std, m, c, rows, partial_a, partial_b);
   int status = mg::launch_status();
   if (status != 0) return status;
   backward_finalize_kernel<<<warp_blocks(c), mg::kThreads, 0, stream>>>(
@@ -262,10 +297,11 @@ MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* d
     const long long pairs = m * c / 2;
     backward_apply_pairs_kernel<<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
         reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<const __nv_bfloat162*>(dy),
-        mean, inv_std, k1, k2, k3, reinterpret_cast<__nv_bfloat162*>(dx), pairs, (int)(c / 2));
+        reinterpret_cast<const __nv_bfloat162*>(relu_y), mean, inv_std, k1, k2, k3,
+        reinterpret_cast<__nv_bfloat162*>(dx), pairs, (int)(c / 2));
   } else {
     backward_apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
-        x, dy, mean, inv_std, k1, k2, k3, dx, m * c, c);
+        x, dy, relu_y, mean, inv_std, k1, k2, k3, dx, m * c, c);
   }
   return mg::launch_status();
 }

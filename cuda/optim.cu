@@ -10,23 +10,50 @@ using mg::sub_rn;
 
 namespace {
 
+struct AdamHyper {
+  float lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
+  int decoupled;
+  float step_size, bc2_sqrt;
+};
+
+__device__ inline void adam_update(float* __restrict__ p, const float* __restrict__ g,
+                                   float* __restrict__ m, float* __restrict__ v, long long i,
+                                   const AdamHyper& h) {
+  float pi = p[i], gi = g[i];
+  if (h.decoupled) {
+    pi = mul_rn(pi, sub_rn(1.0f, mul_rn(h.lr, h.weight_decay)));
+  } else if (h.weight_decay != 0.0f) {
+    gi = add_rn(gi, mul_rn(h.weight_decay, pi));
+  }
+  const float mi = add_rn(mul_rn(h.beta1, m[i]), mul_rn(h.one_minus_beta1, gi));
+  const float vi = add_rn(mul_rn(h.beta2, v[i]), mul_rn(mul_rn(h.one_minus_beta2, gi), gi));
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = sub_rn(pi, __fdiv_rn(mul_rn(h.step_size, mi),
+                              add_rn(__fdiv_rn(__fsqrt_rn(vi), h.bc2_sqrt), h.eps)));
+}
+
 __global__ void adam_kernel(float* __restrict__ p, const float* __restrict__ g,
-                            float* __restrict__ m, float* __restrict__ v, long long n, float lr,
-                            float beta1, float beta2, float one_minus_beta1,
-                            float one_minus_beta2, float eps, float weight_decay, int decoupled,
-                            float step_size, float bc2_sqrt) {
-  MG_GRID_STRIDE(i, n) {
-    float pi = p[i], gi = g[i];
-    if (decoupled) {
-      pi = mul_rn(pi, sub_rn(1.0f, mul_rn(lr, weight_decay)));
-    } else if (weight_decay != 0.0f) {
-      gi = add_rn(gi, mul_rn(weight_decay, pi));
-    }
-    const float mi = add_rn(mul_rn(beta1, m[i]), mul_rn(one_minus_beta1, gi));
-    const float vi = add_rn(mul_rn(beta2, v[i]), mul_rn(mul_rn(one_minus_beta2, gi), gi));
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = sub_rn(pi, __fdiv_rn(mul_rn(step_size, mi), add_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps)));
+                            float* __restrict__ m, float* __restrict__ v, long long n,
+                            AdamHyper h) {
+  MG_GRID_STRIDE(i, n) { adam_update(p, g, m, v, i, h); }
+}
+
+// One entry of the multi-tensor table (five 8-byte words, as the host writes them).
+struct AdamTensor {
+  float* p;
+  const float* g;
+  float* m;
+  float* v;
+  long long n;
+};
+
+// Tensor blockIdx.y of the table, its elements strided over blockIdx.x.
+__global__ void adam_many_kernel(const AdamTensor* __restrict__ table, AdamHyper h) {
+  const AdamTensor t = table[blockIdx.y];
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < t.n;
+       i += (long long)blockDim.x * gridDim.x) {
+    adam_update(t.p, t.g, t.m, t.v, i, h);
   }
 }
 
@@ -83,10 +110,32 @@ MG_EXPORT int mg_adam_step(float* p, const float* g, float* m, float* v, long lo
                            float beta1, float beta2, float one_minus_beta1,
                            float one_minus_beta2, float eps, float weight_decay, int decoupled,
                            float step_size, float bc2_sqrt, cudaStream_t stream) {
-  adam_kernel<<<mg::blocks_for(n), mg::kThreads, 0, stream>>>(
-      p, g, m, v, n, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay,
-      decoupled, step_size, bc2_sqrt);
+  const AdamHyper h{lr,  beta1,        beta2,    one_minus_beta1, one_minus_beta2,
+                    eps, weight_decay, decoupled, step_size,      bc2_sqrt};
+  adam_kernel<<<mg::blocks_for(n), mg::kThreads, 0, stream>>>(p, g, m, v, n, h);
   return mg::launch_status();
+}
+
+// `table` holds `count` entries of {p, g, m, v, n} on the device; `largest` is the largest n.
+MG_EXPORT int mg_adam_step_many(const void* table, long long count, long long largest, float lr,
+                                float beta1, float beta2, float one_minus_beta1,
+                                float one_minus_beta2, float eps, float weight_decay,
+                                int decoupled, float step_size, float bc2_sqrt,
+                                cudaStream_t stream) {
+  const AdamHyper h{lr,  beta1,        beta2,    one_minus_beta1, one_minus_beta2,
+                    eps, weight_decay, decoupled, step_size,      bc2_sqrt};
+  const AdamTensor* entries = static_cast<const AdamTensor*>(table);
+  long long per_tensor = (largest + mg::kThreads - 1) / mg::kThreads;
+  if (per_tensor < 1) per_tensor = 1;
+  if (per_tensor > 1024) per_tensor = 1024;
+  for (long long first = 0; first < count; first += 65535) {
+    const long long here = count - first < 65535 ? count - first : 65535;
+    const dim3 grid((unsigned)per_tensor, (unsigned)here);
+    adam_many_kernel<<<grid, mg::kThreads, 0, stream>>>(entries + first, h);
+    const int status = mg::launch_status();
+    if (status != 0) return status;
+  }
+  return 0;
 }
 
 MG_EXPORT int mg_sgd_step(float* p, const float* g, float* b, long long n, float lr,

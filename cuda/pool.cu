@@ -3,6 +3,12 @@
 // cuDNN's pooling backward does not promise. Gather form: every input element sums, in output
 // order, the gradients of the windows whose first maximum it is, so the result is
 // deterministic and bit-identical to the CPU reference.
+//
+// The bf16 NHWC twins (the mixed-precision activations) use the same windows and tie rule,
+// reading channel `ch` of each pixel: the forward copies the first maximum (so it is exact), the
+// backward sums the routed fp32 gradients and rounds once to bf16.
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 
 namespace {
@@ -21,8 +27,22 @@ __device__ inline void clip_window(int o, int k, int s, int p, int size, int* st
   *end = max(b, a);
 }
 
+// The value at pixel `pos` of an NCHW fp32 plane.
+struct PlaneF32 {
+  const float* plane;
+  __device__ float operator()(int pos) const { return plane[pos]; }
+};
+
+// The value of channel `ch` at pixel `pos` of one NHWC bf16 image with `c` channels.
+struct PixelsBf16 {
+  const __nv_bfloat16* image;
+  long long c, ch;
+  __device__ float operator()(int pos) const { return __bfloat162float(image[pos * c + ch]); }
+};
+
 // Index within the plane of the first maximum of the window of output (oh, ow).
-__device__ inline int window_argmax(const float* plane, const PoolGeom& g, int oh, int ow) {
+template <typename Load>
+__device__ inline int window_argmax(const Load& load, const PoolGeom& g, int oh, int ow) {
   int h0, h1, w0, w1;
   clip_window(oh, g.kh, g.sh, g.ph, g.h, &h0, &h1);
   clip_window(ow, g.kw, g.sw, g.pw, g.w, &w0, &w1);
@@ -30,7 +50,7 @@ __device__ inline int window_argmax(const float* plane, const PoolGeom& g, int o
   float best_v = -INFINITY;
   for (int ih = h0; ih < h1; ++ih) {
     for (int iw = w0; iw < w1; ++iw) {
-      float v = plane[ih * g.w + iw];
+      float v = load(ih * g.w + iw);
       if (v > best_v || isnan(v)) {
         best_v = v;
         best = ih * g.w + iw;
@@ -60,7 +80,7 @@ __global__ void max_pool2d_backward_kernel(const float* __restrict__ x,
     long long p = idx / plane_in;
     int pos = (int)(idx % plane_in);
     int ih = pos / g.w, iw = pos % g.w;
-    const float* plane = x + p * plane_in;
+    const PlaneF32 plane{x + p * plane_in};
     const float* grad = dy + p * plane_out;
     int oh0, oh1, ow0, ow1;
     covering(ih, g.kh, g.sh, g.ph, g.ho, &oh0, &oh1);
@@ -75,7 +95,171 @@ __global__ void max_pool2d_backward_kernel(const float* __restrict__ x,
   }
 }
 
+// y[n][oh][ow][ch] = the first maximum of its window; one thread per output element.
+__global__ void max_pool2d_nhwc_bf16_kernel(const __nv_bfloat16* __restrict__ x,
+                                            __nv_bfloat16* __restrict__ y, long long total,
+                                            long long c, PoolGeom g) {
+  const long long plane_in = (long long)g.h * g.w;
+  const long long plane_out = (long long)g.ho * g.wo;
+  MG_GRID_STRIDE(idx, total) {
+    const long long ch = idx % c;
+    const long long pixel = idx / c;
+    const long long n = pixel / plane_out;
+    const int pos = (int)(pixel % plane_out);
+    const __nv_bfloat16* image = x + n * plane_in * c;
+    const int best = window_argmax(PixelsBf16{image, c, ch}, g, pos / g.wo, pos % g.wo);
+    y[idx] = image[best * c + ch];
+  }
+}
+
+// dx[n][ih][iw][ch] = Σ dy over the windows whose first maximum it is, in output order.
+__global__ void max_pool2d_backward_nhwc_bf16_kernel(const __nv_bfloat16* __restrict__ x,
+                                                     const __nv_bfloat16* __restrict__ dy,
+                                                     __nv_bfloat16* __restrict__ dx,
+                                                     long long total, long long c, PoolGeom g) {
+  const long long plane_in = (long long)g.h * g.w;
+  const long long plane_out = (long long)g.ho * g.wo;
+  MG_GRID_STRIDE(idx, total) {
+    const long long ch = idx % c;
+    const long long pixel = idx / c;
+    const long long n = pixel / plane_in;
+    const int pos = (int)(pixel % plane_in);
+    const int ih = pos / g.w, iw = pos % g.w;
+    const PixelsBf16 image{x + n * plane_in * c, c, ch};
+    const __nv_bfloat16* grad = dy + n * plane_out * c;
+    int oh0, oh1, ow0, ow1;
+    covering(ih, g.kh, g.sh, g.ph, g.ho, &oh0, &oh1);
+    covering(iw, g.kw, g.sw, g.pw, g.wo, &ow0, &ow1);
+    float acc = 0.0f;
+    for (int oh = oh0; oh <= oh1; ++oh) {
+      for (int ow = ow0; ow <= ow1; ++ow) {
+        if (window_argmax(image, g, oh, ow) == pos) {
+          acc += __bfloat162float(grad[((long long)oh * g.wo + ow) * c + ch]);
+        }
+      }
+    }
+    dx[idx] = __float2bfloat16_rn(acc);
+  }
+}
+
+// Non-overlapping windows (stride = window, no padding) of an even channel count: one thread per
+// output pixel and channel pair finds both first maxima in one pass over the window.
+struct PairMax {
+  float best[2] = {-INFINITY, -INFINITY};
+  int at[2] = {0, 0};
+  bool nan[2] = {false, false};
+  __device__ void see(float2 v, int pos) {
+    const float x[2] = {v.x, v.y};
+    for (int k = 0; k < 2; ++k) {
+      if (!nan[k] && (x[k] > best[k] || isnan(x[k]))) {
+        best[k] = x[k];
+        at[k] = pos;
+        nan[k] = isnan(x[k]);
+      }
+    }
+  }
+};
+
+struct TiledGeom {
+  int h, w, ho, wo, kh, kw, half_c;
+};
+
+// The window of output `pixel` (n, oh, ow) scanned in row-major order; `visit(offset, pos)` gets
+// the pair offset of each input pixel and its index within the window.
+template <typename Visit>
+__device__ inline void tiled_window(const TiledGeom& g, long long pixel, long long pair,
+                                    Visit visit) {
+  const int ow = (int)(pixel % g.wo);
+  const long long t = pixel / g.wo;
+  const int oh = (int)(t % g.ho);
+  const long long n = t / g.ho;
+  for (int i = 0; i < g.kh; ++i) {
+    const long long row = (n * g.h + (long long)oh * g.kh + i) * g.w + (long long)ow * g.kw;
+    for (int j = 0; j < g.kw; ++j) visit((row + j) * g.half_c + pair, i * g.kw + j);
+  }
+}
+
+__global__ void max_pool2d_tiled_bf16_kernel(const __nv_bfloat162* __restrict__ x,
+                                             __nv_bfloat162* __restrict__ y, long long total,
+                                             TiledGeom g) {
+  MG_GRID_STRIDE(idx, total) {
+    const long long pair = idx % g.half_c;
+    PairMax m;
+    tiled_window(g, idx / g.half_c, pair,
+                 [&](long long off, int pos) { m.see(__bfloat1622float2(x[off]), pos); });
+    y[idx] = __floats2bfloat162_rn(m.best[0], m.best[1]);
+  }
+}
+
+__global__ void max_pool2d_backward_tiled_bf16_kernel(const __nv_bfloat162* __restrict__ x,
+                                                      const __nv_bfloat162* __restrict__ dy,
+                                                      __nv_bfloat162* __restrict__ dx,
+                                                      long long total, TiledGeom g) {
+  const __nv_bfloat16 zero = __float2bfloat16(0.0f);
+  MG_GRID_STRIDE(idx, total) {
+    const long long pair = idx % g.half_c;
+    const long long pixel = idx / g.half_c;
+    PairMax m;
+    tiled_window(g, pixel, pair,
+                 [&](long long off, int pos) { m.see(__bfloat1622float2(x[off]), pos); });
+    const __nv_bfloat162 grad = dy[idx];
+    tiled_window(g, pixel, pair, [&](long long off, int pos) {
+      dx[off] = __halves2bfloat162(pos == m.at[0] ? grad.x : zero, pos == m.at[1] ? grad.y : zero);
+    });
+  }
+}
+
 }  // namespace
+
+// Whether the tiled kernels apply: stride = window, no padding, an even channel count.
+static bool tiled(long long c, int kh, int kw, int sh, int sw, int ph, int pw) {
+  return c % 2 == 0 && kh == sh && kw == sw && ph == 0 && pw == 0;
+}
+
+MG_EXPORT int mg_max_pool2d_nhwc_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, long long n,
+                                      long long c, int h, int w, int ho, int wo, int kh, int kw,
+                                      int sh, int sw, int ph, int pw, cudaStream_t stream) {
+  const long long total = n * ho * wo * c;
+  if (total == 0) return 0;
+  if (tiled(c, kh, kw, sh, sw, ph, pw)) {
+    const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / 2)};
+    max_pool2d_tiled_bf16_kernel<<<mg::blocks_for(total / 2), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<__nv_bfloat162*>(y),
+        total / 2, t);
+    return mg::launch_status();
+  }
+  PoolGeom g{h, w, ho, wo, kh, kw, sh, sw, ph, pw};
+  max_pool2d_nhwc_bf16_kernel<<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(x, y, total, c,
+                                                                                  g);
+  return mg::launch_status();
+}
+
+MG_EXPORT int mg_max_pool2d_backward_nhwc_bf16(const __nv_bfloat16* x, const __nv_bfloat16* dy,
+                                               __nv_bfloat16* dx, long long n, long long c,
+                                               int h, int w, int ho, int wo, int kh, int kw,
+                                               int sh, int sw, int ph, int pw,
+                                               cudaStream_t stream) {
+  const long long total = n * h * w * c;
+  if (total == 0) return 0;
+  if (tiled(c, kh, kw, sh, sw, ph, pw)) {
+    // Rows and columns past the last whole window get no gradient.
+    if ((long long)ho * kh != h || (long long)wo * kw != w) {
+      const cudaError_t e = cudaMemsetAsync(dx, 0, total * sizeof(__nv_bfloat16), stream);
+      if (e != cudaSuccess) return (int)e;
+    }
+    const long long outputs = n * ho * wo * (c / 2);
+    if (outputs == 0) return 0;
+    const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / 2)};
+    max_pool2d_backward_tiled_bf16_kernel<<<mg::blocks_for(outputs), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<const __nv_bfloat162*>(dy),
+        reinterpret_cast<__nv_bfloat162*>(dx), outputs, t);
+    return mg::launch_status();
+  }
+  PoolGeom g{h, w, ho, wo, kh, kw, sh, sw, ph, pw};
+  max_pool2d_backward_nhwc_bf16_kernel<<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(
+      x, dy, dx, total, c, g);
+  return mg::launch_status();
+}
 
 MG_EXPORT int mg_max_pool2d_backward(const float* x, const float* dy, float* dx, long long planes,
                                      int h, int w, int ho, int wo, int kh, int kw, int sh, int sw,

@@ -299,6 +299,17 @@ pub trait LossOps {
 }
 
 /// In-place parameter updates.
+/// One parameter's operands of [`OptimizerOps::adam_step_many`].
+#[derive(Debug)]
+pub struct AdamOperands<'a> {
+    pub param: &'a mut Tensor,
+    pub grad: &'a Tensor,
+    /// First moment.
+    pub m: &'a mut Tensor,
+    /// Second moment.
+    pub v: &'a mut Tensor,
+}
+
 pub trait OptimizerOps {
     /// One Adam/AdamW step on `param` with first and second moments `m` and `v`.
     fn adam_step(
@@ -309,6 +320,15 @@ pub trait OptimizerOps {
         v: &mut Tensor,
         step: &AdamStep,
     ) -> Result<()>;
+    /// The same Adam/AdamW step on many parameters at once, with the results of
+    /// [`OptimizerOps::adam_step`] on each (a backend may fuse them: the CUDA backend runs one
+    /// kernel for all, the multi-tensor update).
+    fn adam_step_many(&self, operands: &mut [AdamOperands<'_>], step: &AdamStep) -> Result<()> {
+        for o in operands.iter_mut() {
+            self.adam_step(o.param, o.grad, o.m, o.v, step)?;
+        }
+        Ok(())
+    }
     /// One Adagrad step; `sum_sq` accumulates squared gradients.
     fn adagrad_step(
         &self,
@@ -351,6 +371,38 @@ pub trait MetricOps {
     ) -> Result<Vec<u64>>;
 }
 
+/// Compositions of other ops that a backend may run fused (fewer passes over memory, fewer
+/// launches); the defaults compose the ops, and a fused version must give the same values up to
+/// rounding.
+pub trait FusedOps: NormOps + ActivationOps {
+    /// `relu(batch_norm_train(x))`: the result and the batch statistics of the norm.
+    fn batch_norm_relu_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let (z, saved) = self.batch_norm_train(x, gamma, beta, running_mean, running_var, attrs)?;
+        Ok((self.activation(&z, Activation::Relu)?, saved))
+    }
+    /// `(dx, dgamma, dbeta)` of [`FusedOps::batch_norm_relu_train`] from its result `y` and the
+    /// gradient `dy` (the ReLU passes `dy` where `y > 0`, which is where the norm's output is).
+    fn batch_norm_relu_backward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let dz = self.activation_backward(y, y, dy, Activation::Relu)?;
+        self.batch_norm_backward(x, &dz, gamma, saved, true)
+    }
+}
+
 /// A complete backend: every op trait, shareable across threads.
 pub trait Backend:
     MatmulOps
@@ -365,6 +417,7 @@ pub trait Backend:
     + LossOps
     + OptimizerOps
     + MetricOps
+    + FusedOps
     + Send
     + Sync
     + std::fmt::Debug

@@ -996,5 +996,189 @@ fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
         assert_close(&format!("bn bf16 dx {name}"), &dx_g, &dx_c, 1e-2);
         assert_close(&format!("bn bf16 dgamma {name}"), &dg_g, &dg_c, 1e-4);
         assert_close(&format!("bn bf16 dbeta {name}"), &db_g, &db_c, 1e-4);
+
+        // Fused with a ReLU: bit for bit the two ops in a row on the GPU, forward and backward.
+        let (mut rm_f, mut rv_f) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
+        let (yf, saved_f) = gpu
+            .batch_norm_relu_train(&x, &gamma, &beta, &mut rm_f, &mut rv_f, &attrs)
+            .unwrap();
+        assert_eq!(yf.dtype(), magma_tensor::DType::BF16, "{name} fused");
+        let y_relu = gpu.activation(&y_g, Activation::Relu).unwrap();
+        assert_eq!(
+            yf.to_vec().unwrap(),
+            y_relu.to_vec().unwrap(),
+            "bn+relu y {name}"
+        );
+        assert_eq!(rm_f.to_vec().unwrap(), rm_g.to_vec().unwrap(), "{name}");
+        let (dxf, dgf, dbf) = gpu
+            .batch_norm_relu_backward(&x, &yf, &dy, &gamma, &saved_f)
+            .unwrap();
+        let dz = gpu
+            .activation_backward(&y_relu, &y_relu, &dy, Activation::Relu)
+            .unwrap();
+        let (dx_u, dg_u, db_u) = gpu
+            .batch_norm_backward(&x, &dz, &gamma, &saved_g, true)
+            .unwrap();
+        assert_eq!(
+            dxf.to_vec().unwrap(),
+            dx_u.to_vec().unwrap(),
+            "bn+relu dx {name}"
+        );
+        assert_eq!(
+            dgf.to_vec().unwrap(),
+            dg_u.to_vec().unwrap(),
+            "bn+relu dgamma {name}"
+        );
+        assert_eq!(
+            dbf.to_vec().unwrap(),
+            db_u.to_vec().unwrap(),
+            "bn+relu dbeta {name}"
+        );
+        // And the CPU's composition of the same values.
+        let (dx_cf, _, _) = cpu
+            .batch_norm_relu_backward(&x_host, &yf.to_host().unwrap(), &dy_host, &gamma, &saved_c)
+            .unwrap();
+        assert_close(&format!("bn+relu dx vs cpu {name}"), &dxf, &dx_cf, 1e-2);
     }
+}
+
+/// The bf16 NHWC twins of max pooling (forward and backward), channel concat and split, the sum
+/// of two activations, the channel bias and its gradient (the per-channel sum) keep bf16 NHWC
+/// activations as they are and match the CPU on the same (exactly bf16) values: copies exactly,
+/// arithmetic up to the one rounding of a bf16 result. Odd channel counts fall back to fp32.
+#[test]
+fn bf16_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
+    let Some(gpu) = backend_in(Precision::Bf16, false) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let bf16 = magma_tensor::DType::BF16;
+    let mut rng = SeededRng::new(43);
+    // A 1x1 identity convolution hands back its input as a bf16 NHWC tensor (rounded once).
+    let as_bf16 = |t: &Tensor| {
+        let c = t.shape()[1];
+        let mut eye = vec![0.0; c * c];
+        (0..c).for_each(|i| eye[i * c + i] = 1.0);
+        let eye = Tensor::from_vec(eye, &[c, c, 1, 1]).unwrap();
+        let y = gpu.conv2d(t, &eye, None, &Conv2dAttrs::new()).unwrap();
+        assert_eq!(y.dtype(), bf16);
+        y
+    };
+    let pools = [
+        Pool2dAttrs::square(2),
+        Pool2dAttrs::square(3)
+            .with_stride([2, 2])
+            .with_padding([1, 1]),
+        Pool2dAttrs::square(3)
+            .with_stride([1, 1])
+            .with_padding([1, 1]),
+    ];
+    for shape in [[2, 6, 9, 11], [1, 40, 16, 16]] {
+        // Values on a coarse grid, so that windows hold ties (the first maximum wins).
+        let x = as_bf16(
+            &random_tensor(&shape, &mut rng, 0.0)
+                .map(|v| (v * 4.0).round())
+                .unwrap(),
+        );
+        let x_host = x.to_host().unwrap();
+        for attrs in &pools {
+            let name = format!("{shape:?} {attrs:?}");
+            let y = gpu.max_pool2d(&x, attrs).unwrap();
+            assert_eq!(y.dtype(), bf16, "max_pool2d {name}");
+            let y_c = cpu.max_pool2d(&x_host, attrs).unwrap();
+            assert_eq!(
+                y.to_vec().unwrap(),
+                y_c.to_vec().unwrap(),
+                "max_pool2d {name}"
+            );
+            let dy = as_bf16(&random_tensor(y_c.shape(), &mut rng, 0.0));
+            let dx = gpu.max_pool2d_backward(&x, &y, &dy, attrs).unwrap();
+            assert_eq!(dx.dtype(), bf16, "max_pool2d_backward {name}");
+            let dx_c = cpu
+                .max_pool2d_backward(&x_host, &y_c, &dy.to_host().unwrap(), attrs)
+                .unwrap();
+            assert_close(&format!("max_pool2d_backward {name}"), &dx, &dx_c, 1e-2);
+        }
+    }
+
+    let [n, h, w] = [2, 5, 7];
+    let a = as_bf16(&random_tensor(&[n, 6, h, w], &mut rng, 0.0));
+    let b = as_bf16(&random_tensor(&[n, 4, h, w], &mut rng, 0.0));
+    let (a_host, b_host) = (a.to_host().unwrap(), b.to_host().unwrap());
+    let joined = gpu.concat(&[&a, &b], 1).unwrap();
+    assert_eq!(joined.dtype(), bf16, "concat");
+    let joined_c = cpu.concat(&[&a_host, &b_host], 1).unwrap();
+    assert_eq!(
+        joined.to_vec().unwrap(),
+        joined_c.to_vec().unwrap(),
+        "concat"
+    );
+    let parts = gpu.split(&joined, 1, &[4, 2, 4]).unwrap();
+    let parts_c = cpu.split(&joined_c, 1, &[4, 2, 4]).unwrap();
+    for (i, (p, p_c)) in parts.iter().zip(&parts_c).enumerate() {
+        assert_eq!(p.dtype(), bf16, "split part {i}");
+        assert_eq!(p.to_vec().unwrap(), p_c.to_vec().unwrap(), "split part {i}");
+    }
+    // An odd channel count: the fp32 path, the same values.
+    let odd = as_bf16(&random_tensor(&[n, 3, h, w], &mut rng, 0.0));
+    let mixed = gpu.concat(&[&a, &odd], 1).unwrap();
+    assert_eq!(
+        mixed.dtype(),
+        magma_tensor::DType::F32,
+        "concat of an odd part"
+    );
+    let mixed_c = cpu.concat(&[&a_host, &odd.to_host().unwrap()], 1).unwrap();
+    assert_eq!(
+        mixed.to_vec().unwrap(),
+        mixed_c.to_vec().unwrap(),
+        "odd concat"
+    );
+    let odd_parts = gpu.split(&mixed, 1, &[6, 3]).unwrap();
+    assert_eq!(
+        odd_parts[1].to_vec().unwrap(),
+        odd.to_vec().unwrap(),
+        "odd split"
+    );
+
+    let a2 = as_bf16(&random_tensor(&[n, 6, h, w], &mut rng, 0.0));
+    let sum = gpu.add(&a, &a2).unwrap();
+    assert_eq!(sum.dtype(), bf16, "add");
+    let sum_c = cpu.add(&a_host, &a2.to_host().unwrap()).unwrap();
+    assert_close("add bf16", &sum, &sum_c, 1e-2);
+    // bf16 + fp32 is computed in fp32, as autocast's type promotion does.
+    let f = random_tensor(&[n, 6, h, w], &mut rng, 0.0);
+    let promoted = gpu.add(&a, &f).unwrap();
+    assert_eq!(promoted.dtype(), magma_tensor::DType::F32, "bf16 + fp32");
+    assert_close(
+        "bf16 + fp32",
+        &promoted,
+        &cpu.add(&a_host, &f).unwrap(),
+        1e-6,
+    );
+
+    let bias = random_tensor(&[6], &mut rng, 0.0);
+    let biased = gpu.add_channel_bias(&a, &bias).unwrap();
+    assert_eq!(biased.dtype(), bf16, "add_channel_bias");
+    let biased_c = cpu.add_channel_bias(&a_host, &bias).unwrap();
+    assert_close("add_channel_bias bf16", &biased, &biased_c, 1e-2);
+    let big = as_bf16(&random_tensor(&[3, 70, 33, 31], &mut rng, 0.0));
+    for t in [&a, &big] {
+        let s = gpu.sum_per_channel(t).unwrap();
+        let s_c = cpu.sum_per_channel(&t.to_host().unwrap()).unwrap();
+        assert_close(
+            &format!("sum_per_channel bf16 {:?}", t.shape()),
+            &s,
+            &s_c,
+            1e-5,
+        );
+    }
+
+    // A convolution with a bias writes bf16 NHWC too, the bias added in bf16.
+    let wgt = random_tensor(&[5, 6, 3, 3], &mut rng, 0.0);
+    let cb = random_tensor(&[5], &mut rng, 0.0);
+    let attrs = Conv2dAttrs::new().with_padding([1, 1]);
+    let y = gpu.conv2d(&a, &wgt, Some(&cb), &attrs).unwrap();
+    assert_eq!(y.dtype(), bf16, "conv2d with bias");
+    let y_c = cpu.conv2d(&a_host, &wgt, Some(&cb), &attrs).unwrap();
+    assert_close("conv2d with bias, bf16", &y, &y_c, BF16_TOL);
 }

@@ -753,3 +753,124 @@ fn confusion_matrix_matches_the_cpu() {
         }
     }
 }
+
+/// The multi-tensor Adam (one kernel over every parameter) gives bit for bit the values of one
+/// `adam_step` per tensor, over tensors of very different sizes (one element to a whole
+/// 4.7 M-weight layer) and an empty one, and refuses bad operands with the CPU's error.
+#[test]
+fn multi_tensor_adam_is_bit_identical_to_one_step_per_tensor() {
+    use dnn_ops::backend::AdamOperands;
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(11);
+    let shapes: Vec<Vec<usize>> = vec![
+        vec![1],
+        vec![64],
+        vec![0],
+        vec![17, 3, 3, 3],
+        vec![1024, 512, 3, 3],
+        vec![3, 5],
+    ];
+    let params: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| random_tensor(s, &mut rng, 0.0))
+        .collect();
+    for (wd, decoupled) in [(0.0, false), (0.01, false), (0.05, true)] {
+        let fresh = || -> Vec<[Tensor; 3]> {
+            params
+                .iter()
+                .map(|p| {
+                    [
+                        p.clone(),
+                        Tensor::zeros(p.shape()),
+                        Tensor::zeros(p.shape()),
+                    ]
+                })
+                .collect()
+        };
+        let (mut many, mut single, mut host) = (fresh(), fresh(), fresh());
+        for t in 1..=3u64 {
+            let step = AdamStep {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: wd,
+                decoupled_weight_decay: decoupled,
+                step: t,
+            };
+            let grads: Vec<Tensor> = shapes
+                .iter()
+                .map(|s| random_tensor(s, &mut rng, 0.0))
+                .collect();
+            let mut operands: Vec<AdamOperands<'_>> = many
+                .iter_mut()
+                .zip(&grads)
+                .map(|([p, m, v], grad)| AdamOperands {
+                    param: p,
+                    grad,
+                    m,
+                    v,
+                })
+                .collect();
+            gpu.adam_step_many(&mut operands, &step).unwrap();
+            for (([p, m, v], [cp, cm, cv]), g) in single.iter_mut().zip(host.iter_mut()).zip(&grads)
+            {
+                gpu.adam_step(p, g, m, v, &step).unwrap();
+                cpu.adam_step(cp, g, cm, cv, &step).unwrap();
+            }
+        }
+        for (i, ((a, b), c)) in many.iter().zip(&single).zip(&host).enumerate() {
+            for k in 0..3 {
+                let what = format!(
+                    "tensor {i} {:?} slot {k} wd {wd} decoupled {decoupled}",
+                    shapes[i]
+                );
+                assert_eq!(bits(&a[k]), bits(&b[k]), "{what}: multi vs single");
+                assert_close(&what, &a[k], &c[k], TOL);
+            }
+        }
+    }
+    // A gradient of the wrong shape: the CPU's error.
+    let step = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled_weight_decay: false,
+        step: 1,
+    };
+    let [mut p, mut m, mut v] = [
+        Tensor::zeros(&[3]),
+        Tensor::zeros(&[3]),
+        Tensor::zeros(&[3]),
+    ];
+    let [mut cp, mut cm, mut cv] = [
+        Tensor::zeros(&[3]),
+        Tensor::zeros(&[3]),
+        Tensor::zeros(&[3]),
+    ];
+    let bad = Tensor::ones(&[4]);
+    same_error(
+        "adam_step_many shapes",
+        gpu.adam_step_many(
+            &mut [AdamOperands {
+                param: &mut p,
+                grad: &bad,
+                m: &mut m,
+                v: &mut v,
+            }],
+            &step,
+        ),
+        cpu.adam_step_many(
+            &mut [AdamOperands {
+                param: &mut cp,
+                grad: &bad,
+                m: &mut cm,
+                v: &mut cv,
+            }],
+            &step,
+        ),
+    );
+}

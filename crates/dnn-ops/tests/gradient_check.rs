@@ -171,6 +171,43 @@ dnn_ops::test_device!(fn batch_norm_gradients_in_training_and_evaluation(be) {
     }
 });
 
+dnn_ops::test_device!(fn batch_norm_relu_gradients_in_training_and_evaluation(be) {
+    // Inputs whose normalised values keep at least 0.2 away from the ReLU's kink (every channel
+    // holds a permutation of the same six values, mean 0), so the finite differences never
+    // straddle it; both sides of it occur in every channel.
+    let (n, c, h, w) = (2, 3, 2, 3);
+    let pattern = [-2.5f32, -1.5, -0.5, 0.5, 1.5, 2.5];
+    let mut x = Vec::with_capacity(n * c * h * w);
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..h * w {
+                x.push(pattern[(p * (ch + 1) + 5 * i) % 6]);
+            }
+        }
+    }
+    let inputs = [
+        Tensor::from_vec(x, &[n, c, h, w]).unwrap(),
+        Tensor::from_vec(vec![1.0, 1.1, 1.2], &[c]).unwrap(),
+        Tensor::from_vec(vec![0.6, 0.6, 0.6], &[c]).unwrap(),
+    ];
+    for training in [true, false] {
+        check(be, &inputs, |g, v| {
+            let mut stats = RunningStats {
+                mean: Tensor::zeros(&[c]),
+                var: Tensor::full(&[c], 2.9),
+            };
+            g.batch_norm_relu(
+                v[0],
+                v[1],
+                v[2],
+                &mut stats,
+                BatchNormAttrs::default(),
+                training,
+            )
+        });
+    }
+});
+
 dnn_ops::test_device!(fn softmax_and_log_softmax_gradients(be) {
     let mut rng = SeededRng::new(6);
     let shape = [

@@ -21,7 +21,8 @@ pub trait DeviceBuffer: Send + Sync + Debug {
     fn ordinal(&self) -> usize;
     /// The raw device address of the first element (what kernels and cuDNN are given).
     fn device_ptr(&self) -> u64;
-    /// Copies `src` (exactly `len()` values) to the device.
+    /// Copies `src` (exactly `len()` values) to the device. It may return before the copy has
+    /// run (work queued after it sees the values); `src` is free to change at once.
     fn copy_from_host(&mut self, src: &[f32]) -> Result<()>;
     /// Copies the buffer into `dst` (exactly `len()` values).
     fn copy_to_host(&self, dst: &mut [f32]) -> Result<()>;

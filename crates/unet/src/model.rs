@@ -52,10 +52,10 @@ impl Module for DoubleConv {
         let mut relu = ActivationLayer::relu();
         for k in 0..2 {
             x = self.convs[k].forward(g, x, mode)?;
-            if let Some(norms) = &mut self.norms {
-                x = norms[k].forward(g, x, mode)?;
-            }
-            x = relu.forward(g, x, mode)?;
+            x = match &mut self.norms {
+                Some(norms) => norms[k].forward_relu(g, x, mode)?,
+                None => relu.forward(g, x, mode)?,
+            };
         }
         Ok(x)
     }

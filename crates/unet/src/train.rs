@@ -264,20 +264,34 @@ fn train_step(
     let x = g.input(batch.images.clone());
     let logits = model.forward(&g, x, Mode::Train)?;
     let l = loss.compute(&g, logits, &batch.masks)?;
-    let mut value = g.value(l).item()?;
-    let mut reduced = None;
+    // Everything up to the update is queued before anything is read back, so the device runs
+    // the backward pass while the host queues it; the one wait of the step is the read of the
+    // loss and of the gradients' sum (finite or not) below, before the update.
+    let mut grads = g.backward(l)?;
+    let mut reduced_loss = None;
     if comm.size() > 1 {
         // Every rank reduces, whatever its own loss, so that all of them see the same values
-        // and stop together.
-        let mut grads = g.backward(l)?;
+        // and stop together. The loss goes in the gradients' collective as (sum, count).
+        let (mut weighted, mut count) = (
+            backend.affine(&g.value(l), batch.len() as f32, 0.0)?,
+            backend.full(&[], batch.len() as f32)?,
+        );
         let reducing = Instant::now();
-        all_reduce_gradients(comm, backend, model, &mut grads)?;
+        all_reduce_gradients(
+            comm,
+            backend,
+            model,
+            &mut grads,
+            &mut [&mut weighted, &mut count],
+        )?;
         *reduce_seconds += reducing.elapsed().as_secs_f64();
-        let mut sums = [f64::from(value) * batch.len() as f64, batch.len() as f64];
-        comm.all_reduce_sum_f64(&mut sums)?;
-        value = (sums[0] / sums[1]) as f32;
-        reduced = Some(grads);
+        reduced_loss = Some((weighted, count));
     }
+    let grad_sum = gradient_sum(backend, model, &grads)?;
+    let value = match reduced_loss {
+        Some((weighted, count)) => (f64::from(weighted.item()?) / f64::from(count.item()?)) as f32,
+        None => g.value(l).item()?,
+    };
     if !value.is_finite() {
         let whose = if comm.size() > 1 {
             format!(
@@ -299,11 +313,9 @@ fn train_step(
         }
         .into());
     }
-    let grads = match reduced {
-        Some(grads) => grads,
-        None => g.backward(l)?,
-    };
-    if let Some(param) = first_non_finite_gradient(backend, model, &grads)? {
+    if !grad_sum.map_or(Ok(true), |t| t.item().map(f32::is_finite))?
+        && let Some(param) = first_non_finite_gradient(model, &grads)
+    {
         return Err(dnn_layers::LayerError::NonFiniteGradient { param, epoch, step }.into());
     }
     drop(g);
@@ -312,12 +324,14 @@ fn train_step(
 }
 
 /// Sums every parameter's gradient across ranks (in the model's parameter order, the same on
-/// every rank) and divides by the number of ranks.
+/// every rank) and divides by the number of ranks; the tensors of `also_summed` (a loss, say)
+/// are summed in the same collective call, not divided.
 pub fn all_reduce_gradients(
     comm: &mut dyn Communicator,
     backend: &dyn Backend,
     model: &UNet,
     grads: &mut Gradients,
+    also_summed: &mut [&mut Tensor],
 ) -> Result<()> {
     let mut ids = Vec::new();
     model.visit_parameters(&mut |p| ids.push(p.id()));
@@ -326,6 +340,7 @@ pub fn all_reduce_gradients(
         .filter_map(|id| grads.take_param(id).map(|t| (id, t)))
         .collect();
     let mut tensors: Vec<&mut Tensor> = taken.iter_mut().map(|(_, t)| t).collect();
+    tensors.extend(also_summed.iter_mut().map(|t| &mut **t));
     comm.all_reduce_sum(&mut tensors)?;
     let scale = 1.0 / comm.size() as f32;
     for (id, sum) in taken {
@@ -483,18 +498,13 @@ fn forward_origin(g: &Graph<'_>, model: &UNet) -> Result<String> {
     })
 }
 
-/// Names the parameter whose gradient first became NaN or ±Inf (the last one in the model's
-/// forward order that holds any: the backward pass reaches it first), the layer and how many
-/// gradients are non-finite.
-///
-/// One host synchronisation per step: the sums of all gradients are added on the backend's
-/// device (NaN and Inf survive summation) and only the total is read; each gradient is looked at
-/// only when that total is not finite.
-fn first_non_finite_gradient(
+/// The sum of every gradient, queued on the backend's device (NaN and Inf survive summation, so
+/// a finite total means finite gradients); `None` when no parameter has one.
+fn gradient_sum(
     backend: &dyn Backend,
     model: &UNet,
     grads: &dnn_ops::Gradients,
-) -> Result<Option<String>> {
+) -> Result<Option<dnn_ops::Tensor>> {
     let mut total: Option<dnn_ops::Tensor> = None;
     let mut failure = None;
     model.visit_parameters(&mut |p| {
@@ -513,12 +523,17 @@ fn first_non_finite_gradient(
             Err(e) => failure = Some(e),
         }
     });
-    if let Some(e) = failure {
-        return Err(e.into());
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(total),
     }
-    if total.map_or(Ok(true), |t| t.item().map(f32::is_finite))? {
-        return Ok(None);
-    }
+}
+
+/// Names the parameter whose gradient first became NaN or ±Inf (the last one in the model's
+/// forward order that holds any: the backward pass reaches it first), the layer and how many
+/// gradients are non-finite. Looks at each gradient: only called once [`gradient_sum`] was not
+/// finite.
+fn first_non_finite_gradient(model: &UNet, grads: &dnn_ops::Gradients) -> Option<String> {
     let (mut bad, mut count, mut with_grad) = (None, 0usize, 0usize);
     model.visit_parameters(&mut |p| {
         if let Some(t) = grads.param(p.id()) {
@@ -529,13 +544,13 @@ fn first_non_finite_gradient(
             }
         }
     });
-    Ok(bad.map(|name| {
+    bad.map(|name| {
         format!(
             "{name} of layer {} (the first the backward pass reached; {count} of {with_grad} \
              parameter gradients non-finite)",
             layer_of(&name)
         )
-    }))
+    })
 }
 
 fn table_header(class_names: &[String]) -> String {

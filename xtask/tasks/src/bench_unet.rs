@@ -123,31 +123,74 @@ fn random_batch(batch: usize, size: usize, rng: &mut SeededRng) -> Result<(Tenso
     ))
 }
 
+/// Host seconds spent queuing each phase of the training steps (the host does not wait for the
+/// device except when a pinned upload buffer is still in use, so a phase that takes longer than
+/// its launches shows the device running behind).
+#[derive(Debug, Default)]
+struct HostPhases {
+    forward: f64,
+    backward: f64,
+    reduce: f64,
+    update: f64,
+}
+
+impl HostPhases {
+    fn describe(&self, steps: usize) -> String {
+        let ms = |s: f64| 1e3 * s / steps.max(1) as f64;
+        format!(
+            "host time per step queuing forward {:.2} ms, backward {:.2} ms, gradient all-reduce \
+             {:.2} ms, update {:.2} ms",
+            ms(self.forward),
+            ms(self.backward),
+            ms(self.reduce),
+            ms(self.update)
+        )
+    }
+}
+
+/// One training step, queued: returns the loss as a device value (summed over ranks) without
+/// waiting for it, so that the host queues the next step while this one runs (as the peer does).
 fn train_step(
     backend: &dyn Backend,
     model: &mut UNet,
     adam: &mut Adam,
-    x: &Tensor,
-    y: &Tensor,
+    (x, y): (&Tensor, &Tensor),
     comm: &mut dyn Communicator,
-) -> Result<f32> {
+    phases: &mut HostPhases,
+) -> Result<Tensor> {
     let loss = CrossEntropyLoss {
         class_weights: None,
         ignore_index: None,
+    };
+    let mut lap = Instant::now();
+    let mut take = |slot: &mut f64| {
+        *slot += lap.elapsed().as_secs_f64();
+        lap = Instant::now();
     };
     let g = Graph::new(backend);
     let input = g.input(x.clone());
     let logits = model.forward(&g, input, Mode::Train)?;
     let l = loss.compute(&g, logits, y)?;
-    let mut value = [f64::from(g.value(l).item()?)];
+    let mut value = g.value(l);
+    take(&mut phases.forward);
     let mut grads = g.backward(l)?;
     drop(g);
+    take(&mut phases.backward);
     if comm.size() > 1 {
-        unet::train::all_reduce_gradients(comm, backend, model, &mut grads)?;
-        comm.all_reduce_sum_f64(&mut value)?;
+        unet::train::all_reduce_gradients(comm, backend, model, &mut grads, &mut [&mut value])?;
     }
+    take(&mut phases.reduce);
     adam.step(backend, model, &grads)?;
-    Ok((value[0] / comm.size() as f64) as f32)
+    take(&mut phases.update);
+    Ok(value)
+}
+
+/// The mean losses over ranks of queued steps (reading them waits for the steps).
+fn read_losses(values: &[Tensor], ranks: usize) -> Result<Vec<f32>> {
+    values
+        .iter()
+        .map(|v| Ok((f64::from(v.item()?) / ranks as f64) as f32))
+        .collect()
 }
 
 /// Waits for the backend's queued work (a 1-element read is a synchronisation point).
@@ -239,41 +282,80 @@ fn measure(
     // N GPUs sees exactly the data of a 1-GPU run with batch N × batch.
     let (ranks, rank) = (comm.size(), comm.rank());
     let (gx, gy) = random_batch(batch * ranks, size, &mut SeededRng::new(1))?;
-    let (x, y) = (
-        gx.narrow(0, rank * batch, batch)?.contiguous()?,
-        gy.narrow(0, rank * batch, batch)?.contiguous()?,
-    );
-    let mut step_losses = Vec::new();
+    // The images live on the device, as the peer's do; the labels are read on the host by the
+    // loss's label check, then copied (queued, without waiting) every step.
+    // (`affine(x, 1, 0)`: a copy of x made by the backend, so on its device.)
+    let x = backend.affine(&gx.narrow(0, rank * batch, batch)?.contiguous()?, 1.0, 0.0)?;
+    let y = gy.narrow(0, rank * batch, batch)?.contiguous()?;
+    let mut queued = Vec::new();
+    let mut phases = HostPhases::default();
     for _ in 0..args.warm {
-        step_losses.push(train_step(backend, &mut model, &mut adam, &x, &y, comm)?);
+        queued.push(train_step(
+            backend,
+            &mut model,
+            &mut adam,
+            (&x, &y),
+            comm,
+            &mut phases,
+        )?);
     }
+    let mut step_losses = read_losses(&queued, ranks)?;
+    // The host profile (when on) covers the timed steps only.
+    let _ = dnn_ops::autodiff::host_profile::report(1);
     comm.barrier()?;
     profiler_range(args, true)?;
     let start = Instant::now();
+    let mut queued = Vec::new();
+    let mut phases = HostPhases::default();
     for _ in 0..args.iters {
-        step_losses.push(train_step(backend, &mut model, &mut adam, &x, &y, comm)?);
+        queued.push(train_step(
+            backend,
+            &mut model,
+            &mut adam,
+            (&x, &y),
+            comm,
+            &mut phases,
+        )?);
     }
+    let queued_s = start.elapsed().as_secs_f64();
+    step_losses.extend(read_losses(&queued, ranks)?);
     comm.barrier()?;
     profiler_range(args, false)?;
     let train_s = start.elapsed().as_secs_f64();
+    if comm.rank() == 0 {
+        eprintln!(
+            "note: {mode} {base}:{size}:{batch}: {}; all steps queued after {:.1} of {:.1} ms",
+            phases.describe(args.iters),
+            1e3 * queued_s,
+            1e3 * train_s
+        );
+        if dnn_ops::autodiff::host_profile::enabled() {
+            eprint!("{}", dnn_ops::autodiff::host_profile::report(args.iters));
+        }
+    }
     let loss = *step_losses.last().unwrap_or(&f32::NAN);
     if !loss.is_finite() {
         bail!("the benchmark's loss is {loss}: the step is broken");
     }
     let train_img_s = (args.iters * batch * ranks) as f64 / train_s;
-    // Inference: forward only, evaluation mode, no tape.
-    let infer = |model: &mut UNet| -> Result<()> {
+    // Inference: forward only, evaluation mode, no tape; queued back to back, waited for once.
+    let infer = |model: &mut UNet| -> Result<Tensor> {
         let g = Graph::inference(backend);
         let input = g.input(x.clone());
         let out = model.forward(&g, input, Mode::Eval)?;
-        sync(backend, &g.value(out))
+        Ok(g.value(out))
     };
     for _ in 0..args.warm {
         infer(&mut model)?;
     }
+    sync(backend, &x)?;
     let start = Instant::now();
+    let mut last = None;
     for _ in 0..args.iters {
-        infer(&mut model)?;
+        last = Some(infer(&mut model)?);
+    }
+    if let Some(out) = last {
+        sync(backend, &out)?;
     }
     let infer_img_s = (args.iters * batch) as f64 / start.elapsed().as_secs_f64();
     Ok(Measurement {

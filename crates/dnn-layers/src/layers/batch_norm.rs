@@ -71,6 +71,19 @@ impl BatchNorm {
     pub fn running_stats(&self) -> &RunningStats {
         &self.stats
     }
+
+    /// This norm followed by a ReLU, as one graph op (fused on backends that can).
+    pub fn forward_relu(&mut self, g: &Graph, x: Var, mode: Mode) -> Result<Var> {
+        let (gamma, beta) = (g.param(&self.gamma), g.param(&self.beta));
+        Ok(g.batch_norm_relu(
+            x,
+            gamma,
+            beta,
+            &mut self.stats,
+            self.config.attrs,
+            mode.is_training(),
+        )?)
+    }
 }
 
 impl Module for BatchNorm {

@@ -57,7 +57,7 @@ impl Module for ResidualBlock {
     fn forward(&mut self, g: &Graph, x: Var, mode: Mode) -> Result<Var> {
         let mut relu = ActivationLayer::relu();
         let h = self.conv1.forward(g, x, mode)?;
-        let h = relu.forward(g, self.bn1.forward(g, h, mode)?, mode)?;
+        let h = self.bn1.forward_relu(g, h, mode)?;
         let h = self.bn2.forward(g, self.conv2.forward(g, h, mode)?, mode)?;
         let shortcut = match &mut self.projection {
             Some((conv, bn)) => bn.forward(g, conv.forward(g, x, mode)?, mode)?,

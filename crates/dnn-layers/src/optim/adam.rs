@@ -1,5 +1,6 @@
 //! Adam and AdamW (decoupled weight decay).
 
+use dnn_ops::backend::AdamOperands;
 use dnn_ops::{AdamStep, Backend, Gradients};
 
 use super::{Optimizer, SlotState};
@@ -80,11 +81,23 @@ impl Optimizer for Adam {
             decoupled_weight_decay: self.decoupled,
             step: self.state.step + 1,
         };
-        self.state.step_each(module, grads, |p, grad, slots| {
-            let [m, v] = slots else {
-                unreachable!("Adam keeps two slots")
-            };
-            Ok(backend.adam_step(p.value_mut(), grad, m, v, &hyper)?)
+        // Every parameter in one backend call (one kernel on the GPU).
+        self.state.step_all(module, grads, |taken| {
+            let mut operands: Vec<AdamOperands<'_>> = taken
+                .iter_mut()
+                .map(|t| {
+                    let [m, v] = &mut t.slots[..] else {
+                        unreachable!("Adam keeps two slots")
+                    };
+                    AdamOperands {
+                        param: &mut t.param,
+                        grad: &t.grad,
+                        m,
+                        v,
+                    }
+                })
+                .collect();
+            Ok(backend.adam_step_many(&mut operands, &hyper)?)
         })
     }
     fn learning_rate(&self) -> f32 {

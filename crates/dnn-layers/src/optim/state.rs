@@ -7,6 +7,15 @@ use dnn_ops::{Gradients, Parameter, Tensor};
 use crate::error::{LayerError, Result};
 use crate::module::{Module, try_for_each_parameter_mut};
 
+/// One parameter's tensors, taken out for [`SlotState::step_all`].
+#[derive(Debug)]
+pub struct SlotUpdate {
+    pub param: Tensor,
+    pub grad: Tensor,
+    /// The optimizer's slots of this parameter, in the order of its slot names.
+    pub slots: Vec<Tensor>,
+}
+
 /// Named slots (e.g. Adam's `m` and `v`) for every parameter, and the step count.
 #[derive(Debug, Clone)]
 pub struct SlotState {
@@ -49,6 +58,48 @@ impl SlotState {
             let slots = self.slots_for(p.name(), p.value());
             update(p, grad, slots)
         })
+    }
+
+    /// Counts one step and hands every parameter of `module` that has a gradient in `grads`,
+    /// with its gradient and slots, to one call of `update` (for optimizers that update all
+    /// parameters at once); the tensors are taken out of the module and the state for the call
+    /// and put back after it, whatever its outcome.
+    pub fn step_all(
+        &mut self,
+        module: &mut dyn Module,
+        grads: &Gradients,
+        update: impl FnOnce(&mut [SlotUpdate]) -> Result<()>,
+    ) -> Result<()> {
+        self.step += 1;
+        let mut taken = Vec::new();
+        try_for_each_parameter_mut(module, |p| {
+            let Some(grad) = grads.param(p.id()) else {
+                return Ok(());
+            };
+            let slots = std::mem::take(self.slots_for(p.name(), p.value()));
+            let param = std::mem::replace(p.value_mut(), Tensor::zeros(&[0]));
+            taken.push(SlotUpdate {
+                param,
+                grad: grad.clone(),
+                slots,
+            });
+            Ok(())
+        })?;
+        let outcome = update(&mut taken);
+        let mut back = taken.into_iter();
+        try_for_each_parameter_mut(module, |p| {
+            if grads.param(p.id()).is_none() {
+                return Ok(());
+            }
+            let t = back.next().ok_or_else(|| LayerError::Config {
+                layer: "optimizer".into(),
+                reason: format!("parameter {} appeared during the update", p.name()),
+            })?;
+            *p.value_mut() = t.param;
+            *self.slots_for(p.name(), &t.grad) = t.slots;
+            Ok(())
+        })?;
+        outcome
     }
 
     /// Every slot tensor as `(param/slot, tensor)`.

@@ -2,9 +2,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::time::Instant;
 
 use magma_tensor::Tensor;
 
+use super::host_profile;
 use super::parameter::{ParamId, Parameter};
 use crate::backend::Backend;
 use crate::error::{OpError, Result};
@@ -30,6 +32,8 @@ pub struct Graph<'b> {
     backend: &'b dyn Backend,
     nodes: RefCell<Vec<Node>>,
     recording: Cell<bool>,
+    /// When the previous op was recorded (host profiling only).
+    lap: Cell<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Graph<'_> {
@@ -99,6 +103,7 @@ impl<'b> Graph<'b> {
             backend,
             nodes: RefCell::new(Vec::new()),
             recording: Cell::new(true),
+            lap: Cell::new(host_profile::enabled().then(Instant::now)),
         }
     }
 
@@ -240,6 +245,10 @@ impl<'b> Graph<'b> {
         inputs: &[Var],
         backward: impl Fn(&dyn Backend, &Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
     ) -> Var {
+        if let Some(since) = self.lap.get() {
+            host_profile::add(op, "forward", since);
+            self.lap.set(Some(Instant::now()));
+        }
         let requires_grad = self.is_recording() && {
             let nodes = self.nodes.borrow();
             inputs.iter().any(|v| nodes[v.0].requires_grad)
@@ -293,6 +302,7 @@ impl<'b> Graph<'b> {
             let node = &nodes[i];
             match &node.backward {
                 Some(backward) => {
+                    let started = self.lap.get().map(|_| Instant::now());
                     let input_grads = backward(self.backend, &grad)?;
                     for (&input, g) in node.inputs.iter().zip(input_grads) {
                         let Some(g) = g else { continue };
@@ -311,6 +321,9 @@ impl<'b> Graph<'b> {
                             Some(acc) => self.backend.add(&acc, &g)?,
                             None => g,
                         });
+                    }
+                    if let Some(started) = started {
+                        host_profile::add(node.op, "backward", started);
                     }
                 }
                 None if node.requires_grad => {

@@ -8,6 +8,7 @@
 //! ([`Graph::inference`]) or a [`Graph::no_grad`] scope records no backward function.
 
 mod graph;
+pub mod host_profile;
 mod ops;
 mod parameter;
 

@@ -177,6 +177,39 @@ impl Graph<'_> {
         )
     }
 
+    /// `relu(batch_norm(x))` as one op, so that a backend may fuse the two (one pass over the
+    /// activation each way instead of two); the same values as the two ops in a row.
+    pub fn batch_norm_relu(
+        &self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        stats: &mut RunningStats,
+        attrs: BatchNormAttrs,
+        training: bool,
+    ) -> Result<Var> {
+        let (xv, gv, bv) = (self.value(x), self.value(gamma), self.value(beta));
+        let be = self.backend();
+        let (y, saved) = if training {
+            be.batch_norm_relu_train(&xv, &gv, &bv, &mut stats.mean, &mut stats.var, &attrs)?
+        } else {
+            let (z, saved) = be.batch_norm_eval(&xv, &gv, &bv, &stats.mean, &stats.var, &attrs)?;
+            (be.activation(&z, Activation::Relu)?, saved)
+        };
+        let yv = y.clone();
+        Ok(
+            self.record("batch_norm_relu", y, &[x, gamma, beta], move |be, dy| {
+                let (dx, dg, db) = if training {
+                    be.batch_norm_relu_backward(&xv, &yv, dy, &gv, &saved)?
+                } else {
+                    let dz = be.activation_backward(&yv, &yv, dy, Activation::Relu)?;
+                    be.batch_norm_backward(&xv, &dz, &gv, &saved, false)?
+                };
+                Ok(vec![Some(dx), Some(dg), Some(db)])
+            }),
+        )
+    }
+
     /// Softmax over dimension 1 (per pixel across channels).
     pub fn softmax(&self, x: Var) -> Result<Var> {
         let y = self.backend().softmax(&self.value(x))?;

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::CpuBackend;
 use super::elementwise::same_shape;
 use crate::attrs::BatchNormAttrs;
-use crate::backend::{BatchNormSaved, NormOps};
+use crate::backend::{BatchNormSaved, FusedOps, NormOps};
 use crate::error::{OpError, Result, shape_err};
 
 /// `(outer, channels, inner)` of a tensor normalised over every dimension but 1.
@@ -273,3 +273,6 @@ impl NormOps for CpuBackend {
         ))
     }
 }
+
+/// The reference: batch norm and ReLU composed (the trait's defaults).
+impl FusedOps for CpuBackend {}

@@ -19,12 +19,8 @@ struct Labels {
     inner: usize,
 }
 
-fn validate_labels(
-    op: &'static str,
-    logits: &Tensor,
-    labels: &Tensor,
-    ignore_index: Option<i64>,
-) -> Result<Labels> {
+/// `(outer, C, inner)` of `logits` `[N, C, ...]` once `labels` is checked to be `[N, ...]`.
+fn label_dims(op: &'static str, logits: &Tensor, labels: &Tensor) -> Result<(usize, usize, usize)> {
     let (outer, c, inner) = channel_dims(logits.shape(), op)?;
     let mut want = vec![logits.shape()[0]];
     want.extend_from_slice(&logits.shape()[2..]);
@@ -36,38 +32,58 @@ fn validate_labels(
             format!("{want:?} for logits {:?}", logits.shape()),
         );
     }
+    Ok((outer, c, inner))
+}
+
+/// The class of label `v` at `index` (`None`: ignored), or the error naming it.
+fn label_class(
+    op: &'static str,
+    index: usize,
+    v: f32,
+    c: usize,
+    ignore_index: Option<i64>,
+) -> Result<Option<usize>> {
+    let bad = || OpError::BadLabel {
+        op,
+        index,
+        value: v,
+        classes: c,
+    };
+    if v.fract() != 0.0 || !v.is_finite() {
+        return Err(bad());
+    }
+    if ignore_index == Some(v as i64) {
+        return Ok(None);
+    }
+    if v < 0.0 || v as usize >= c {
+        return Err(bad());
+    }
+    Ok(Some(v as usize))
+}
+
+/// The error of labels that are all `ignore_index`.
+fn all_ignored<T>(op: &'static str, ignore_index: Option<i64>) -> Result<T> {
+    Err(OpError::AllIgnored {
+        op,
+        ignore_index: ignore_index.unwrap_or(-100),
+    })
+}
+
+fn validate_labels(
+    op: &'static str,
+    logits: &Tensor,
+    labels: &Tensor,
+    ignore_index: Option<i64>,
+) -> Result<Labels> {
+    let (outer, c, inner) = label_dims(op, logits, labels)?;
     let classes = labels
         .to_vec()?
         .iter()
         .enumerate()
-        .map(|(i, &v)| {
-            if v.fract() != 0.0 || !v.is_finite() {
-                return Err(OpError::BadLabel {
-                    op,
-                    index: i,
-                    value: v,
-                    classes: c,
-                });
-            }
-            if ignore_index == Some(v as i64) {
-                return Ok(None);
-            }
-            if v < 0.0 || v as usize >= c {
-                return Err(OpError::BadLabel {
-                    op,
-                    index: i,
-                    value: v,
-                    classes: c,
-                });
-            }
-            Ok(Some(v as usize))
-        })
+        .map(|(i, &v)| label_class(op, i, v, c, ignore_index))
         .collect::<Result<Vec<_>>>()?;
     if classes.iter().all(Option::is_none) {
-        return Err(OpError::AllIgnored {
-            op,
-            ignore_index: ignore_index.unwrap_or(-100),
-        });
+        return all_ignored(op, ignore_index);
     }
     Ok(Labels {
         classes,
@@ -91,6 +107,41 @@ impl CpuBackend {
     ) -> Result<(usize, usize, usize, Vec<Option<usize>>)> {
         let lab = validate_labels(op, logits, labels, ignore_index)?;
         Ok((lab.outer, lab.c, lab.inner, lab.classes))
+    }
+
+    /// The same checks and errors as [`CpuBackend::validated_labels`] in one pass over the
+    /// labels (read in place when they are a contiguous host tensor) with nothing kept per pixel:
+    /// returns `(outer, C, inner, how many pixels are not ignored)`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn counted_labels(
+        op: &'static str,
+        logits: &Tensor,
+        labels: &Tensor,
+        ignore_index: Option<i64>,
+    ) -> Result<(usize, usize, usize, usize)> {
+        let (outer, c, inner) = label_dims(op, logits, labels)?;
+        let copied;
+        let values = match labels.host_data() {
+            Ok(v) => v,
+            Err(_) => {
+                copied = labels.to_vec()?;
+                &copied
+            }
+        };
+        let mut counted = 0;
+        for (i, &v) in values.iter().enumerate() {
+            // The common case in one comparison chain; anything else takes the full check.
+            let plain = v >= 0.0 && v < c as f32 && v.fract() == 0.0;
+            if (plain && ignore_index != Some(v as i64))
+                || label_class(op, i, v, c, ignore_index)?.is_some()
+            {
+                counted += 1;
+            }
+        }
+        if counted == 0 {
+            return all_ignored(op, ignore_index);
+        }
+        Ok((outer, c, inner, counted))
     }
 
     /// The error of a weighted cross-entropy whose counted pixels weigh nothing.

@@ -22,8 +22,8 @@ use magma_tensor::Tensor;
 use super::CudaBackend;
 use super::cudnn::{DataLayout, ONE, TensorDesc, ZERO, check, dptr, scale};
 use super::kernels::{self, Stream};
-use crate::attrs::BatchNormAttrs;
-use crate::backend::{BatchNormSaved, NormOps};
+use crate::attrs::{Activation, BatchNormAttrs};
+use crate::backend::{ActivationOps, BatchNormSaved, FusedOps, NormOps};
 use crate::cpu::CpuBackend;
 use crate::error::Result;
 use magma_tensor::cuda::CudaBuffer;
@@ -47,11 +47,13 @@ unsafe extern "C" {
         shift: *mut f32,
         partial_a: *mut f64,
         partial_b: *mut f64,
+        relu: i32,
         stream: Stream,
     ) -> i32;
     fn mg_bn_nhwc_backward(
         x: *const u16,
         dy: *const u16,
+        relu_y: *const u16,
         gamma: *const f32,
         mean: *const f32,
         inv_std: *const f32,
@@ -142,7 +144,8 @@ impl CudaBackend {
 
 impl CudaBackend {
     /// Training-mode batch norm of a bf16 NHWC input (our kernels): a bf16 NHWC result, fp32
-    /// statistics.
+    /// statistics; with `relu`, the result of a ReLU applied after it (fused).
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_train_bf16(
         &self,
         x: &Tensor,
@@ -151,6 +154,7 @@ impl CudaBackend {
         running_mean: &mut Tensor,
         running_var: &mut Tensor,
         attrs: &BatchNormAttrs,
+        relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
         const OP: &str = "batch_norm_train";
         let (n, c, h, w) = x.dims4(OP)?;
@@ -183,6 +187,7 @@ impl CudaBackend {
                 shift_t.device_ptr_mut()? as usize as *mut f32,
                 partial_a.device_ptr() as usize as *mut f64,
                 partial_b.device_ptr() as usize as *mut f64,
+                i32::from(relu),
                 self.stream(),
             )
         };
@@ -198,11 +203,13 @@ impl CudaBackend {
     }
 
     /// The batch-statistics backward of a bf16 NHWC input (our kernels): `dy` as bf16 NHWC too,
-    /// `dx` bf16 NHWC, the parameter gradients fp32.
+    /// `dx` bf16 NHWC, the parameter gradients fp32. `relu_y`: the (bf16 NHWC) output of a ReLU
+    /// fused after the norm, `dy` being its gradient.
     fn batch_norm_backward_bf16(
         &self,
         x: &Tensor,
         dy: &Tensor,
+        relu_y: Option<&Tensor>,
         gamma: &Tensor,
         saved: &BatchNormSaved,
     ) -> Result<(Tensor, Tensor, Tensor)> {
@@ -223,6 +230,7 @@ impl CudaBackend {
             mg_bn_nhwc_backward(
                 x.bf16_channels_last_ptr()? as usize as *const u16,
                 dy.bf16_channels_last_ptr()? as usize as *const u16,
+                relu_y.map_or(Ok(0), |y| y.bf16_channels_last_ptr())? as usize as *const u16,
                 ptr(&gamma)?,
                 ptr(&mean)?,
                 ptr(&inv_std)?,
@@ -268,7 +276,15 @@ impl NormOps for CudaBackend {
         )?;
         let c = dims.1;
         if self.is_bf16_nhwc(x) && x.numel() > 0 {
-            return self.batch_norm_train_bf16(x, gamma, beta, running_mean, running_var, attrs);
+            return self.batch_norm_train_bf16(
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                attrs,
+                false,
+            );
         }
         let x = self.input(x)?;
         let mut y = self.output(x.shape())?;
@@ -396,7 +412,7 @@ impl NormOps for CudaBackend {
         let dims = CpuBackend::check_batch_norm_backward(x, dy, gamma, saved)?;
         let (outer, c, inner) = dims;
         if batch_statistics && self.is_bf16_nhwc(x) && x.numel() > 0 {
-            return self.batch_norm_backward_bf16(x, dy, gamma, saved);
+            return self.batch_norm_backward_bf16(x, dy, None, gamma, saved);
         }
         let (x, dy) = (self.input(x)?, self.input(dy)?);
         if x.numel() == 0 {
@@ -468,5 +484,60 @@ impl NormOps for CudaBackend {
             kernels::check(OP, status)?;
         }
         Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// Batch norm + ReLU of a bf16 NHWC activation in one pass each way (the ReLU applied by the
+/// norm's own kernels); anything else composes the two ops.
+impl FusedOps for CudaBackend {
+    fn batch_norm_relu_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        if self.is_bf16_nhwc(x) && x.numel() > 0 {
+            CpuBackend::check_batch_norm(
+                "batch_norm_train",
+                x,
+                [
+                    ("gamma", gamma),
+                    ("beta", beta),
+                    ("running_mean", running_mean),
+                    ("running_var", running_var),
+                ],
+                true,
+            )?;
+            return self.batch_norm_train_bf16(
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                attrs,
+                true,
+            );
+        }
+        let (z, saved) = self.batch_norm_train(x, gamma, beta, running_mean, running_var, attrs)?;
+        Ok((self.activation(&z, Activation::Relu)?, saved))
+    }
+
+    fn batch_norm_relu_backward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        if self.is_bf16_nhwc(x) && self.is_bf16_nhwc(y) && x.numel() > 0 && x.shape() == y.shape() {
+            CpuBackend::check_batch_norm_backward(x, dy, gamma, saved)?;
+            return self.batch_norm_backward_bf16(x, dy, Some(y), gamma, saved);
+        }
+        let dz = self.activation_backward(y, y, dy, Activation::Relu)?;
+        self.batch_norm_backward(x, &dz, gamma, saved, true)
     }
 }

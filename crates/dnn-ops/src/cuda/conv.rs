@@ -7,7 +7,8 @@
 //! In bf16 mode (and in the NHWC fp32 layout) the operands are converted to NHWC (filters KRSC)
 //! in the target type by one tiled transpose each (`cuda/layout.cu`), cuDNN runs with fp32
 //! accumulation, and the result comes back to NCHW fp32 with the convolution's bias added in the
-//! same pass; our tensors and everything outside the convolution stay NCHW fp32.
+//! same pass — except in bf16 mode where the forward passes and the data gradients of bf16
+//! activations stay bf16 NHWC (the bias added by a bf16 kernel), the mixed-precision path.
 //!
 //! The algorithm of every problem (kind, shapes, attributes, math, layout) is searched once with
 //! `cudnnFind*AlgorithmEx` and cached in [`AlgoCache`]: the fastest successful algorithm,
@@ -585,7 +586,7 @@ impl CudaBackend {
     /// One primitive on operands `a` and `b` into a new tensor of `out_shape`, plus `bias` per
     /// channel when given; zeros (plus bias) where an operand is empty (cuDNN refuses zero-sized
     /// tensors). The result is NCHW fp32, or bf16 NHWC when `bf16_out` is asked and the
-    /// primitive runs in bf16 without a bias (the mixed-precision activations); `converted` are
+    /// primitive runs in bf16 (the mixed-precision activations); `converted` are
     /// NHWC copies of the operands made already.
     #[allow(clippy::too_many_arguments)]
     fn conv_primitive(
@@ -613,7 +614,7 @@ impl CudaBackend {
         if layout != DataLayout::NchwF32 {
             let key = self.conv_key(kind, shapes, attrs, layout);
             if !self.lock_state()?.conv_algos.nhwc_refused.contains(&key) {
-                let bf16_out = bf16_out && bias.is_none() && layout == DataLayout::NhwcBf16;
+                let bf16_out = bf16_out && layout == DataLayout::NhwcBf16;
                 let operands = [(a, converted[0]), (b, converted[1])];
                 match self.conv_nhwc(
                     op, kind, shapes, out_shape, attrs, layout, operands, bias, bf16_out,
@@ -663,7 +664,8 @@ impl CudaBackend {
 
     /// The primitive in an NHWC `layout`: each operand used as it is when it is a bf16 NHWC
     /// tensor already or has a converted copy, converted otherwise; the result written as a bf16
-    /// NHWC tensor (`bf16_out`) or converted back to NCHW fp32 with the bias added.
+    /// NHWC tensor (`bf16_out`, the bias added in place) or converted back to NCHW fp32 with the
+    /// bias added.
     #[allow(clippy::too_many_arguments)]
     fn conv_nhwc(
         &self,
@@ -703,6 +705,9 @@ impl CudaBackend {
                 out: out.bf16_channels_last_ptr()?,
             };
             self.run_conv(op, kind, shapes, attrs, layout, ptrs)?;
+            if let Some(bias) = bias {
+                self.add_channel_bias_bf16(op, &out, bias, &out)?;
+            }
             return Ok(out);
         }
         let out_nhwc = self.scratch(numel4(&out_shape), layout)?;

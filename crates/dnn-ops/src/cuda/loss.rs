@@ -141,20 +141,25 @@ impl LossOps for CudaBackend {
         ignore_index: Option<i64>,
     ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "cross_entropy";
-        let (outer, c, inner, classes) =
-            CpuBackend::validated_labels(OP, logits, labels, ignore_index)?;
-        let weights = match class_weights {
-            Some(w) if w.shape() != [c] => {
-                return shape_err(OP, "class weights", w.shape(), format!("[{c}]"));
+        let (outer, c, inner, total) = match class_weights {
+            Some(w) => {
+                let (outer, c, inner, classes) =
+                    CpuBackend::validated_labels(OP, logits, labels, ignore_index)?;
+                if w.shape() != [c] {
+                    return shape_err(OP, "class weights", w.shape(), format!("[{c}]"));
+                }
+                let w = w.to_vec()?;
+                // The CPU's total, in its order.
+                let total: f64 = classes.iter().flatten().map(|&k| f64::from(w[k])).sum();
+                (outer, c, inner, total)
             }
-            Some(w) => Some(w.to_vec()?),
-            None => None,
+            None => {
+                // Without class weights the total is the count of counted pixels.
+                let (outer, c, inner, counted) =
+                    CpuBackend::counted_labels(OP, logits, labels, ignore_index)?;
+                (outer, c, inner, counted as f64)
+            }
         };
-        // The CPU's total, in its order.
-        let total: f64 = classes
-            .iter()
-            .filter_map(|k| k.map(|k| weights.as_ref().map_or(1.0, |w| w[k]) as f64))
-            .sum();
         if total <= 0.0 {
             return CpuBackend::zero_total_weight();
         }
@@ -182,7 +187,7 @@ impl LossOps for CudaBackend {
         ignore_index: Option<i64>,
     ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "pixel_weighted_cross_entropy";
-        let (outer, c, inner, _) = CpuBackend::validated_labels(OP, logits, labels, ignore_index)?;
+        let (outer, c, inner, _) = CpuBackend::counted_labels(OP, logits, labels, ignore_index)?;
         if pixel_weights.shape() != labels.shape() {
             return shape_err(
                 OP,
@@ -255,7 +260,7 @@ impl LossOps for CudaBackend {
                 reason: format!("eps must be positive, got {eps}"),
             });
         }
-        let (outer, c, inner, _) = CpuBackend::validated_labels(OP, logits, labels, ignore_index)?;
+        let (outer, c, inner, _) = CpuBackend::counted_labels(OP, logits, labels, ignore_index)?;
         let (logits, labels) = (self.input(logits)?, self.input(labels)?);
         let pixels = outer * inner;
         // SAFETY: a pure host function of its argument.

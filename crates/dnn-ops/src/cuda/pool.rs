@@ -5,6 +5,9 @@
 //! Floor mode with padding at most half the window means no window reaches past the padded
 //! border, so cuDNN's `COUNT_INCLUDE_PADDING` divides by `kh·kw` exactly as PyTorch does, and
 //! `COUNT_EXCLUDE_PADDING` by the clipped window, as the CPU's `count_include_pad = false`.
+//!
+//! Max pooling of a bf16 NHWC activation (the mixed-precision path) stays bf16 NHWC, forward and
+//! backward, by our own kernels with the same windows and tie rule.
 
 use cudnn_sys as sys;
 use magma_tensor::Tensor;
@@ -18,6 +21,41 @@ use crate::cpu::CpuBackend;
 use crate::error::{OpError, Result};
 
 unsafe extern "C" {
+    fn mg_max_pool2d_nhwc_bf16(
+        x: *const u16,
+        y: *mut u16,
+        n: i64,
+        c: i64,
+        h: i32,
+        w: i32,
+        ho: i32,
+        wo: i32,
+        kh: i32,
+        kw: i32,
+        sh: i32,
+        sw: i32,
+        ph: i32,
+        pw: i32,
+        stream: Stream,
+    ) -> i32;
+    fn mg_max_pool2d_backward_nhwc_bf16(
+        x: *const u16,
+        dy: *const u16,
+        dx: *mut u16,
+        n: i64,
+        c: i64,
+        h: i32,
+        w: i32,
+        ho: i32,
+        wo: i32,
+        kh: i32,
+        kw: i32,
+        sh: i32,
+        sw: i32,
+        ph: i32,
+        pw: i32,
+        stream: Stream,
+    ) -> i32;
     fn mg_max_pool2d_backward(
         x: *const f32,
         dy: *const f32,
@@ -53,7 +91,109 @@ fn int(op: &'static str, v: usize) -> Result<i32> {
     })
 }
 
+/// The geometry arguments of the pooling kernels: h, w, ho, wo, kh, kw, sh, sw, ph, pw.
+fn geometry(
+    op: &'static str,
+    [h, w]: [usize; 2],
+    [ho, wo]: [usize; 2],
+    attrs: &Pool2dAttrs,
+) -> Result<[i32; 10]> {
+    let mut g = [0; 10];
+    let values = [
+        h,
+        w,
+        ho,
+        wo,
+        attrs.kernel[0],
+        attrs.kernel[1],
+        attrs.stride[0],
+        attrs.stride[1],
+        attrs.padding[0],
+        attrs.padding[1],
+    ];
+    for (slot, v) in g.iter_mut().zip(values) {
+        *slot = int(op, v)?;
+    }
+    Ok(g)
+}
+
 impl CudaBackend {
+    /// Max pooling of a non-empty bf16 NHWC activation into a bf16 NHWC result.
+    fn max_pool2d_bf16(
+        &self,
+        x: &Tensor,
+        y_shape: [usize; 4],
+        attrs: &Pool2dAttrs,
+    ) -> Result<Tensor> {
+        const OP: &str = "max_pool2d";
+        let [n, c, h, w] = x.shape4(OP)?;
+        let y = self.bf16_nhwc_output(y_shape)?;
+        let g = geometry(OP, [h, w], [y_shape[2], y_shape[3]], attrs)?;
+        // SAFETY: `x` holds n·h·w·c bf16 values and `y` n·ho·wo·c, NHWC on this device; every
+        // window read lies inside its image (clipped to it).
+        let status = unsafe {
+            mg_max_pool2d_nhwc_bf16(
+                x.bf16_channels_last_ptr()? as usize as *const u16,
+                y.bf16_channels_last_ptr()? as usize as *mut u16,
+                n as i64,
+                c as i64,
+                g[0],
+                g[1],
+                g[2],
+                g[3],
+                g[4],
+                g[5],
+                g[6],
+                g[7],
+                g[8],
+                g[9],
+                self.stream(),
+            )
+        };
+        kernels::check(OP, status)?;
+        Ok(y)
+    }
+
+    /// The max-pooling backward of a bf16 NHWC activation: `dy` as bf16 NHWC (converted when it
+    /// is not), `dx` bf16 NHWC.
+    fn max_pool2d_backward_bf16(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        [ho, wo]: [usize; 2],
+        attrs: &Pool2dAttrs,
+    ) -> Result<Tensor> {
+        const OP: &str = "max_pool2d_backward";
+        let [n, c, h, w] = x.shape4(OP)?;
+        let dy = self.to_bf16_nhwc(OP, dy)?;
+        let dx = self.bf16_nhwc_output([n, c, h, w])?;
+        let g = geometry(OP, [h, w], [ho, wo], attrs)?;
+        // SAFETY: `x` and `dx` hold n·h·w·c bf16 values and `dy` n·ho·wo·c, NHWC on this
+        // device; the kernel writes every element of `dx` and reads only inside the others.
+        let status = unsafe {
+            mg_max_pool2d_backward_nhwc_bf16(
+                x.bf16_channels_last_ptr()? as usize as *const u16,
+                dy.bf16_channels_last_ptr()? as usize as *const u16,
+                dx.bf16_channels_last_ptr()? as usize as *mut u16,
+                n as i64,
+                c as i64,
+                g[0],
+                g[1],
+                g[2],
+                g[3],
+                g[4],
+                g[5],
+                g[6],
+                g[7],
+                g[8],
+                g[9],
+                self.stream(),
+            )
+        };
+        kernels::check(OP, status)?;
+        Ok(dx)
+    }
+
     fn pool_forward(
         &self,
         op: &'static str,
@@ -68,6 +208,9 @@ impl CudaBackend {
         if x.numel() == 0 {
             // Windows that lie wholly in the padding of an empty image.
             return self.zeros(&y_shape);
+        }
+        if op == "max_pool2d" && self.is_bf16_nhwc(x) {
+            return self.max_pool2d_bf16(x, y_shape, attrs);
         }
         let x = self.input(x)?;
         let mut y = self.output(&y_shape)?;
@@ -117,6 +260,9 @@ impl PoolOps for CudaBackend {
         let [_, _, ho, wo] = CpuBackend::check_pool2d_backward([n, c, h, w], dy, attrs, OP)?;
         if x.numel() == 0 || ho * wo == 0 {
             return self.zeros(x.shape());
+        }
+        if self.is_bf16_nhwc(x) {
+            return self.max_pool2d_backward_bf16(x, dy, [ho, wo], attrs);
         }
         let (x, dy) = (self.input(x)?, self.input(dy)?);
         let mut dx = self.output(x.shape())?;

@@ -1,5 +1,9 @@
 //! Concatenation, splitting, padding and cropping on the GPU (kernels in `cuda/shape.cu`):
 //! concat and split along any dimension are strided row copies, pad2d and crop2d gathers.
+//!
+//! bf16 NHWC activations (the mixed-precision path) are concatenated and split along channels
+//! as they are, when every channel count is even: each pixel is a row of channels, and two bf16
+//! make one 32-bit word of the same row copy.
 
 use magma_tensor::Tensor;
 
@@ -66,16 +70,25 @@ impl CudaBackend {
         to: &mut Tensor,
         c: RowCopy,
     ) -> Result<()> {
+        let (from, to) = (src(from)? as usize as u64, dst(to)? as usize as u64);
+        // SAFETY: the callers size the copy inside both contiguous fp32 device tensors.
+        unsafe { self.copy_words(op, from, to, c) }
+    }
+
+    /// The row copy of [`CudaBackend::copy_rows`] between raw device addresses, in 32-bit words.
+    ///
+    /// # Safety
+    /// The copy must lie inside both allocations: the last row read ends at
+    /// (rows−1)·from.stride + from.offset + row_len words past `from`, likewise for `to`.
+    unsafe fn copy_words(&self, op: &'static str, from: u64, to: u64, c: RowCopy) -> Result<()> {
         if c.rows * c.row_len == 0 {
             return Ok(());
         }
-        // SAFETY: the callers size the copy inside both contiguous device tensors: the last row
-        // read ends at (rows−1)·from.stride + from.offset + row_len ≤ from.numel(), likewise for
-        // the writes into `to`.
+        // SAFETY: the caller's contract above.
         check(op, unsafe {
             mg_copy_rows(
-                src(from)?,
-                dst(to)?,
+                from as usize as *const f32,
+                to as usize as *mut f32,
                 ll(c.rows),
                 ll(c.row_len),
                 ll(c.from[0]),
@@ -88,9 +101,72 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// Whether `parts` concatenate along channels as bf16 NHWC (every one a bf16 NHWC activation
+    /// with an even channel count).
+    fn bf16_channel_parts(&self, parts: &[&Tensor], dim: usize) -> bool {
+        dim == 1
+            && !parts.is_empty()
+            && parts
+                .iter()
+                .all(|p| self.is_bf16_nhwc(p) && p.shape()[1] % 2 == 0)
+    }
+
+    /// Concatenation along channels of bf16 NHWC parts (checked by the caller) into a bf16 NHWC
+    /// result.
+    fn concat_bf16(&self, parts: &[&Tensor], out_shape: &[usize]) -> Result<Tensor> {
+        const OP: &str = "concat";
+        let [n, total, h, w] = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
+        let out = self.bf16_nhwc_output([n, total, h, w])?;
+        let to = out.bf16_channels_last_ptr()?;
+        let mut at = 0;
+        for p in parts {
+            let c = p.shape()[1];
+            let copy = RowCopy {
+                rows: n * h * w,
+                row_len: c / 2,
+                from: [c / 2, 0],
+                to: [total / 2, at / 2],
+            };
+            // SAFETY: the part holds n·h·w rows of c bf16 (c/2 words), the result n·h·w rows of
+            // `total` bf16; channels at..at + c ≤ total of each row are written.
+            unsafe { self.copy_words(OP, p.bf16_channels_last_ptr()?, to, copy)? };
+            at += c;
+        }
+        Ok(out)
+    }
+
+    /// Splitting a bf16 NHWC tensor along channels into bf16 NHWC parts of even `sizes`.
+    fn split_bf16(&self, x: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
+        const OP: &str = "split";
+        let [n, total, h, w] = x.shape4(OP)?;
+        let from = x.bf16_channels_last_ptr()?;
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(sizes.len());
+        for &c in sizes {
+            let part = self.bf16_nhwc_output([n, c, h, w])?;
+            let copy = RowCopy {
+                rows: n * h * w,
+                row_len: c / 2,
+                from: [total / 2, start / 2],
+                to: [c / 2, 0],
+            };
+            // SAFETY: `x` holds n·h·w rows of `total` bf16, the part as many rows of c; channels
+            // start..start + c ≤ total of each row are read.
+            unsafe { self.copy_words(OP, from, part.bf16_channels_last_ptr()?, copy)? };
+            parts.push(part);
+            start += c;
+        }
+        Ok(parts)
+    }
+}
+
 impl ShapeOps for CudaBackend {
     fn concat(&self, parts: &[&Tensor], dim: usize) -> Result<Tensor> {
         let (out_shape, outer, inner) = concat_shape(parts, dim)?;
+        if out_shape.len() == 4 && self.bf16_channel_parts(parts, dim) {
+            return self.concat_bf16(parts, &out_shape);
+        }
         let total = out_shape[dim];
         let mut out = self.output(&out_shape)?;
         let mut at = 0;
@@ -115,6 +191,9 @@ impl ShapeOps for CudaBackend {
 
     fn split(&self, x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
         let (outer, size, inner) = split_extents(x, dim, sizes)?;
+        if dim == 1 && self.is_bf16_nhwc(x) && sizes.iter().all(|c| c % 2 == 0) {
+            return self.split_bf16(x, sizes);
+        }
         let x = self.input(x)?;
         let mut start = 0;
         let mut parts = Vec::with_capacity(sizes.len());

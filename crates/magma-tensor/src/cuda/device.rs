@@ -1,10 +1,15 @@
-//! One GPU: its primary context, its stream, its allocator and its pinned staging buffer.
+//! One GPU: its primary context, its stream, its allocator and its pinned staging buffers.
+//!
+//! Host→device copies go through a ring of page-locked buffers and do not wait for the device:
+//! each buffer remembers the event recorded after the copy that reads it, and is refilled only
+//! once that copy has run. Device→host copies wait, as the caller needs the values.
 
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cust::context::{Context, CurrentContext};
 use cust::device::Device;
+use cust::event::{Event, EventFlags};
 use cust::memory::LockedBuffer;
 use cust::stream::{Stream, StreamFlags};
 
@@ -21,7 +26,26 @@ pub struct CudaDevice {
     context: Context,
     stream: Stream,
     allocator: Mutex<CachingAllocator>,
+    /// Staging for device→host reads (used under the lock, with the stream synchronised).
     staging: Mutex<Option<LockedBuffer<f32>>>,
+    uploads: Mutex<UploadRing>,
+}
+
+/// How many uploads may be in flight before the next one waits for the oldest.
+const UPLOAD_SLOTS: usize = 4;
+
+/// The page-locked buffers host→device copies are staged through, used in turn.
+#[derive(Debug, Default)]
+struct UploadRing {
+    slots: Vec<UploadSlot>,
+    next: usize,
+}
+
+/// One staging buffer and the event recorded on the stream after the copy that reads it.
+#[derive(Debug)]
+struct UploadSlot {
+    pinned: LockedBuffer<f32>,
+    copied: Event,
 }
 
 // SAFETY: the context and stream handles are process-wide driver objects usable from any thread
@@ -81,6 +105,7 @@ impl CudaDevice {
             stream,
             allocator: Mutex::new(CachingAllocator::default()),
             staging: Mutex::new(None),
+            uploads: Mutex::new(UploadRing::default()),
         })
     }
 
@@ -176,35 +201,64 @@ impl CudaDevice {
         {
             return Ok(tensor.clone());
         }
-        let values = tensor.to_vec()?;
+        // A contiguous host tensor is staged from its own memory, anything else copied first.
+        let copied;
+        let values = match tensor.host_data() {
+            Ok(values) if tensor.dtype() == crate::DType::F32 => values,
+            _ => {
+                copied = tensor.to_vec()?;
+                &copied
+            }
+        };
         let buf = self.alloc(values.len())?;
-        self.copy_host_to_device(&values, buf.device_ptr())?;
+        self.copy_host_to_device(values, buf.device_ptr())?;
         Tensor::from_storage(Storage::Device(Box::new(buf)), tensor.shape())
     }
 
-    /// Copies `src` to device memory at `dst` through the pinned staging buffer.
+    /// Queues a copy of `src` to device memory at `dst` through a pinned staging buffer and
+    /// returns without waiting for it: `src` is copied into the staging buffer first, so the
+    /// caller may drop or change it at once. Kernels queued later on the stream see the values.
     pub(crate) fn copy_host_to_device(&self, src: &[f32], dst: u64) -> Result<()> {
         if src.is_empty() {
             return Ok(());
         }
         self.bind()?;
-        let mut staging = self.staging_at_least(src.len())?;
-        let pinned = staging.as_mut().expect("staging sized above");
-        pinned.as_mut_slice()[..src.len()].copy_from_slice(src);
+        let mut ring = self
+            .uploads
+            .lock()
+            .map_err(|_| TensorError::Device("upload staging poisoned".into()))?;
+        let index = ring.next;
+        ring.next = (index + 1) % UPLOAD_SLOTS;
+        if index == ring.slots.len() {
+            ring.slots.push(UploadSlot {
+                pinned: pinned_buffer(src.len())?,
+                copied: Event::new(EventFlags::DISABLE_TIMING)
+                    .map_err(|e| cuda_err("cuEventCreate", e))?,
+            });
+        }
+        let slot = &mut ring.slots[index];
+        // The copy that last read this buffer must have run before it is refilled or freed.
+        slot.copied
+            .synchronize()
+            .map_err(|e| cuda_err("cuEventSynchronize", e))?;
+        if slot.pinned.len() < src.len() {
+            slot.pinned = pinned_buffer(src.len())?;
+        }
+        slot.pinned.as_mut_slice()[..src.len()].copy_from_slice(src);
         // SAFETY: `pinned` holds at least `src.len()` f32 of page-locked memory and `dst` points
         // at a device allocation of at least as many (checked by the callers' lengths); the
-        // stream is synchronised before the staging buffer is reused or released.
+        // buffer is not written or freed again before the event recorded next has completed.
         check_driver("cuMemcpyHtoDAsync", unsafe {
             cust::sys::cuMemcpyHtoDAsync_v2(
                 dst,
-                pinned.as_ptr() as *const c_void,
+                slot.pinned.as_ptr() as *const c_void,
                 src.len() * 4,
                 self.stream.as_inner(),
             )
         })?;
-        self.stream
-            .synchronize()
-            .map_err(|e| cuda_err("cuStreamSynchronize", e))
+        slot.copied
+            .record(&self.stream)
+            .map_err(|e| cuda_err("cuEventRecord", e))
     }
 
     /// Copies `dst.len()` values from device memory at `src` into `dst`, after all queued work.
@@ -215,8 +269,9 @@ impl CudaDevice {
         self.bind()?;
         let mut staging = self.staging_at_least(dst.len())?;
         let pinned = staging.as_mut().expect("staging sized above");
-        // SAFETY: as in `copy_host_to_device`, with the roles swapped; the stream is synchronised
-        // before the pinned values are read.
+        // SAFETY: `pinned` holds at least `dst.len()` f32 of page-locked memory and `src` points
+        // at a device allocation of at least as many (the callers' lengths); the stream is
+        // synchronised before the pinned values are read or the buffer is reused.
         check_driver("cuMemcpyDtoHAsync", unsafe {
             cust::sys::cuMemcpyDtoHAsync_v2(
                 pinned.as_mut_ptr() as *mut c_void,
@@ -266,10 +321,14 @@ impl CudaDevice {
             .lock()
             .map_err(|_| TensorError::Device("staging buffer poisoned".into()))?;
         if staging.as_ref().is_none_or(|b| b.len() < len) {
-            let grown = len.next_power_of_two();
-            *staging =
-                Some(LockedBuffer::new(&0.0f32, grown).map_err(|e| cuda_err("cuMemAllocHost", e))?);
+            *staging = Some(pinned_buffer(len)?);
         }
         Ok(staging)
     }
+}
+
+/// Page-locked memory for at least `len` f32 (rounded up to a power of two, so that a growing
+/// series of sizes reallocates rarely).
+fn pinned_buffer(len: usize) -> Result<LockedBuffer<f32>> {
+    LockedBuffer::new(&0.0f32, len.next_power_of_two()).map_err(|e| cuda_err("cuMemAllocHost", e))
 }
