@@ -57,9 +57,22 @@ __global__ void add_bf16_kernel(const __nv_bfloat16* __restrict__ a,
   }
 }
 
-__global__ void add_channel_bias_nhwc_kernel(const __nv_bfloat16* __restrict__ x,
+// Channel pairs (even c): one 32-bit access per pair, the channel from a 32-bit remainder.
+// x and y may be the same buffer (the bias added in place), hence no __restrict__ on them.
+__global__ void add_channel_bias_pairs_kernel(const __nv_bfloat162* x,
+                                              const float* __restrict__ bias,
+                                              __nv_bfloat162* y, long long pairs,
+                                              int half_c) {
+  MG_GRID_STRIDE(i, pairs) {
+    const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
+    const float2 v = __bfloat1622float2(x[i]);
+    y[i] = __floats2bfloat162_rn(v.x + bias[ch], v.y + bias[ch + 1]);
+  }
+}
+
+__global__ void add_channel_bias_nhwc_kernel(const __nv_bfloat16* x,
                                              const float* __restrict__ bias,
-                                             __nv_bfloat16* __restrict__ y, long long total,
+                                             __nv_bfloat16* y, long long total,
                                              long long c) {
   MG_GRID_STRIDE(i, total) {
     y[i] = __float2bfloat16_rn(__bfloat162float(x[i]) + bias[i % c]);
@@ -124,6 +137,12 @@ MG_EXPORT int mg_add_channel_bias_nhwc_bf16(const __nv_bfloat16* x, const float*
                                             cudaStream_t stream) {
   const long long total = m * c;
   if (total == 0) return 0;
+  if (c % 2 == 0 && c / 2 <= 2147483647LL) {
+    add_channel_bias_pairs_kernel<<<mg::blocks_for(total / 2), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat162*>(x), bias, reinterpret_cast<__nv_bfloat162*>(y),
+        total / 2, (int)(c / 2));
+    return mg::launch_status();
+  }
   add_channel_bias_nhwc_kernel<<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(x, bias, y,
                                                                                    total, c);
   return mg::launch_status();

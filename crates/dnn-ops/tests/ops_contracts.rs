@@ -341,3 +341,28 @@ fn pixel_weights_reduce_to_class_weights_and_perfect_predictions_have_zero_dice_
         .unwrap();
     assert!((loss.item().unwrap() - 2.0 / 3.0).abs() < 1e-5);
 }
+
+/// A forgotten intermediate value frees its memory once consumed (only the tape held it), keeps
+/// its shape, still passes its gradient, is skipped by the non-finite search, and reading it is
+/// a loud programming error.
+#[test]
+fn forgotten_values_are_released_but_gradients_flow() {
+    let be = CpuBackend::new();
+    let g = dnn_ops::Graph::new(&be);
+    let x = g.leaf(Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3]).unwrap());
+    let doubled = g.add(x, x).unwrap();
+    // (An addition's backward keeps no value, so the tape alone held `doubled`.)
+    let total = g.add(doubled, x).unwrap();
+    let held = g.value(doubled);
+    g.forget(doubled);
+    // The tape no longer holds it: the clone above is the only reference left.
+    assert_eq!(held.storage_handles(), 1);
+    assert_eq!(g.shape(doubled), vec![3]);
+    assert_eq!(g.first_non_finite().unwrap(), None);
+    let seed = Tensor::ones(&[3]);
+    let grads = g.backward_with(total, seed).unwrap();
+    // d(2x + x)/dx = 3.
+    assert_eq!(grads.wrt(x).unwrap().to_vec().unwrap(), vec![3.0; 3]);
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.value(doubled)));
+    assert!(read.is_err(), "reading a forgotten value must panic");
+}

@@ -157,6 +157,12 @@ impl Tensor {
         &self.storage
     }
 
+    /// How many tensors (this one, its clones and views) share this tensor's storage; the
+    /// memory is freed when the last of them is dropped.
+    pub fn storage_handles(&self) -> usize {
+        Arc::strong_count(&self.storage)
+    }
+
     /// Size of dimension `dim`.
     pub fn dim(&self, dim: usize) -> Result<usize> {
         self.shape

@@ -280,7 +280,10 @@ impl Module for UNet {
                 .pop()
                 .ok_or_else(|| LayerError::Data("unbalanced U-Net".to_string()))?;
             let y = up.forward(g, x, mode)?;
-            x = blk.forward(g, g.concat(&[skip, y], 1)?, mode)?;
+            let joined = g.concat(&[skip, y], 1)?;
+            // The upsampled half lives on in the concatenation; nothing reads it again.
+            g.forget(y);
+            x = blk.forward(g, joined, mode)?;
         }
         let logits = self.head.forward(g, x, mode)?;
         Ok(if pads == [0; 4] {

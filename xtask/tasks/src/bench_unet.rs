@@ -77,8 +77,12 @@ struct Measurement {
     train_img_s: f64,
     train_tflops: f64,
     infer_img_s: f64,
-    /// Peak device memory (GPU) or peak resident set (CPU), GiB.
+    /// Peak device memory allocated (GPU: requests rounded to 512 B, PyTorch's
+    /// `max_memory_allocated`) or peak resident set (CPU), GiB.
     peak_gib: f64,
+    /// GPU: peak of the allocator's blocks held by live buffers (sizes rounded to its 2 MiB
+    /// blocks), GiB; the CPU's peak resident set again.
+    peak_reserved_gib: f64,
     loss: f32,
     /// Ranks (GPUs) of a `--distributed` run, 1 otherwise.
     ranks: usize,
@@ -219,12 +223,32 @@ fn peak_gib(device: Device) -> f64 {
 #[cfg(feature = "cuda")]
 fn cuda_peak_gib(ordinal: usize) -> f64 {
     magma_tensor::cuda::CudaDevice::get(ordinal)
-        .map(|d| d.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64)
+        .map(|d| d.memory_stats().peak_allocated as f64 / (1u64 << 30) as f64)
         .unwrap_or(f64::NAN)
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_peak_gib(_ordinal: usize) -> f64 {
+    f64::NAN
+}
+
+/// Peak memory held in the allocator's blocks (GPU), or the peak resident set (CPU).
+fn peak_reserved_gib(device: Device) -> f64 {
+    match device {
+        Device::Cpu => peak_gib(device),
+        Device::Cuda { ordinal } => cuda_peak_reserved_gib(ordinal),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_peak_reserved_gib(ordinal: usize) -> f64 {
+    magma_tensor::cuda::CudaDevice::get(ordinal)
+        .map(|d| d.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64)
+        .unwrap_or(f64::NAN)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_peak_reserved_gib(_ordinal: usize) -> f64 {
     f64::NAN
 }
 
@@ -369,6 +393,7 @@ fn measure(
         train_tflops: train_flops_per_image(base, size, 4) * train_img_s / 1e12,
         infer_img_s,
         peak_gib: peak_gib(args.device),
+        peak_reserved_gib: peak_reserved_gib(args.device),
         loss,
         ranks,
         per_rank_img_s: train_img_s / ranks as f64,

@@ -20,7 +20,9 @@ pub(crate) type BackwardFn = Box<dyn Fn(&dyn Backend, &Tensor) -> Result<Vec<Opt
 
 struct Node {
     op: &'static str,
-    value: Tensor,
+    /// `None` once [`Graph::forget`] released it.
+    value: Option<Tensor>,
+    shape: Vec<usize>,
     inputs: Vec<usize>,
     backward: Option<BackwardFn>,
     requires_grad: bool,
@@ -156,7 +158,8 @@ impl<'b> Graph<'b> {
     pub fn input(&self, value: Tensor) -> Var {
         self.push(Node {
             op: "input",
-            value,
+            shape: value.shape().to_vec(),
+            value: Some(value),
             inputs: vec![],
             backward: None,
             requires_grad: false,
@@ -169,7 +172,8 @@ impl<'b> Graph<'b> {
         let requires_grad = self.is_recording();
         self.push(Node {
             op: "leaf",
-            value,
+            shape: value.shape().to_vec(),
+            value: Some(value),
             inputs: vec![],
             backward: None,
             requires_grad,
@@ -182,7 +186,8 @@ impl<'b> Graph<'b> {
         let requires_grad = self.is_recording();
         self.push(Node {
             op: "param",
-            value: p.value().clone(),
+            shape: p.value().shape().to_vec(),
+            value: Some(p.value().clone()),
             inputs: vec![],
             backward: None,
             requires_grad,
@@ -191,13 +196,33 @@ impl<'b> Graph<'b> {
     }
 
     /// The value of a variable (a cheap clone).
+    ///
+    /// # Panics
+    /// When [`Graph::forget`] released it (a programming error, like a variable of another
+    /// graph).
     pub fn value(&self, v: Var) -> Tensor {
-        self.nodes.borrow()[v.0].value.clone()
+        let nodes = self.nodes.borrow();
+        let node = &nodes[v.0];
+        node.value.clone().unwrap_or_else(|| {
+            panic!(
+                "the value of {} (variable {}) was released by Graph::forget",
+                node.op, v.0
+            )
+        })
     }
 
-    /// The shape of a variable.
+    /// The shape of a variable (also of a forgotten one).
     pub fn shape(&self, v: Var) -> Vec<usize> {
-        self.nodes.borrow()[v.0].value.shape().to_vec()
+        self.nodes.borrow()[v.0].shape.clone()
+    }
+
+    /// Releases the tape's own reference to `v`'s value, for an intermediate result nothing
+    /// will read again (the backward functions keep what they need), so its memory is freed as
+    /// soon as the ops that consumed it are done — what dropping the last reference to a tensor
+    /// does in PyTorch. Afterwards [`Graph::value`] of `v` panics and
+    /// [`Graph::first_non_finite`] skips it; its gradient still flows.
+    pub fn forget(&self, v: Var) {
+        self.nodes.borrow_mut()[v.0].value = None;
     }
 
     /// Which op produced a variable (for messages).
@@ -220,12 +245,15 @@ impl<'b> Graph<'b> {
             if !direct.is_empty() && node.param.is_none() {
                 layer_params = direct.clone();
             }
-            if node.value.has_non_finite()? {
+            let Some(value) = &node.value else {
+                continue;
+            };
+            if value.has_non_finite()? {
                 return Ok(Some(NonFiniteValue {
                     index,
                     nodes: nodes.len(),
                     op: node.op,
-                    shape: node.value.shape().to_vec(),
+                    shape: node.shape.clone(),
                     params: if direct.is_empty() {
                         layer_params
                     } else {
@@ -255,7 +283,8 @@ impl<'b> Graph<'b> {
         };
         self.push(Node {
             op,
-            value,
+            shape: value.shape().to_vec(),
+            value: Some(value),
             inputs: inputs.iter().map(|v| v.0).collect(),
             backward: requires_grad.then(|| Box::new(backward) as BackwardFn),
             requires_grad,
@@ -280,11 +309,11 @@ impl<'b> Graph<'b> {
     pub fn backward_with(&self, output: Var, seed: Tensor) -> Result<Gradients> {
         let nodes = self.nodes.borrow();
         let out = &nodes[output.0];
-        if seed.shape() != out.value.shape() {
+        if seed.shape() != out.shape.as_slice() {
             return Err(OpError::Graph(format!(
                 "seed gradient {:?} does not match the output {:?}",
                 seed.shape(),
-                out.value.shape()
+                out.shape
             )));
         }
         if !out.requires_grad {
@@ -309,12 +338,12 @@ impl<'b> Graph<'b> {
                         if !nodes[input].requires_grad {
                             continue;
                         }
-                        if g.shape() != nodes[input].value.shape() {
+                        if g.shape() != nodes[input].shape.as_slice() {
                             return Err(OpError::Graph(format!(
                                 "backward of {} produced a gradient of shape {:?} for an input of shape {:?}",
                                 node.op,
                                 g.shape(),
-                                nodes[input].value.shape()
+                                nodes[input].shape
                             )));
                         }
                         grads[input] = Some(match grads[input].take() {

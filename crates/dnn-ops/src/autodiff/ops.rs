@@ -53,7 +53,8 @@ impl Graph<'_> {
 
     /// 2-D convolution (`w: [out, in, kh, kw]`, optional `b: [out]`).
     pub fn conv2d(&self, x: Var, w: Var, b: Option<Var>, attrs: Conv2dAttrs) -> Result<Var> {
-        let (xv, wv) = (self.value(x), self.value(w));
+        let xv = self.value(x);
+        let wv = self.backend().conv_weight(&self.value(w))?;
         let bv = b.map(|b| self.value(b));
         let y = self.backend().conv2d(&xv, &wv, bv.as_ref(), &attrs)?;
         let mut inputs = vec![x, w];
@@ -78,7 +79,8 @@ impl Graph<'_> {
         b: Option<Var>,
         attrs: ConvTranspose2dAttrs,
     ) -> Result<Var> {
-        let (xv, wv) = (self.value(x), self.value(w));
+        let xv = self.value(x);
+        let wv = self.backend().conv_weight(&self.value(w))?;
         let bv = b.map(|b| self.value(b));
         let y = self
             .backend()

@@ -13,7 +13,8 @@
 //! The algorithm of every problem (kind, shapes, attributes, math, layout) is searched once with
 //! `cudnnFind*AlgorithmEx` and cached in [`AlgoCache`]: the fastest successful algorithm,
 //! preferring deterministic ones. The search runs with a temporary workspace of at most
-//! [`SEARCH_WORKSPACE_CAP`]; the shared workspace then grows to what the chosen algorithm needs.
+//! [`SEARCH_WORKSPACE_CAP`]; each call then takes the chosen algorithm's workspace from the
+//! device's cache and gives it back once queued.
 
 use std::collections::{HashMap, HashSet};
 
@@ -500,7 +501,14 @@ impl CudaBackend {
             // The search may have picked a tensor-core or an FMA kernel; run it in its math.
             p.conv.set_math(op, algo.math)?;
         }
-        let ws = state.workspace(&self.device, algo.workspace)?;
+        // A workspace of this call's own from the device's cache, returned right after the call
+        // is queued (stream order keeps the next user of that memory after this convolution):
+        // a persistent one the size of the hungriest algorithm would count in every peak.
+        let workspace = match algo.workspace {
+            0 => None,
+            bytes => Some(self.device.alloc(bytes.div_ceil(4))?),
+        };
+        let ws = workspace.as_ref().map_or(0, |w| w.device_ptr());
         execute(lib, handle, op, kind, &p, algo, ptrs, ws)
     }
 
@@ -750,6 +758,14 @@ fn numel4(shape: &[usize; 4]) -> usize {
 }
 
 impl ConvOps for CudaBackend {
+    fn conv_weight(&self, w: &Tensor) -> Result<Tensor> {
+        if self.conv_layout() == DataLayout::NhwcBf16 && w.rank() == 4 && w.numel() > 0 {
+            // KRSC bf16: the operand layout of the bf16 convolutions, made once per pass.
+            return self.to_bf16_nhwc("conv_weight", w);
+        }
+        Ok(w.clone())
+    }
+
     fn conv2d(
         &self,
         x: &Tensor,

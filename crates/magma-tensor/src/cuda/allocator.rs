@@ -13,10 +13,16 @@ use crate::Result;
 /// Bytes the allocator holds, for benchmarks and memory reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
-    /// Bytes in live buffers.
+    /// Bytes of the blocks of live buffers (sizes rounded to the allocator's blocks: what they
+    /// keep from other use, as PyTorch's `memory_reserved` minus its cache).
     pub in_use: usize,
     /// The most `in_use` has been since the last reset.
     pub peak_in_use: usize,
+    /// Bytes the live buffers asked for, each rounded up to 512 B (PyTorch's
+    /// `memory_allocated`).
+    pub allocated: usize,
+    /// The most `allocated` has been since the last reset (PyTorch's `max_memory_allocated`).
+    pub peak_allocated: usize,
     /// Bytes in free blocks kept for reuse.
     pub cached: usize,
     /// Allocations the driver served (cache misses).
@@ -42,13 +48,18 @@ pub(crate) fn rounded_size(bytes: usize) -> usize {
     }
 }
 
+/// A request as PyTorch's allocator counts it: rounded up to 512 B.
+fn requested_size(bytes: usize) -> usize {
+    bytes.max(1).div_ceil(512) * 512
+}
+
 impl CachingAllocator {
     /// A block of at least `bytes`; the caller's context must be current.
     pub(crate) fn allocate(&mut self, bytes: usize) -> Result<(u64, usize)> {
         let size = rounded_size(bytes);
         if let Some(ptr) = self.free.get_mut(&size).and_then(Vec::pop) {
             self.stats.cached -= size;
-            self.note_in_use(size);
+            self.note_in_use(size, bytes);
             return Ok((ptr, size));
         }
         let ptr = match driver_alloc(size) {
@@ -59,13 +70,14 @@ impl CachingAllocator {
             }
         };
         self.stats.driver_allocations += 1;
-        self.note_in_use(size);
+        self.note_in_use(size, bytes);
         Ok((ptr, size))
     }
 
-    /// Returns a block to its free list.
-    pub(crate) fn release(&mut self, ptr: u64, size: usize) {
+    /// Returns a block of `size` bytes, allocated for a request of `requested`, to its free list.
+    pub(crate) fn release(&mut self, ptr: u64, size: usize, requested: usize) {
         self.stats.in_use -= size;
+        self.stats.allocated -= requested_size(requested);
         self.stats.cached += size;
         self.free.entry(size).or_default().push(ptr);
     }
@@ -89,11 +101,14 @@ impl CachingAllocator {
 
     pub(crate) fn reset_peak(&mut self) {
         self.stats.peak_in_use = self.stats.in_use;
+        self.stats.peak_allocated = self.stats.allocated;
     }
 
-    fn note_in_use(&mut self, size: usize) {
+    fn note_in_use(&mut self, size: usize, requested: usize) {
         self.stats.in_use += size;
         self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
+        self.stats.allocated += requested_size(requested);
+        self.stats.peak_allocated = self.stats.peak_allocated.max(self.stats.allocated);
     }
 }
 

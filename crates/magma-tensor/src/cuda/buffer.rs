@@ -53,7 +53,7 @@ impl CudaBuffer {
 
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
-        self.device.release(self.ptr, self.bytes);
+        self.device.release(self.ptr, self.bytes, self.len * 4);
     }
 }
 

@@ -300,9 +300,10 @@ impl CudaDevice {
         })
     }
 
-    pub(crate) fn release(&self, ptr: u64, bytes: usize) {
+    /// Returns a block of `bytes` bytes, allocated for a request of `requested`, to the cache.
+    pub(crate) fn release(&self, ptr: u64, bytes: usize, requested: usize) {
         if let Ok(mut a) = self.allocator.lock() {
-            a.release(ptr, bytes);
+            a.release(ptr, bytes, requested);
         }
     }
 
