@@ -155,6 +155,8 @@ impl<M: Module> Model<M> {
                 hint: "lower the learning rate or check the inputs for NaN".to_string(),
             });
         }
+        // Taken before the reverse pass, which releases the tape's intermediate values.
+        let output = g.value(out);
         let grads = g.backward(loss)?;
         let mut bad = None;
         self.network.visit_parameters(&mut |p| {
@@ -168,7 +170,6 @@ impl<M: Module> Model<M> {
         if let Some(param) = bad {
             return Err(LayerError::NonFiniteGradient { param, epoch, step });
         }
-        let output = g.value(out);
         drop(g);
         self.optimizer.step(backend, &mut self.network, &grads)?;
         Ok((value, output))

@@ -366,3 +366,33 @@ fn forgotten_values_are_released_but_gradients_flow() {
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.value(doubled)));
     assert!(read.is_err(), "reading a forgotten value must panic");
 }
+
+/// The reverse pass gives the forward pass's memory back as it goes: an intermediate value held
+/// by nothing but the tape and its consumers' backward functions is freed, the output the pass
+/// started from and the leaves stay readable, and a second pass over the same graph is an error
+/// (its saved values are gone).
+#[test]
+fn the_reverse_pass_releases_intermediate_values() {
+    let be = CpuBackend::new();
+    let g = dnn_ops::Graph::new(&be);
+    let x = g.leaf(Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3]).unwrap());
+    let squared = g.mul(x, x).unwrap();
+    let total = g.sum(squared).unwrap();
+    let held = g.value(squared);
+    // The tape holds the product (the sum's backward keeps no value), and so does the clone.
+    assert_eq!(held.storage_handles(), 2);
+    let grads = g.backward(total).unwrap();
+    assert_eq!(
+        held.storage_handles(),
+        1,
+        "only the clone taken above is left"
+    );
+    assert_eq!(
+        grads.wrt(x).unwrap().to_vec().unwrap(),
+        vec![2.0, -4.0, 6.0]
+    );
+    assert_eq!(g.value(total).item().unwrap(), 14.0);
+    assert_eq!(g.value(x).to_vec().unwrap(), vec![1.0, -2.0, 3.0]);
+    let again = g.backward(total).unwrap_err().to_string();
+    assert!(again.contains("backward already ran"), "{again}");
+}

@@ -304,7 +304,7 @@ fn train_step(
             format!("batch {:?}", batch.names)
         };
         // The slow path only: find where the forward pass first produced NaN or Inf.
-        let origin = forward_origin(&g, model)?;
+        let origin = forward_origin(backend, model, &batch.images)?;
         return Err(LayerError::NonFiniteLoss {
             epoch,
             step,
@@ -463,9 +463,28 @@ fn layer_of(param: &str) -> &str {
     param.rsplit_once('/').map_or(param, |(layer, _)| layer)
 }
 
-/// Where the forward pass recorded on `g` first produced NaN or ±Inf, in words naming the layer
-/// (read back value by value: called only after the loss was found non-finite).
-fn forward_origin(g: &Graph<'_>, model: &UNet) -> Result<String> {
+/// Where the forward pass of `model` on `images` first produces NaN or ±Inf, in words naming the
+/// layer (read back value by value: called only after the loss was found non-finite). The
+/// step's own tape gave its values back during the reverse pass, so the forward pass is
+/// replayed — same weights (not updated yet), same batch — and the batch norms' running
+/// statistics, which a training-mode pass updates, are put back afterwards.
+fn forward_origin(
+    backend: &dyn Backend,
+    model: &mut UNet,
+    images: &dnn_ops::Tensor,
+) -> Result<String> {
+    let mut statistics = Vec::new();
+    model.visit_buffers(&mut |_, t| statistics.push(t.clone()));
+    let g = Graph::new(backend);
+    let x = g.input(images.clone());
+    let replayed = model.forward(&g, x, Mode::Train);
+    let mut saved = statistics.into_iter();
+    model.visit_buffers_mut(&mut |_, t| {
+        if let Some(v) = saved.next() {
+            *t = v;
+        }
+    });
+    replayed?;
     let Some(found) = g.first_non_finite()? else {
         return Ok("every value of this process's forward pass is finite".to_string());
     };

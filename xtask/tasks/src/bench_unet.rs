@@ -86,6 +86,9 @@ struct Measurement {
     loss: f32,
     /// Ranks (GPUs) of a `--distributed` run, 1 otherwise.
     ranks: usize,
+    /// Whether convolution algorithms were limited to deterministic ones when any succeeded
+    /// (`MAGMA_CUDA_DETERMINISTIC`, default yes; PyTorch's peer runs with its default, no).
+    deterministic: bool,
     /// Training images per second and GPU.
     per_rank_img_s: f64,
     /// The mean loss over the global batch of every step, warm-up included.
@@ -348,10 +351,15 @@ fn measure(
     let train_s = start.elapsed().as_secs_f64();
     if comm.rank() == 0 {
         eprintln!(
-            "note: {mode} {base}:{size}:{batch}: {}; all steps queued after {:.1} of {:.1} ms",
+            "note: {mode} {base}:{size}:{batch}: {}; all steps queued after {:.1} of {:.1} ms{}",
             phases.describe(args.iters),
             1e3 * queued_s,
-            1e3 * train_s
+            1e3 * train_s,
+            if std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() == Ok("0") {
+                "; any convolution algorithm (MAGMA_CUDA_DETERMINISTIC=0)"
+            } else {
+                ""
+            }
         );
         if dnn_ops::autodiff::host_profile::enabled() {
             eprint!("{}", dnn_ops::autodiff::host_profile::report(args.iters));
@@ -394,6 +402,7 @@ fn measure(
         infer_img_s,
         peak_gib: peak_gib(args.device),
         peak_reserved_gib: peak_reserved_gib(args.device),
+        deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() != Ok("0"),
         loss,
         ranks,
         per_rank_img_s: train_img_s / ranks as f64,

@@ -36,6 +36,8 @@ pub struct Graph<'b> {
     recording: Cell<bool>,
     /// When the previous op was recorded (host profiling only).
     lap: Cell<Option<Instant>>,
+    /// Whether a reverse pass ran (it consumes the backward functions).
+    backward_done: Cell<bool>,
 }
 
 impl std::fmt::Debug for Graph<'_> {
@@ -106,6 +108,7 @@ impl<'b> Graph<'b> {
             nodes: RefCell::new(Vec::new()),
             recording: Cell::new(true),
             lap: Cell::new(host_profile::enabled().then(Instant::now)),
+            backward_done: Cell::new(false),
         }
     }
 
@@ -198,14 +201,14 @@ impl<'b> Graph<'b> {
     /// The value of a variable (a cheap clone).
     ///
     /// # Panics
-    /// When [`Graph::forget`] released it (a programming error, like a variable of another
-    /// graph).
+    /// When [`Graph::forget`] or the reverse pass ([`Graph::backward_with`]) released it (a
+    /// programming error, like a variable of another graph).
     pub fn value(&self, v: Var) -> Tensor {
         let nodes = self.nodes.borrow();
         let node = &nodes[v.0];
         node.value.clone().unwrap_or_else(|| {
             panic!(
-                "the value of {} (variable {}) was released by Graph::forget",
+                "the value of {} (variable {}) was released (Graph::forget or the reverse pass)",
                 node.op, v.0
             )
         })
@@ -306,8 +309,20 @@ impl<'b> Graph<'b> {
     }
 
     /// Gradients of `Σ output · seed` (a vector-Jacobian product).
+    ///
+    /// Each op's backward function, with the values it saved, is dropped as soon as it has run,
+    /// and so is the op's output on the tape (every op that read it is done by then), so the
+    /// memory of the forward pass is given back during the reverse pass, as PyTorch does
+    /// without `retain_graph`. Afterwards [`Graph::value`] of such an intermediate value
+    /// panics (take a clone before the pass to keep one); leaves, inputs, parameters and
+    /// `output` stay, and a second reverse pass over the same graph is an error.
     pub fn backward_with(&self, output: Var, seed: Tensor) -> Result<Gradients> {
-        let nodes = self.nodes.borrow();
+        if self.backward_done.get() {
+            return Err(OpError::Graph(
+                "backward already ran on this graph (it releases the values saved for it); record the ops on a new graph".to_string(),
+            ));
+        }
+        let mut nodes = self.nodes.borrow_mut();
         let out = &nodes[output.0];
         if seed.shape() != out.shape.as_slice() {
             return Err(OpError::Graph(format!(
@@ -321,6 +336,7 @@ impl<'b> Graph<'b> {
                 "the output does not depend on any leaf or parameter that requires a gradient (was it built under no_grad?)".to_string(),
             ));
         }
+        self.backward_done.set(true);
         let mut grads: Vec<Option<Tensor>> = vec![None; output.0 + 1];
         grads[output.0] = Some(seed);
         let mut result = Gradients::default();
@@ -328,11 +344,20 @@ impl<'b> Graph<'b> {
             let Some(grad) = grads[i].take() else {
                 continue;
             };
+            let backward = nodes[i].backward.take();
             let node = &nodes[i];
-            match &node.backward {
+            match backward {
                 Some(backward) => {
                     let started = self.lap.get().map(|_| Instant::now());
                     let input_grads = backward(self.backend, &grad)?;
+                    // The values this op saved for its backward go now, and so does its output
+                    // (every op that read it has had its backward pass), unless it is the
+                    // output the pass started from.
+                    drop(backward);
+                    if i != output.0 {
+                        nodes[i].value = None;
+                    }
+                    let node = &nodes[i];
                     for (&input, g) in node.inputs.iter().zip(input_grads) {
                         let Some(g) = g else { continue };
                         if !nodes[input].requires_grad {

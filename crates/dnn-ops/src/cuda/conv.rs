@@ -12,7 +12,8 @@
 //!
 //! The algorithm of every problem (kind, shapes, attributes, math, layout) is searched once with
 //! `cudnnFind*AlgorithmEx` and cached in [`AlgoCache`]: the fastest successful algorithm,
-//! preferring deterministic ones. The search runs with a temporary workspace of at most
+//! preferring deterministic ones (unless [`CudaBackend::with_deterministic`] or
+//! `MAGMA_CUDA_DETERMINISTIC=0` lifts that, as PyTorch's default `cudnn.deterministic = False`). The search runs with a temporary workspace of at most
 //! [`SEARCH_WORKSPACE_CAP`]; each call then takes the chosen algorithm's workspace from the
 //! device's cache and gives it back once queued.
 
@@ -361,16 +362,18 @@ fn find(
     Ok(perfs)
 }
 
-/// The fastest successful result that fits the workspace, deterministic ones first.
-fn choose(perfs: &[Perf], ws_bytes: usize) -> Option<Perf> {
+/// The fastest successful result that fits the workspace; with `deterministic`, the fastest
+/// deterministic one when there is one.
+fn choose(perfs: &[Perf], ws_bytes: usize, deterministic: bool) -> Option<Perf> {
     let usable = || {
         perfs
             .iter()
             .filter(move |p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS)
             .filter(move |p| p.memory <= ws_bytes)
     };
-    usable()
-        .find(|p| p.deterministic)
+    deterministic
+        .then(|| usable().find(|p| p.deterministic))
+        .flatten()
         .or_else(|| usable().next())
         .copied()
 }
@@ -538,7 +541,7 @@ impl CudaBackend {
         };
         let ws = buffer.as_ref().map_or((0, 0), |b| (b.device_ptr(), wanted));
         let perfs = find(lib, handle, op, kind, p, ptrs, count, ws)?;
-        let best = choose(&perfs, ws.1).ok_or_else(|| OpError::Cuda {
+        let best = choose(&perfs, ws.1, self.deterministic).ok_or_else(|| OpError::Cuda {
             op,
             call: call_name(kind).0,
             detail: format!(

@@ -49,6 +49,9 @@ pub struct CudaBackend {
     /// Whether fp32/TF32 convolutions run in NHWC (`MAGMA_CUDA_CONV_NHWC`); `None`: TF32 yes,
     /// fp32 no.
     conv_nhwc: Option<bool>,
+    /// Whether convolution algorithms are chosen among the deterministic ones when any
+    /// succeeds (`MAGMA_CUDA_DETERMINISTIC`, default yes).
+    deterministic: bool,
 }
 
 /// Everything cuDNN calls share: the handle and the reusable workspace.
@@ -95,6 +98,7 @@ impl CudaBackend {
                 Ok("0") => Some(false),
                 _ => None,
             },
+            deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() != Ok("0"),
         })
     }
 
@@ -119,6 +123,15 @@ impl CudaBackend {
     /// TF32 and NCHW for fp32.
     pub fn with_conv_nhwc(mut self, enabled: bool) -> Self {
         self.conv_nhwc = Some(enabled);
+        self
+    }
+
+    /// Chooses each convolution's algorithm among the deterministic ones when any succeeds (the
+    /// default: runs repeat bit for bit), or the fastest of all (`false`, PyTorch's default
+    /// `torch.backends.cudnn.deterministic = False`). Default: `MAGMA_CUDA_DETERMINISTIC=0|1`,
+    /// else deterministic.
+    pub fn with_deterministic(mut self, deterministic: bool) -> Self {
+        self.deterministic = deterministic;
         self
     }
 
