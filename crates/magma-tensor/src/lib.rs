@@ -8,7 +8,7 @@
 //! through the [`DeviceBuffer`](device::DeviceBuffer) seam, filled by the cust-backed `cuda`
 //! module (a caching allocator, one stream per GPU, pinned staging for copies). The crate
 //! also owns seeded initialisers ([`Initializer`], [`SeededRng`]) and zero-copy `ndarray`
-//! interop. It knows nothing of operations, gradients or layers: those live in `dnn-ops` and
+//! interop, and how the C allocator keeps freed host blocks ([`host_memory`]). It knows nothing of operations, gradients or layers: those live in `dnn-ops` and
 //! above. Every fallible public call returns a typed [`TensorError`].
 
 #[cfg(feature = "cuda")]
@@ -16,6 +16,7 @@ pub mod cuda;
 #[cfg(feature = "device-seam")]
 pub mod device;
 mod error;
+pub mod host_memory;
 mod init;
 mod layout;
 mod ndarray_interop;

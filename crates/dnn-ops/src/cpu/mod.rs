@@ -19,11 +19,21 @@ use crate::backend::Backend;
 
 /// The CPU backend. Threads come from the global rayon pool (set its size with
 /// [`CpuBackend::set_threads`] or `RAYON_NUM_THREADS`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct CpuBackend;
 
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl CpuBackend {
+    /// The CPU backend; also makes the allocator keep freed activation-sized blocks
+    /// ([`magma_tensor::host_memory::keep_freed_host_blocks`]), which saves a page fault per
+    /// 4 KiB of every buffer a step allocates again.
     pub fn new() -> Self {
+        magma_tensor::host_memory::keep_freed_host_blocks();
         Self
     }
 
