@@ -72,11 +72,21 @@ impl SlotState {
     ) -> Result<()> {
         self.step += 1;
         let mut taken = Vec::new();
-        try_for_each_parameter_mut(module, |p| {
+        let took = try_for_each_parameter_mut(module, |p| {
             let Some(grad) = grads.param(p.id()) else {
                 return Ok(());
             };
             let slots = std::mem::take(self.slots_for(p.name(), p.value()));
+            if slots.len() != self.slot_names.len() {
+                // Taken already: slots are keyed by name, and a name appeared twice.
+                return Err(LayerError::Config {
+                    layer: "optimizer".into(),
+                    reason: format!(
+                        "two parameters are named {}; optimizer state needs unique names",
+                        p.name()
+                    ),
+                });
+            }
             let param = std::mem::replace(p.value_mut(), Tensor::zeros(&[0]));
             taken.push(SlotUpdate {
                 param,
@@ -84,19 +94,19 @@ impl SlotState {
                 slots,
             });
             Ok(())
-        })?;
-        let outcome = update(&mut taken);
+        });
+        let outcome = took.and_then(|()| update(&mut taken));
+        // Everything taken goes back, in the same order, whatever the outcome (after a failed
+        // take, the parameters past it were never taken).
         let mut back = taken.into_iter();
         try_for_each_parameter_mut(module, |p| {
             if grads.param(p.id()).is_none() {
                 return Ok(());
             }
-            let t = back.next().ok_or_else(|| LayerError::Config {
-                layer: "optimizer".into(),
-                reason: format!("parameter {} appeared during the update", p.name()),
-            })?;
-            *p.value_mut() = t.param;
-            *self.slots_for(p.name(), &t.grad) = t.slots;
+            if let Some(t) = back.next() {
+                *p.value_mut() = t.param;
+                *self.slots_for(p.name(), &t.grad) = t.slots;
+            }
             Ok(())
         })?;
         outcome

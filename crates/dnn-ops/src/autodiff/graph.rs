@@ -319,7 +319,7 @@ impl<'b> Graph<'b> {
     pub fn backward_with(&self, output: Var, seed: Tensor) -> Result<Gradients> {
         if self.backward_done.get() {
             return Err(OpError::Graph(
-                "backward already ran on this graph (it releases the values saved for it); record the ops on a new graph".to_string(),
+                "backward already ran (or failed part way) on this graph, releasing the values saved for it; record the ops on a new graph".to_string(),
             ));
         }
         let mut nodes = self.nodes.borrow_mut();

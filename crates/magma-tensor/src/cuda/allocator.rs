@@ -54,8 +54,14 @@ fn requested_size(bytes: usize) -> usize {
 }
 
 impl CachingAllocator {
-    /// A block of at least `bytes`; the caller's context must be current.
-    pub(crate) fn allocate(&mut self, bytes: usize) -> Result<(u64, usize)> {
+    /// A block of at least `bytes`; the caller's context must be current. When the driver is
+    /// out of memory, `drain` (waiting for the work that may still use cached blocks) runs
+    /// before the cached blocks are freed and the allocation is tried once more.
+    pub(crate) fn allocate(
+        &mut self,
+        bytes: usize,
+        drain: impl FnOnce() -> Result<()>,
+    ) -> Result<(u64, usize)> {
         let size = rounded_size(bytes);
         if let Some(ptr) = self.free.get_mut(&size).and_then(Vec::pop) {
             self.stats.cached -= size;
@@ -65,6 +71,7 @@ impl CachingAllocator {
         let ptr = match driver_alloc(size) {
             Ok(p) => p,
             Err(_) => {
+                drain()?;
                 self.release_cached()?;
                 driver_alloc(size)?
             }

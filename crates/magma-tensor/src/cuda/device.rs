@@ -34,6 +34,10 @@ pub struct CudaDevice {
 /// How many uploads may be in flight before the next one waits for the oldest.
 const UPLOAD_SLOTS: usize = 4;
 
+/// The largest upload (bytes) staged through the ring; each slot keeps at most this much
+/// page-locked memory (rounded up to a power of two).
+const UPLOAD_SLOT_CAP: usize = 64 << 20;
+
 /// The page-locked buffers host→device copies are staged through, used in turn.
 #[derive(Debug, Default)]
 struct UploadRing {
@@ -170,7 +174,13 @@ impl CudaDevice {
     /// An uninitialised buffer of `len` `f32`.
     pub fn alloc(self: &Arc<Self>, len: usize) -> Result<CudaBuffer> {
         self.bind()?;
-        let (ptr, bytes) = self.lock_allocator()?.allocate(len * 4)?;
+        // On out-of-memory the allocator gives its cached blocks back to the driver, after the
+        // stream has finished the queued work that may still use them.
+        let (ptr, bytes) = self.lock_allocator()?.allocate(len * 4, || {
+            self.stream
+                .synchronize()
+                .map_err(|e| cuda_err("cuStreamSynchronize", e))
+        })?;
         Ok(CudaBuffer::from_raw_parts(self.clone(), ptr, len, bytes))
     }
 
@@ -218,17 +228,28 @@ impl CudaDevice {
     /// Queues a copy of `src` to device memory at `dst` through a pinned staging buffer and
     /// returns without waiting for it: `src` is copied into the staging buffer first, so the
     /// caller may drop or change it at once. Kernels queued later on the stream see the values.
+    /// An upload larger than [`UPLOAD_SLOT_CAP`] goes through a buffer of its own and waits, so
+    /// that the ring's page-locked memory stays bounded.
     pub(crate) fn copy_host_to_device(&self, src: &[f32], dst: u64) -> Result<()> {
         if src.is_empty() {
             return Ok(());
         }
         self.bind()?;
+        if src.len() * 4 > UPLOAD_SLOT_CAP {
+            let mut pinned = pinned_buffer(src.len())?;
+            pinned.as_mut_slice()[..src.len()].copy_from_slice(src);
+            self.queue_upload(&pinned, src.len(), dst)?;
+            // The buffer is freed on return: wait for the copy that reads it.
+            return self
+                .stream
+                .synchronize()
+                .map_err(|e| cuda_err("cuStreamSynchronize", e));
+        }
         let mut ring = self
             .uploads
             .lock()
             .map_err(|_| TensorError::Device("upload staging poisoned".into()))?;
         let index = ring.next;
-        ring.next = (index + 1) % UPLOAD_SLOTS;
         if index == ring.slots.len() {
             ring.slots.push(UploadSlot {
                 pinned: pinned_buffer(src.len())?,
@@ -236,6 +257,8 @@ impl CudaDevice {
                     .map_err(|e| cuda_err("cuEventCreate", e))?,
             });
         }
+        // Moved on only once the slot exists, so a failed allocation leaves the ring usable.
+        ring.next = (index + 1) % UPLOAD_SLOTS;
         let slot = &mut ring.slots[index];
         // The copy that last read this buffer must have run before it is refilled or freed.
         slot.copied
@@ -245,20 +268,30 @@ impl CudaDevice {
             slot.pinned = pinned_buffer(src.len())?;
         }
         slot.pinned.as_mut_slice()[..src.len()].copy_from_slice(src);
-        // SAFETY: `pinned` holds at least `src.len()` f32 of page-locked memory and `dst` points
-        // at a device allocation of at least as many (checked by the callers' lengths); the
-        // buffer is not written or freed again before the event recorded next has completed.
+        self.queue_upload(&slot.pinned, src.len(), dst)?;
+        if let Err(e) = slot.copied.record(&self.stream) {
+            // Without the event nothing would keep the next refill of this buffer after the
+            // copy just queued: wait for it here.
+            let _ = self.stream.synchronize();
+            return Err(cuda_err("cuEventRecord", e));
+        }
+        Ok(())
+    }
+
+    /// Queues the copy of the first `len` values of `pinned` to device memory at `dst`.
+    fn queue_upload(&self, pinned: &LockedBuffer<f32>, len: usize, dst: u64) -> Result<()> {
+        // SAFETY: `pinned` holds at least `len` f32 of page-locked memory (the callers sized
+        // it) and `dst` points at a device allocation of at least as many (checked by their
+        // callers' lengths); each caller keeps the buffer unwritten and alive until the copy
+        // has run (an event or a stream synchronisation).
         check_driver("cuMemcpyHtoDAsync", unsafe {
             cust::sys::cuMemcpyHtoDAsync_v2(
                 dst,
-                slot.pinned.as_ptr() as *const c_void,
-                src.len() * 4,
+                pinned.as_ptr() as *const c_void,
+                len * 4,
                 self.stream.as_inner(),
             )
-        })?;
-        slot.copied
-            .record(&self.stream)
-            .map_err(|e| cuda_err("cuEventRecord", e))
+        })
     }
 
     /// Copies `dst.len()` values from device memory at `src` into `dst`, after all queued work.
