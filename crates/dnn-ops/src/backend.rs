@@ -393,8 +393,7 @@ pub trait FusedOps: NormOps + ActivationOps {
         running_var: &mut Tensor,
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let (z, saved) = self.batch_norm_train(x, gamma, beta, running_mean, running_var, attrs)?;
-        Ok((self.activation(&z, Activation::Relu)?, saved))
+        batch_norm_then_relu(self, x, gamma, beta, running_mean, running_var, attrs)
     }
     /// `(dx, dgamma, dbeta)` of [`FusedOps::batch_norm_relu_train`] from its result `y` and the
     /// gradient `dy` (the ReLU passes `dy` where `y > 0`, which is where the norm's output is).
@@ -406,9 +405,36 @@ pub trait FusedOps: NormOps + ActivationOps {
         gamma: &Tensor,
         saved: &BatchNormSaved,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let dz = self.activation_backward(y, y, dy, Activation::Relu)?;
-        self.batch_norm_backward(x, &dz, gamma, saved, true)
+        relu_then_batch_norm_backward(self, x, y, dy, gamma, saved)
     }
+}
+
+/// [`FusedOps::batch_norm_relu_train`] as the two ops (the default, and a fusing backend's
+/// path for what it does not fuse).
+pub fn batch_norm_then_relu<B: NormOps + ActivationOps + ?Sized>(
+    be: &B,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    attrs: &BatchNormAttrs,
+) -> Result<(Tensor, BatchNormSaved)> {
+    let (z, saved) = be.batch_norm_train(x, gamma, beta, running_mean, running_var, attrs)?;
+    Ok((be.activation(&z, Activation::Relu)?, saved))
+}
+
+/// [`FusedOps::batch_norm_relu_backward`] as the two ops' backward passes.
+pub fn relu_then_batch_norm_backward<B: NormOps + ActivationOps + ?Sized>(
+    be: &B,
+    x: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    gamma: &Tensor,
+    saved: &BatchNormSaved,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dz = be.activation_backward(y, y, dy, Activation::Relu)?;
+    be.batch_norm_backward(x, &dz, gamma, saved, true)
 }
 
 /// A complete backend: every op trait, shareable across threads.

@@ -206,53 +206,41 @@ fn sync(backend: &dyn Backend, probe: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Peak memory so far: the CUDA allocator's peak, or the process's peak resident set.
-fn peak_gib(device: Device) -> f64 {
+/// Peak memory so far, GiB, as `[allocated, reserved]`: the CUDA allocator's peak of live
+/// requests and of the blocks they held, or the process's peak resident set twice.
+fn peak_gib(device: Device) -> [f64; 2] {
     match device {
-        Device::Cpu => std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<f64>().ok())
+        Device::Cpu => {
+            let rss = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .and_then(|v| v.parse::<f64>().ok())
+                    })
                 })
-            })
-            .map_or(f64::NAN, |kib| kib / (1024.0 * 1024.0)),
+                .map_or(f64::NAN, |kib| kib / (1024.0 * 1024.0));
+            [rss, rss]
+        }
         Device::Cuda { ordinal } => cuda_peak_gib(ordinal),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_peak_gib(ordinal: usize) -> f64 {
+fn cuda_peak_gib(ordinal: usize) -> [f64; 2] {
+    let gib = |bytes: usize| bytes as f64 / (1u64 << 30) as f64;
     magma_tensor::cuda::CudaDevice::get(ordinal)
-        .map(|d| d.memory_stats().peak_allocated as f64 / (1u64 << 30) as f64)
-        .unwrap_or(f64::NAN)
+        .map(|d| {
+            let stats = d.memory_stats();
+            [gib(stats.peak_allocated), gib(stats.peak_in_use)]
+        })
+        .unwrap_or([f64::NAN; 2])
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_peak_gib(_ordinal: usize) -> f64 {
-    f64::NAN
-}
-
-/// Peak memory held in the allocator's blocks (GPU), or the peak resident set (CPU).
-fn peak_reserved_gib(device: Device) -> f64 {
-    match device {
-        Device::Cpu => peak_gib(device),
-        Device::Cuda { ordinal } => cuda_peak_reserved_gib(ordinal),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_peak_reserved_gib(ordinal: usize) -> f64 {
-    magma_tensor::cuda::CudaDevice::get(ordinal)
-        .map(|d| d.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64)
-        .unwrap_or(f64::NAN)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_peak_reserved_gib(_ordinal: usize) -> f64 {
-    f64::NAN
+fn cuda_peak_gib(_ordinal: usize) -> [f64; 2] {
+    [f64::NAN; 2]
 }
 
 #[cfg(feature = "cuda")]
@@ -390,6 +378,7 @@ fn measure(
         sync(backend, &out)?;
     }
     let infer_img_s = (args.iters * batch) as f64 / start.elapsed().as_secs_f64();
+    let peaks = peak_gib(args.device);
     Ok(Measurement {
         side: "magma-dnn",
         device: backend.name(),
@@ -400,8 +389,8 @@ fn measure(
         train_img_s,
         train_tflops: train_flops_per_image(base, size, 4) * train_img_s / 1e12,
         infer_img_s,
-        peak_gib: peak_gib(args.device),
-        peak_reserved_gib: peak_reserved_gib(args.device),
+        peak_gib: peaks[0],
+        peak_reserved_gib: peaks[1],
         deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() != Ok("0"),
         loss,
         ranks,

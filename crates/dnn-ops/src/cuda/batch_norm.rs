@@ -22,8 +22,10 @@ use magma_tensor::Tensor;
 use super::CudaBackend;
 use super::cudnn::{DataLayout, ONE, TensorDesc, ZERO, check, dptr, scale};
 use super::kernels::{self, Stream};
-use crate::attrs::{Activation, BatchNormAttrs};
-use crate::backend::{ActivationOps, BatchNormSaved, FusedOps, NormOps};
+use crate::attrs::BatchNormAttrs;
+use crate::backend::{
+    BatchNormSaved, FusedOps, NormOps, batch_norm_then_relu, relu_then_batch_norm_backward,
+};
 use crate::cpu::CpuBackend;
 use crate::error::Result;
 use magma_tensor::cuda::CudaBuffer;
@@ -252,6 +254,27 @@ impl CudaBackend {
     }
 }
 
+/// The CPU's checks of a training-mode batch norm's operands; `(outer, C, inner)`.
+fn train_dims(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+) -> Result<(usize, usize, usize)> {
+    CpuBackend::check_batch_norm(
+        "batch_norm_train",
+        x,
+        [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+        true,
+    )
+}
+
 impl NormOps for CudaBackend {
     fn batch_norm_train(
         &self,
@@ -263,17 +286,7 @@ impl NormOps for CudaBackend {
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
         const OP: &str = "batch_norm_train";
-        let dims = CpuBackend::check_batch_norm(
-            OP,
-            x,
-            [
-                ("gamma", gamma),
-                ("beta", beta),
-                ("running_mean", running_mean),
-                ("running_var", running_var),
-            ],
-            true,
-        )?;
+        let dims = train_dims(x, gamma, beta, running_mean, running_var)?;
         let c = dims.1;
         if self.is_bf16_nhwc(x) && x.numel() > 0 {
             return self.batch_norm_train_bf16(
@@ -500,17 +513,7 @@ impl FusedOps for CudaBackend {
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
         if self.is_bf16_nhwc(x) && x.numel() > 0 {
-            CpuBackend::check_batch_norm(
-                "batch_norm_train",
-                x,
-                [
-                    ("gamma", gamma),
-                    ("beta", beta),
-                    ("running_mean", running_mean),
-                    ("running_var", running_var),
-                ],
-                true,
-            )?;
+            train_dims(x, gamma, beta, running_mean, running_var)?;
             return self.batch_norm_train_bf16(
                 x,
                 gamma,
@@ -521,8 +524,7 @@ impl FusedOps for CudaBackend {
                 true,
             );
         }
-        let (z, saved) = self.batch_norm_train(x, gamma, beta, running_mean, running_var, attrs)?;
-        Ok((self.activation(&z, Activation::Relu)?, saved))
+        batch_norm_then_relu(self, x, gamma, beta, running_mean, running_var, attrs)
     }
 
     fn batch_norm_relu_backward(
@@ -537,7 +539,6 @@ impl FusedOps for CudaBackend {
             CpuBackend::check_batch_norm_backward(x, dy, gamma, saved)?;
             return self.batch_norm_backward_bf16(x, dy, Some(y), gamma, saved);
         }
-        let dz = self.activation_backward(y, y, dy, Activation::Relu)?;
-        self.batch_norm_backward(x, &dz, gamma, saved, true)
+        relu_then_batch_norm_backward(self, x, y, dy, gamma, saved)
     }
 }
