@@ -8,20 +8,41 @@
 
 use std::path::{Path, PathBuf};
 
-/// A scratch folder of this process (one per process: libFuzzer's `-fork`/`-jobs` workers and
-/// the smoke run never share files).
-pub fn scratch() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
+/// A scratch folder of this thread (one per process and thread: libFuzzer's `-fork`/`-jobs`
+/// workers and the smoke run's tests, which the test harness runs on parallel threads, never
+/// share files; a shared `sealed.h5` once let one test truncate what another was sealing).
+/// Removed when the thread ends.
+pub fn scratch() -> PathBuf {
+    SCRATCH.with(|s| s.0.clone())
+}
+
+static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    static SCRATCH: ScratchDir = ScratchDir::create();
+}
+
+/// The folder behind [`scratch`], deleted with its thread.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn create() -> Self {
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("magma-dnn-fuzz-{}", std::process::id()));
+        let thread = NEXT_THREAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("magma-dnn-fuzz-{}-{thread}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating the scratch folder");
-        dir
-    })
+        Self(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Writes `bytes` to `name` in the scratch folder and returns its path.
