@@ -25,6 +25,24 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// A `rows × cols` matrix at the start of `data` whose element (i, j) is
+    /// `data[i·row_stride + j·col_stride]` (a block of a larger matrix).
+    pub(crate) fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
     /// The transpose (a view, no copy).
     pub(crate) fn t(self) -> Self {
         Self {
@@ -37,54 +55,124 @@ impl<'a> MatRef<'a> {
     }
 
     fn check(&self, what: &str) -> Result<()> {
-        if self.rows == 0 || self.cols == 0 {
-            return Ok(());
-        }
-        let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
-        if last >= self.data.len() {
-            return Err(OpError::Graph(format!(
-                "gemm: {what} {}x{} with strides ({}, {}) overruns its {} elements",
-                self.rows,
-                self.cols,
-                self.row_stride,
-                self.col_stride,
-                self.data.len()
-            )));
-        }
-        Ok(())
+        check_extent(
+            what,
+            [self.rows, self.cols],
+            [self.row_stride, self.col_stride],
+            self.data.len(),
+        )
     }
 }
 
-/// `c = a · b` (or `c += a · b` when `accumulate`), `c` dense row-major `m × n`.
+/// A writable matrix inside a slice, with row and column strides in elements. Distinct (i, j)
+/// must address distinct elements (no zero or overlapping strides), which the constructors
+/// guarantee.
+#[derive(Debug)]
+pub(crate) struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A dense row-major `rows × cols` matrix at the start of `data`.
+    pub(crate) fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// Columns `first..first + cols` of a row-major matrix with `row_len` columns per row.
+    pub(crate) fn columns(
+        data: &'a mut [f32],
+        rows: usize,
+        row_len: usize,
+        first: usize,
+        cols: usize,
+    ) -> Self {
+        let start = if rows == 0 || cols == 0 {
+            0
+        } else {
+            first.min(data.len())
+        };
+        let data = &mut data[start..];
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: row_len,
+            col_stride: 1,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.rows > 1 && self.cols > 1 && self.row_stride < self.cols * self.col_stride {
+            return Err(OpError::Graph(format!(
+                "gemm: output {}x{} with strides ({}, {}) has overlapping rows",
+                self.rows, self.cols, self.row_stride, self.col_stride
+            )));
+        }
+        check_extent(
+            "output",
+            [self.rows, self.cols],
+            [self.row_stride, self.col_stride],
+            self.data.len(),
+        )
+    }
+}
+
+/// Whether the last element of a `dims` matrix with `strides` lies inside `len` elements.
+fn check_extent(what: &str, dims: [usize; 2], strides: [usize; 2], len: usize) -> Result<()> {
+    if dims[0] == 0 || dims[1] == 0 {
+        return Ok(());
+    }
+    let last = (dims[0] - 1) * strides[0] + (dims[1] - 1) * strides[1];
+    if last >= len {
+        return Err(OpError::Graph(format!(
+            "gemm: {what} {}x{} with strides ({}, {}) overruns its {len} elements",
+            dims[0], dims[1], strides[0], strides[1]
+        )));
+    }
+    Ok(())
+}
+
+/// `c = a · b` (or `c += a · b` when `accumulate`).
 ///
 /// `parallel` lets the kernel use the rayon pool; callers that already parallelise over a batch
 /// pass `false`.
 pub(crate) fn gemm_into(
-    c: &mut [f32],
+    c: MatMut<'_>,
     a: MatRef<'_>,
     b: MatRef<'_>,
     accumulate: bool,
     parallel: bool,
 ) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || c.len() != m * n {
+    if b.rows != k || c.rows != m || c.cols != n {
         return Err(OpError::Graph(format!(
-            "gemm: cannot multiply {}x{} by {}x{} into {} elements",
-            a.rows,
-            a.cols,
-            b.rows,
-            b.cols,
-            c.len()
+            "gemm: cannot multiply {}x{} by {}x{} into {}x{}",
+            a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
         )));
     }
     a.check("lhs")?;
     b.check("rhs")?;
+    c.check()?;
     if m == 0 || n == 0 {
         return Ok(());
     }
     if k == 0 {
         if !accumulate {
-            c.fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    c.data[i * c.row_stride + j * c.col_stride] = 0.0;
+                }
+            }
         }
         return Ok(());
     }
@@ -94,18 +182,18 @@ pub(crate) fn gemm_into(
         gemm::Parallelism::None
     };
     // SAFETY: the `gemm` crate's kernel is an unsafe FFI-like boundary taking raw pointers. Every
-    // index it touches is in bounds: `c` holds exactly m·n elements (checked above) addressed with
-    // row stride n and column stride 1; `a` and `b` were checked by `MatRef::check` so that the
-    // last element (rows−1)·rs + (cols−1)·cs lies inside their slices. `c` is borrowed mutably
-    // and cannot alias `a` or `b`, which are shared borrows.
+    // index it touches is in bounds: `MatRef::check` and `MatMut::check` above verified that the
+    // last element (rows−1)·rs + (cols−1)·cs of `a`, `b` and `c` lies inside their slices, and
+    // `MatMut::check` that distinct elements of `c` do not overlap. `c` is borrowed mutably and
+    // cannot alias `a` or `b`, which are shared borrows.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
+            c.data.as_mut_ptr(),
+            c.col_stride as isize,
+            c.row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

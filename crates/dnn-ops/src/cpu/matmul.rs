@@ -3,7 +3,7 @@
 use magma_tensor::Tensor;
 
 use super::CpuBackend;
-use super::gemm::{MatRef, gemm_into};
+use super::gemm::{MatMut, MatRef, gemm_into};
 use crate::backend::MatmulOps;
 use crate::error::{Result, shape_err};
 
@@ -53,7 +53,7 @@ impl MatmulOps for CpuBackend {
             bm = bm.t();
         }
         let mut out = vec![0.0f32; m * n];
-        gemm_into(&mut out, am, bm, false, true)?;
+        gemm_into(MatMut::row_major(&mut out, m, n), am, bm, false, true)?;
         Ok(Tensor::from_vec(out, &[m, n])?)
     }
 }
