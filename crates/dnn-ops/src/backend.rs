@@ -395,6 +395,19 @@ pub trait FusedOps: NormOps + ActivationOps {
     ) -> Result<(Tensor, BatchNormSaved)> {
         batch_norm_then_relu(self, x, gamma, beta, running_mean, running_var, attrs)
     }
+    /// `relu(batch_norm_eval(x))`: the result and the running statistics it used.
+    fn batch_norm_relu_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let (z, saved) = self.batch_norm_eval(x, gamma, beta, running_mean, running_var, attrs)?;
+        Ok((self.activation(&z, Activation::Relu)?, saved))
+    }
     /// `(dx, dgamma, dbeta)` of [`FusedOps::batch_norm_relu_train`] from its result `y` and the
     /// gradient `dy` (the ReLU passes `dy` where `y > 0`, which is where the norm's output is).
     fn batch_norm_relu_backward(

@@ -195,8 +195,7 @@ impl Graph<'_> {
         let (y, saved) = if training {
             be.batch_norm_relu_train(&xv, &gv, &bv, &mut stats.mean, &mut stats.var, &attrs)?
         } else {
-            let (z, saved) = be.batch_norm_eval(&xv, &gv, &bv, &stats.mean, &stats.var, &attrs)?;
-            (be.activation(&z, Activation::Relu)?, saved)
+            be.batch_norm_relu_eval(&xv, &gv, &bv, &stats.mean, &stats.var, &attrs)?
         };
         let yv = y.clone();
         Ok(

@@ -1,4 +1,12 @@
-//! Batch normalisation on the CPU: per-channel statistics in f64, parallel over channels.
+//! Batch normalisation on the CPU, alone and fused with a following ReLU: per-channel
+//! statistics combined in f64, parallel over channels.
+//!
+//! Every per-channel sum runs over blocks of [`BLOCK`] values summed in [`LANES`] f32 lanes (which
+//! the compiler vectorises) and combines the blocks in f64, in a fixed order: the results do not
+//! depend on the thread count. The statistics take one read of the input (a block's deviations
+//! about its own mean are summed while it is in L1, and blocks are merged by Chan et al.'s
+//! pairwise update), the fused forward pass writes `max(0, x·scale + shift)` in one more, and
+//! the fused backward pass folds the ReLU mask into the norm's two sums and its data gradient.
 
 use magma_tensor::Tensor;
 use rayon::prelude::*;
@@ -25,22 +33,67 @@ fn check_vec(op: &'static str, what: &'static str, t: &Tensor, c: usize) -> Resu
     Ok(())
 }
 
-/// Sums `f(value, channel)` over one channel's elements.
-fn channel_fold(
-    xd: &[f32],
-    (outer, c, inner): (usize, usize, usize),
-    ch: usize,
-    f: impl Fn(f32) -> f64,
-) -> f64 {
-    (0..outer)
-        .map(|n| {
-            let start = (n * c + ch) * inner;
-            xd[start..start + inner].iter().map(|&v| f(v)).sum::<f64>()
-        })
-        .sum()
+/// Values per block of a per-channel sum.
+const BLOCK: usize = 256;
+/// f32 accumulators per block sum.
+const LANES: usize = 16;
+
+/// `Σ f(a[i], b[i], c[i])` in [`LANES`] f32 lanes (whole `[f32; LANES]` chunks, so the compiler
+/// sees no bounds to check and vectorises), the lanes added in order at the end. The three
+/// slices have one length; a caller with fewer operands passes one twice.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    let (ac, ar) = a.as_chunks::<LANES>();
+    let (bc, br) = b.as_chunks::<LANES>();
+    let (cc, cr) = c.as_chunks::<LANES>();
+    let mut acc = [0.0f32; LANES];
+    for ((x, y), z) in ac.iter().zip(bc).zip(cc) {
+        for lane in 0..LANES {
+            acc[lane] += f(x[lane], y[lane], z[lane]);
+        }
+    }
+    for (lane, ((&x, &y), &z)) in ar.iter().zip(br).zip(cr).enumerate() {
+        acc[lane] += f(x, y, z);
+    }
+    acc.iter().sum()
 }
 
-/// `y = gamma·(x − mean)·inv_std + beta`, parallel over `(n, c)` planes.
+/// The planes `[inner]` of channel `ch` in a `(outer, c, inner)` tensor, in order.
+fn channel_planes<'a>(
+    data: &'a [f32],
+    (outer, c, inner): (usize, usize, usize),
+    ch: usize,
+) -> impl Iterator<Item = &'a [f32]> {
+    (0..outer).map(move |n| &data[(n * c + ch) * inner..(n * c + ch + 1) * inner])
+}
+
+/// One channel's mean and (biased) variance: per block its f32 sum and its squared deviations
+/// about its own mean, merged into f64 totals by the pairwise update.
+fn channel_moments(xd: &[f32], dims: (usize, usize, usize), ch: usize) -> (f64, f64) {
+    let (mut count, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+    for plane in channel_planes(xd, dims, ch) {
+        for block in plane.chunks(BLOCK) {
+            let nb = block.len() as f64;
+            let block_mean = lane_sum(block, block, block, |x, _, _| x) / block.len() as f32;
+            let block_m2 = lane_sum(block, block, block, |x, _, _| {
+                let d = x - block_mean;
+                d * d
+            });
+            let total = count + nb;
+            let delta = f64::from(block_mean) - mean;
+            mean += delta * nb / total;
+            m2 += f64::from(block_m2) + delta * delta * count * nb / total;
+            count = total;
+        }
+    }
+    if count == 0.0 {
+        return (0.0, 0.0);
+    }
+    (mean, m2 / count)
+}
+
+/// `y = x·scale + shift` per channel (then `max(0, ·)` when `relu`), parallel over `(n, c)`
+/// planes, with `scale = gamma·inv_std` and `shift = beta − mean·scale`.
 fn normalise(
     xd: &[f32],
     dims: (usize, usize, usize),
@@ -48,6 +101,7 @@ fn normalise(
     inv_std: &[f32],
     gamma: &[f32],
     beta: &[f32],
+    relu: bool,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
     let mut y = vec![0.0f32; xd.len()];
@@ -58,11 +112,115 @@ fn normalise(
         let ch = p % c;
         let scale = gamma[ch] * inv_std[ch];
         let shift = beta[ch] - mean[ch] * scale;
-        for (o, &v) in out.iter_mut().zip(&xd[p * inner..(p + 1) * inner]) {
-            *o = v * scale + shift;
+        let src = &xd[p * inner..(p + 1) * inner];
+        if relu {
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = (v * scale + shift).max(0.0);
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = v * scale + shift;
+            }
         }
     });
     y
+}
+
+/// The per-channel sums of the backward pass, `(Σ dz, Σ dz·(x − mean))` in f64, where `dz` is
+/// `dy`, or `dy` masked by `y > 0` when the ReLU's output `y` is given.
+fn channel_grad_sums(
+    xd: &[f32],
+    dyd: &[f32],
+    relu_y: Option<&[f32]>,
+    dims: (usize, usize, usize),
+    ch: usize,
+    mean: f32,
+) -> (f64, f64) {
+    let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
+    let planes = channel_planes(xd, dims, ch).zip(channel_planes(dyd, dims, ch));
+    for (n, (xp, dp)) in planes.enumerate() {
+        let (_, c, inner) = dims;
+        let yp = relu_y.map(|y| &y[(n * c + ch) * inner..(n * c + ch + 1) * inner]);
+        for start in (0..inner).step_by(BLOCK) {
+            let end = (start + BLOCK).min(inner);
+            let (xb, db) = (&xp[start..end], &dp[start..end]);
+            let (s1, s2) = match yp {
+                Some(yp) => {
+                    let yb = &yp[start..end];
+                    let dz = |d: f32, y: f32| d * f32::from(y > 0.0);
+                    (
+                        lane_sum(db, yb, yb, |d, y, _| dz(d, y)),
+                        lane_sum(db, yb, xb, |d, y, x| dz(d, y) * (x - mean)),
+                    )
+                }
+                None => (
+                    lane_sum(db, db, db, |d, _, _| d),
+                    lane_sum(db, xb, xb, |d, x, _| d * (x - mean)),
+                ),
+            };
+            sdy += f64::from(s1);
+            sdyx += f64::from(s2);
+        }
+    }
+    (sdy, sdyx)
+}
+
+/// `(dx, dgamma, dbeta)` of batch norm (followed by a ReLU with output `relu_y`, if given).
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    xd: &[f32],
+    dyd: &[f32],
+    relu_y: Option<&[f32]>,
+    dims: (usize, usize, usize),
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    batch_statistics: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (outer, c, inner) = dims;
+    // Per channel: dbeta = Σ dz, dgamma = Σ dz·x̂ = inv_std · Σ dz·(x − mean).
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (sdy, sdxm) = channel_grad_sums(xd, dyd, relu_y, dims, ch, mean[ch]);
+            (sdy, sdxm * f64::from(inv_std[ch]))
+        })
+        .collect();
+    let m = (outer * inner) as f32;
+    let mut dx = vec![0.0f32; xd.len()];
+    if inner > 0 {
+        dx.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
+            let ch = p % c;
+            let k = gamma[ch] * inv_std[ch];
+            // dx = k·(dz − Σdz/m − x̂·Σdz·x̂/m) = k·dz − b − (x − mean)·e
+            let (b, e) = if batch_statistics {
+                let (sdy, sdyx) = (sums[ch].0 as f32, sums[ch].1 as f32);
+                (k * sdy / m, k * inv_std[ch] * sdyx / m)
+            } else {
+                (0.0, 0.0)
+            };
+            let range = p * inner..(p + 1) * inner;
+            let (xs, ds) = (&xd[range.clone()], &dyd[range.clone()]);
+            let mu = mean[ch];
+            // The ReLU's output is a loop operand either way (`dz` ignores it without a ReLU, and
+            // `ds` stands in), so that one loop without per-element branches serves both.
+            let relu = relu_y.is_some();
+            let mask_src = relu_y.map_or(ds, |y| &y[range]);
+            let dz = |d: f32, y: f32| if relu { d * f32::from(y > 0.0) } else { d };
+            if batch_statistics {
+                for (((o, &v), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(mask_src) {
+                    *o = k * dz(d, y) - b - (v - mu) * e;
+                }
+            } else {
+                for ((o, &d), &y) in out.iter_mut().zip(ds).zip(mask_src) {
+                    *o = k * dz(d, y);
+                }
+            }
+        });
+    }
+    let dgamma = sums.iter().map(|s| s.1 as f32).collect();
+    let dbeta = sums.iter().map(|s| s.0 as f32).collect();
+    (dx, dgamma, dbeta)
 }
 
 /// The shape checks of batch norm, shared with the CUDA backend so that both refuse the same
@@ -110,18 +268,21 @@ impl CpuBackend {
     }
 }
 
-impl NormOps for CpuBackend {
-    fn batch_norm_train(
-        &self,
+impl CpuBackend {
+    /// Batch norm in training mode, followed by a ReLU when `relu`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train_impl(
+        op: &'static str,
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
         running_mean: &mut Tensor,
         running_var: &mut Tensor,
         attrs: &BatchNormAttrs,
+        relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
         let dims = Self::check_batch_norm(
-            "batch_norm_train",
+            op,
             x,
             [
                 ("gamma", gamma),
@@ -137,11 +298,7 @@ impl NormOps for CpuBackend {
         let xd = x.host_data()?;
         let stats: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
-            .map(|ch| {
-                let mean = channel_fold(xd, dims, ch, |v| v as f64) / m as f64;
-                let var = channel_fold(xd, dims, ch, |v| (v as f64 - mean).powi(2)) / m as f64;
-                (mean, var)
-            })
+            .map(|ch| channel_moments(xd, dims, ch))
             .collect();
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
         let inv_std: Vec<f32> = stats
@@ -156,7 +313,15 @@ impl NormOps for CpuBackend {
         for (r, s) in running_var.host_data_mut()?.iter_mut().zip(&stats) {
             *r = (1.0 - mom) * *r + mom * (s.1 * unbias) as f32;
         }
-        let y = normalise(xd, dims, &mean, &inv_std, &gamma.to_vec()?, &beta.to_vec()?);
+        let y = normalise(
+            xd,
+            dims,
+            &mean,
+            &inv_std,
+            &gamma.to_vec()?,
+            &beta.to_vec()?,
+            relu,
+        );
         Ok((
             Tensor::from_vec(y, x.shape())?,
             BatchNormSaved {
@@ -166,17 +331,20 @@ impl NormOps for CpuBackend {
         ))
     }
 
-    fn batch_norm_eval(
-        &self,
+    /// Batch norm with the running statistics, followed by a ReLU when `relu`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_eval_impl(
+        op: &'static str,
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
         running_mean: &Tensor,
         running_var: &Tensor,
         attrs: &BatchNormAttrs,
+        relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
         let dims = Self::check_batch_norm(
-            "batch_norm_eval",
+            op,
             x,
             [
                 ("gamma", gamma),
@@ -201,6 +369,7 @@ impl NormOps for CpuBackend {
             &inv_std,
             &gamma.to_vec()?,
             &beta.to_vec()?,
+            relu,
         );
         Ok((
             Tensor::from_vec(y, x.shape())?,
@@ -211,61 +380,33 @@ impl NormOps for CpuBackend {
         ))
     }
 
-    fn batch_norm_backward(
-        &self,
+    /// Batch norm's backward pass (through a ReLU with output `relu_y` first, if given).
+    fn batch_norm_backward_impl(
         x: &Tensor,
+        relu_y: Option<&Tensor>,
         dy: &Tensor,
         gamma: &Tensor,
         saved: &BatchNormSaved,
         batch_statistics: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let dims = Self::check_batch_norm_backward(x, dy, gamma, saved)?;
-        let (outer, c, inner) = dims;
-        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-        let (xd, dyd) = (x.host_data()?, dy.host_data()?);
-        let (mean, inv_std, g) = (
-            saved.mean.to_vec()?,
-            saved.inv_std.to_vec()?,
-            gamma.to_vec()?,
-        );
-        // Per channel: dbeta = Σ dy, dgamma = Σ dy·x̂.
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
-                for n in 0..outer {
-                    let start = (n * c + ch) * inner;
-                    for (&v, &d) in xd[start..start + inner]
-                        .iter()
-                        .zip(&dyd[start..start + inner])
-                    {
-                        sdy += d as f64;
-                        sdyx += d as f64 * ((v - mean[ch]) * inv_std[ch]) as f64;
-                    }
-                }
-                (sdy, sdyx)
-            })
-            .collect();
-        let m = (outer * inner) as f32;
-        let mut dx = vec![0.0f32; xd.len()];
-        if inner > 0 {
-            dx.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
-                let ch = p % c;
-                let k = g[ch] * inv_std[ch];
-                let (sdy, sdyx) = (sums[ch].0 as f32, sums[ch].1 as f32);
-                let range = p * inner..(p + 1) * inner;
-                for ((o, &v), &d) in out.iter_mut().zip(&xd[range.clone()]).zip(&dyd[range]) {
-                    *o = if batch_statistics {
-                        let xhat = (v - mean[ch]) * inv_std[ch];
-                        k * (d - sdy / m - xhat * sdyx / m)
-                    } else {
-                        k * d
-                    };
-                }
-            });
+        let c = dims.1;
+        if let Some(y) = relu_y {
+            same_shape("batch_norm_relu_backward", x, y)?;
         }
-        let dgamma = sums.iter().map(|s| s.1 as f32).collect();
-        let dbeta = sums.iter().map(|s| s.0 as f32).collect();
+        let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+        let y = relu_y.map(Tensor::contiguous).transpose()?;
+        let y = y.as_ref().map(Tensor::host_data).transpose()?;
+        let (dx, dgamma, dbeta) = backward(
+            x.host_data()?,
+            dy.host_data()?,
+            y,
+            dims,
+            &saved.mean.to_vec()?,
+            &saved.inv_std.to_vec()?,
+            &gamma.to_vec()?,
+            batch_statistics,
+        );
         Ok((
             Tensor::from_vec(dx, x.shape())?,
             Tensor::from_vec(dgamma, &[c])?,
@@ -274,5 +415,114 @@ impl NormOps for CpuBackend {
     }
 }
 
-/// The reference: batch norm and ReLU composed (the trait's defaults).
-impl FusedOps for CpuBackend {}
+impl NormOps for CpuBackend {
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        Self::batch_norm_train_impl(
+            "batch_norm_train",
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            attrs,
+            false,
+        )
+    }
+
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        Self::batch_norm_eval_impl(
+            "batch_norm_eval",
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            attrs,
+            false,
+        )
+    }
+
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+        batch_statistics: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        Self::batch_norm_backward_impl(x, None, dy, gamma, saved, batch_statistics)
+    }
+}
+
+/// Batch norm and ReLU in one pass each way (the composition's values, without the ReLU's
+/// separate read and write of the whole activation).
+impl FusedOps for CpuBackend {
+    fn batch_norm_relu_train(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &mut Tensor,
+        running_var: &mut Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        Self::batch_norm_train_impl(
+            "batch_norm_relu_train",
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            attrs,
+            true,
+        )
+    }
+
+    fn batch_norm_relu_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        attrs: &BatchNormAttrs,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        Self::batch_norm_eval_impl(
+            "batch_norm_relu_eval",
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            attrs,
+            true,
+        )
+    }
+
+    fn batch_norm_relu_backward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        gamma: &Tensor,
+        saved: &BatchNormSaved,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        Self::batch_norm_backward_impl(x, Some(y), dy, gamma, saved, true)
+    }
+}
