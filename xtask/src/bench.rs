@@ -37,6 +37,35 @@ pub fn gemm() -> Result<()> {
     Ok(())
 }
 
+/// The CPU backend's convolutions layer by layer (U-Net base 16, 128², batch 8) with the direct
+/// AVX-512 kernels and, for comparison, with `MAGMA_CPU_CONV=im2col` (docs/perf/bench-unet.md).
+/// Threads: `RAYON_NUM_THREADS`, default all cores.
+pub fn conv() -> Result<()> {
+    let status = Command::new(cargo())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "dnn-ops",
+            "--example",
+            "bench_conv",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building the convolution benchmark failed");
+    }
+    for path in ["default", "im2col"] {
+        println!("\nMAGMA_CPU_CONV={path}");
+        let status = Command::new("target/release/examples/bench_conv")
+            .env("MAGMA_CPU_CONV", path)
+            .status()?;
+        if !status.success() {
+            bail!("the convolution benchmark failed");
+        }
+    }
+    Ok(())
+}
+
 /// Decode + resize to 128x128 of the Oxford-IIIT Pet sample on one core, then the PIL peer on the
 /// same files (docs/perf/decode.md). Pinned to CPU 0 with `taskset` when it exists; the peer runs
 /// with `$PYTHON` (default `python3`) and is skipped with a message when PIL is missing.

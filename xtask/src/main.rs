@@ -36,7 +36,7 @@ magma-dnn tasks — cargo xtask <command> [options]
                     (no OpenCV, static HDF5) [--out DIR, default gpu-bundle/]
   fuzz-smoke        each fuzz target for 10 s (cargo-fuzz + nightly), else replay the committed
                     seeds [--seconds N] [--corpus-only] (docs/reliability.md)
-  bench gemm|decode benchmarks (docs/perf/)
+  bench gemm|decode|conv  benchmarks (docs/perf/)
 
 `cargo xtask <command> --help` shows a command's options.";
 
@@ -111,7 +111,8 @@ fn run() -> Result<ExitCode> {
             match args.get(1).map(String::as_str) {
                 Some("gemm") => bench::gemm()?,
                 Some("decode") => bench::decode()?,
-                other => bail!("cargo xtask bench takes gemm or decode, got {other:?}"),
+                Some("conv") => bench::conv()?,
+                other => bail!("cargo xtask bench takes gemm, decode or conv, got {other:?}"),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -98,10 +98,10 @@ fn cuda_clippy_step() -> Step {
 /// .cargo/config.toml points at, or /usr/local/cuda); else the fake root, as an absolute path.
 fn cuda_check_root() -> Option<PathBuf> {
     let has_lib64 = |p: &Path| p.join("lib64").is_dir();
-    if let Some(paths) = std::env::var_os("CUDA_LIBRARY_PATH") {
-        if std::env::split_paths(&paths).any(|p| has_lib64(&p)) {
-            return None;
-        }
+    if let Some(paths) = std::env::var_os("CUDA_LIBRARY_PATH")
+        && std::env::split_paths(&paths).any(|p| has_lib64(&p))
+    {
+        return None;
     }
     let sdk = Sdk::in_workspace(Path::new("."));
     if has_lib64(&sdk.cuda()) || has_lib64(Path::new("/usr/local/cuda")) {

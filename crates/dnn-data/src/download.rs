@@ -374,13 +374,13 @@ fn transfer_once(
         s if s >= 500 => return Err(net(format!("server error, status {s}"))),
         s => return Err(fatal(format!("unexpected HTTP status {s}"))),
     };
-    if let (Some(expected), Some(total)) = (archive.size, total) {
-        if expected != total {
-            return Err(fatal(format!(
-                "server reports {total} bytes, {} must be {expected} bytes",
-                archive.file_name
-            )));
-        }
+    if let (Some(expected), Some(total)) = (archive.size, total)
+        && expected != total
+    {
+        return Err(fatal(format!(
+            "server reports {total} bytes, {} must be {expected} bytes",
+            archive.file_name
+        )));
     }
     let mut file = OpenOptions::new()
         .create(true)
@@ -432,13 +432,13 @@ fn transfer_once(
         file_name: archive.file_name.clone(),
         done,
     });
-    if let Some(total) = total.or(archive.size) {
-        if done < total {
-            return Err(net(format!(
-                "transfer cut off after {done} of {total} bytes ({} kept for resuming)",
-                part.display()
-            )));
-        }
+    if let Some(total) = total.or(archive.size)
+        && done < total
+    {
+        return Err(net(format!(
+            "transfer cut off after {done} of {total} bytes ({} kept for resuming)",
+            part.display()
+        )));
     }
     Ok(())
 }
@@ -493,24 +493,24 @@ pub fn verify_file(path: &Path, archive: &RemoteArchive) -> Result<()> {
             archive.file_name
         ),
     };
-    if let Some(size) = archive.size {
-        if size != len {
-            return Err(mismatch("size", &size.to_string(), &len.to_string()));
-        }
+    if let Some(size) = archive.size
+        && size != len
+    {
+        return Err(mismatch("size", &size.to_string(), &len.to_string()));
     }
     if archive.md5.is_none() && archive.sha256.is_none() {
         return Ok(());
     }
     let (md5, sha256) = file_digests(path)?;
-    if let Some(expected) = &archive.md5 {
-        if !expected.eq_ignore_ascii_case(&md5) {
-            return Err(mismatch("MD5", expected, &md5));
-        }
+    if let Some(expected) = &archive.md5
+        && !expected.eq_ignore_ascii_case(&md5)
+    {
+        return Err(mismatch("MD5", expected, &md5));
     }
-    if let Some(expected) = &archive.sha256 {
-        if !expected.eq_ignore_ascii_case(&sha256) {
-            return Err(mismatch("SHA-256", expected, &sha256));
-        }
+    if let Some(expected) = &archive.sha256
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(mismatch("SHA-256", expected, &sha256));
     }
     Ok(())
 }

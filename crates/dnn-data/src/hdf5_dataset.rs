@@ -648,13 +648,13 @@ pub fn write_classification_hdf5(
             format!("images have {c} channels; 1 or 3 are supported"),
         ));
     }
-    if let Some(s) = options.size {
-        if s != h || s != w {
-            return Err(fmt_err(
-                out,
-                format!("classification images are {w}x{h} and cannot be resized to {s}x{s} here"),
-            ));
-        }
+    if let Some(s) = options.size
+        && (s != h || s != w)
+    {
+        return Err(fmt_err(
+            out,
+            format!("classification images are {w}x{h} and cannot be resized to {s}x{s} here"),
+        ));
     }
     if let Some(&bad) = data
         .labels

@@ -170,13 +170,13 @@ impl Augment {
     }
 
     fn check(&self, name: &str) -> Result<()> {
-        if let Some([lo, hi]) = self.random_resized_crop {
-            if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-                return Err(prep_err(
-                    name,
-                    format!("random_resized_crop range [{lo}, {hi}] is not within (0, 1]"),
-                ));
-            }
+        if let Some([lo, hi]) = self.random_resized_crop
+            && !(lo > 0.0 && lo <= hi && hi <= 1.0)
+        {
+            return Err(prep_err(
+                name,
+                format!("random_resized_crop range [{lo}, {hi}] is not within (0, 1]"),
+            ));
         }
         let ok = |v: f32| v.is_finite() && v >= 0.0;
         if !(ok(self.max_rotation_deg)
@@ -222,10 +222,10 @@ pub fn prepare(
     };
     let (image, mask) = geometric(sample, pre, aug, rng.as_deref_mut())?;
     let mut unit: Vec<f32> = image.data.iter().map(|&b| f32::from(b) / 255.0).collect();
-    if let (Some(aug), Some(rng)) = (aug, rng) {
-        if aug.color_jitter > 0.0 {
-            color_jitter(&mut unit, aug.color_jitter, rng);
-        }
+    if let (Some(aug), Some(rng)) = (aug, rng)
+        && aug.color_jitter > 0.0
+    {
+        color_jitter(&mut unit, aug.color_jitter, rng);
     }
     let [h, w] = pre.size;
     let plane = h * w;
@@ -366,10 +366,10 @@ fn geometric(
 
     // 1. The source window.
     let mut window: Window = [0, 0, w, h];
-    if let (Some(aug), Some(rng)) = (aug, rng.as_deref_mut()) {
-        if let Some(range) = aug.random_resized_crop {
-            window = random_window([w, h], range, out_w as f64 / out_h as f64, rng);
-        }
+    if let (Some(aug), Some(rng)) = (aug, rng.as_deref_mut())
+        && let Some(range) = aug.random_resized_crop
+    {
+        window = random_window([w, h], range, out_w as f64 / out_h as f64, rng);
     }
     // 2. Resize mode.
     if pre.resize == ResizeMode::KeepAspectCrop {

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
-    about = "magma-dnn tasks (also: `cargo xtask test`, `cargo xtask setup`, `cargo xtask bench gemm|decode`)"
+    about = "magma-dnn tasks (also: `cargo xtask test`, `cargo xtask setup`, `cargo xtask bench gemm|decode|conv`)"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -59,11 +59,11 @@ fn lane_sum(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -
 }
 
 /// The planes `[inner]` of channel `ch` in a `(outer, c, inner)` tensor, in order.
-fn channel_planes<'a>(
-    data: &'a [f32],
+fn channel_planes(
+    data: &[f32],
     (outer, c, inner): (usize, usize, usize),
     ch: usize,
-) -> impl Iterator<Item = &'a [f32]> {
+) -> impl Iterator<Item = &[f32]> {
     (0..outer).map(move |n| &data[(n * c + ch) * inner..(n * c + ch + 1) * inner])
 }
 

@@ -10,6 +10,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::direct_conv::DirectPlan;
 use super::gemm::{MatMut, MatRef, gemm_into};
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::{ConvOps, ElementwiseOps};
@@ -69,6 +70,54 @@ impl ConvGeometry {
     /// A 1×1, stride-1, unpadded convolution needs no im2col: the image is the column matrix.
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.attrs.stride == [1, 1] && self.attrs.padding == [0, 0]
+    }
+    /// The direct kernel's plan for the forward pass, if it handles this convolution (stride 1,
+    /// dilation 1, a batch that keeps every thread busy; see `direct_conv`).
+    fn direct_forward(&self) -> Option<DirectPlan> {
+        let a = &self.attrs;
+        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
+            return None;
+        }
+        DirectPlan::new(
+            [self.c, self.h, self.w],
+            self.o,
+            [self.kh, self.kw],
+            a.padding,
+        )
+    }
+    /// The direct kernel's plan for the data gradient, computed as the convolution of the
+    /// output gradient with the filters flipped and transposed, padded by `k − 1 − p`.
+    fn direct_backward_data(&self) -> Option<DirectPlan> {
+        let a = &self.attrs;
+        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
+            return None;
+        }
+        if a.padding[0] >= self.kh || a.padding[1] >= self.kw {
+            return None;
+        }
+        let plan = DirectPlan::new(
+            [self.o, self.ho, self.wo],
+            self.c,
+            [self.kh, self.kw],
+            [self.kh - 1 - a.padding[0], self.kw - 1 - a.padding[1]],
+        )?;
+        (plan.out_len() == self.in_image()).then_some(plan)
+    }
+    /// Filters `[o, c, kh, kw]` as `[c, o, kh, kw]`, each kernel rotated by 180°: the filters
+    /// whose convolution with the output gradient is the data gradient (stride 1).
+    fn flipped_filters(&self, w: &[f32]) -> Vec<f32> {
+        let (kk, ckk) = (self.kh * self.kw, self.ckk());
+        let mut flipped = vec![0.0f32; w.len()];
+        for o in 0..self.o {
+            for ci in 0..self.c {
+                let src = &w[o * ckk + ci * kk..][..kk];
+                let dst = &mut flipped[(ci * self.o + o) * kk..][..kk];
+                for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = v;
+                }
+            }
+        }
+        flipped
     }
     /// Run samples in parallel (single-threaded GEMMs) or one after another (parallel GEMMs).
     fn batch_parallel(&self) -> bool {
@@ -229,11 +278,36 @@ fn scratch(col: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut col[..len]
 }
 
+/// The direct kernel over a batch: images of `in_len` elements in `inputs`, one output image of
+/// `plan.out_len()` elements each in `outputs`, samples in parallel (one padded copy per task).
+fn direct_batch(
+    plan: &DirectPlan,
+    inputs: &[f32],
+    packed: &[f32],
+    outputs: &mut [f32],
+    in_len: usize,
+) {
+    outputs
+        .par_chunks_mut(plan.out_len())
+        .zip(inputs.par_chunks(in_len))
+        .for_each_init(
+            || vec![0.0f32; plan.padded_len()],
+            |padded, (out, image)| {
+                plan.pad_image(image, padded);
+                plan.forward(padded, packed, out);
+            },
+        );
+}
+
 fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let plane = g.out_plane();
     let out_image = g.o * plane;
     let mut y = vec![0.0f32; g.n * out_image];
     if out_image == 0 {
+        return Ok(y);
+    }
+    if let Some(plan) = g.direct_forward() {
+        direct_batch(&plan, x, &plan.pack_filters(w), &mut y, g.in_image());
         return Ok(y);
     }
     let weight = MatRef::row_major(w, g.o, g.ckk());
@@ -279,6 +353,11 @@ fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32
     let plane = g.out_plane();
     let out_image = g.o * plane;
     if dx.is_empty() || out_image == 0 {
+        return Ok(dx);
+    }
+    if let Some(plan) = g.direct_backward_data() {
+        let packed = plan.pack_filters(&g.flipped_filters(w));
+        direct_batch(&plan, dy, &packed, &mut dx, out_image);
         return Ok(dx);
     }
     let weight_t = MatRef::row_major(w, g.o, g.ckk()).t();
@@ -614,6 +693,7 @@ mod blocked_tests {
 
     use super::{ConvGeometry, block_rows, conv_backward_data, conv_backward_filter, conv_forward};
     use crate::attrs::Conv2dAttrs;
+    use crate::cpu::direct_conv;
 
     /// The three passes by their definition, in f64, one loop over every (sample, output
     /// channel, output position, input channel, tap) that reads inside the image:
@@ -714,6 +794,50 @@ mod blocked_tests {
                 &format!("filter gradient, {what}"),
                 &conv_backward_filter(&g, &x, &dy).unwrap(),
                 &dw,
+            );
+        }
+    }
+
+    /// The direct AVX-512 kernel (forward and data gradient) agrees with the definition: a
+    /// ragged last tile (45 and 33 columns), a 5×5 kernel, no padding, several filter blocks.
+    /// On a CPU without AVX-512 the same geometries check the im2col path instead.
+    #[test]
+    fn direct_kernel_matches_direct_loops() {
+        let mut rng = SeededRng::new(8);
+        let n = rayon::current_num_threads().max(2);
+        for (c, o, [h, w], k, pad) in [
+            (5, 16, [37, 45], 3, 1),
+            (16, 8, [20, 33], 5, 2),
+            (8, 24, [12, 40], 3, 0),
+        ] {
+            let attrs = Conv2dAttrs::new().with_padding([pad, pad]);
+            let g = ConvGeometry::new([n, c, h, w], [o, c, k, k], &attrs).unwrap();
+            let forward_direct = g.direct_forward().is_some();
+            let data_direct = g.direct_backward_data().is_some();
+            assert_eq!(
+                forward_direct,
+                direct_conv::enabled(),
+                "forward path for {g:?}"
+            );
+            assert_eq!(
+                data_direct,
+                direct_conv::enabled() && c % 8 == 0,
+                "data path for {g:?}"
+            );
+            let x = random(n * g.in_image(), &mut rng);
+            let wt = random(g.o * g.ckk(), &mut rng);
+            let dy = random(n * g.o * g.out_plane(), &mut rng);
+            let [y, dx, _] = direct(&g, &x, &wt, &dy);
+            let what = format!("c {c} o {o} {h}x{w} k {k} pad {pad}");
+            assert_close(
+                &format!("forward, {what}"),
+                &conv_forward(&g, &x, &wt).unwrap(),
+                &y,
+            );
+            assert_close(
+                &format!("data gradient, {what}"),
+                &conv_backward_data(&g, &dy, &wt).unwrap(),
+                &dx,
             );
         }
     }

@@ -4,6 +4,7 @@
 mod activation;
 mod batch_norm;
 mod conv;
+mod direct_conv;
 mod elementwise;
 mod gemm;
 mod loss;

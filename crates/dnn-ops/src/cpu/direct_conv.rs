@@ -1,0 +1,238 @@
+//! Direct convolution with AVX-512 for the stride-1, dilation-1 convolutions that dominate a
+//! U-Net (and, through flipped filters, their data gradients).
+//!
+//! im2col + GEMM copies every input value `kh·kw` times into the unfolded matrix, and the GEMM
+//! copies that again into its packed panels; on the wide top levels of a U-Net (16–32 channels,
+//! 64²–128²) those copies cost as much as the multiplications. Here the register tile reads the
+//! input directly: one zero-padded copy of the image (so that no load needs a bounds test), and
+//! per output row a tile of [`TILE_W`] columns × [`OUT_BLOCK`] output channels held in 16
+//! vector registers, updated by one fused multiply-add per (input channel, tap, output channel,
+//! half-tile). The filter is repacked so that the [`OUT_BLOCK`] values one step needs are
+//! adjacent.
+//!
+//! Chosen at run time: a CPU without AVX-512F, or `MAGMA_CPU_CONV=im2col`, takes the im2col path,
+//! which is also the path for every other geometry. Summation order is fixed (input channel,
+//! kernel row, kernel column), so results do not depend on the thread count.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m512, __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_set1_ps,
+    _mm512_setzero_ps,
+};
+
+/// Output channels per register tile.
+pub(crate) const OUT_BLOCK: usize = 8;
+/// Output columns per register tile (two 16-float vectors).
+pub(crate) const TILE_W: usize = 32;
+
+/// Whether this process uses the direct kernels: AVX-512F present and not turned off with
+/// `MAGMA_CPU_CONV=im2col`.
+pub(crate) fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let wanted = std::env::var("MAGMA_CPU_CONV").map_or(true, |v| v != "im2col");
+        wanted && cpu_has_avx512f()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx512f() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_avx512f() -> bool {
+    false
+}
+
+/// A stride-1, dilation-1 convolution of one image `[c, h, w]` with `o` filters `[c, kh, kw]`
+/// and zero padding `(ph, pw)`, in the padded layout the kernel reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectPlan {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ph: usize,
+    pw: usize,
+    ho: usize,
+    wo: usize,
+    /// Register tiles per output row.
+    tiles: usize,
+    /// Rows and row length of the padded image.
+    hp: usize,
+    wp: usize,
+}
+
+impl DirectPlan {
+    /// The plan, if the direct kernel handles this problem: output channels in whole blocks,
+    /// output rows at least one tile wide (narrower rows would waste most of each vector; the
+    /// GEMM path is efficient there) and padding smaller than the kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        [c, h, w]: [usize; 3],
+        o: usize,
+        [kh, kw]: [usize; 2],
+        [ph, pw]: [usize; 2],
+    ) -> Option<Self> {
+        if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || kh == 0 || kw == 0 {
+            return None;
+        }
+        if ph >= kh || pw >= kw || h + 2 * ph < kh || w + 2 * pw < kw {
+            return None;
+        }
+        let (ho, wo) = (h + 2 * ph - kh + 1, w + 2 * pw - kw + 1);
+        if wo < TILE_W || ho == 0 {
+            return None;
+        }
+        let tiles = wo.div_ceil(TILE_W);
+        Some(Self {
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            ph,
+            pw,
+            ho,
+            wo,
+            tiles,
+            hp: h + 2 * ph,
+            // Every tile's loads stay inside the row, the last tile's unused columns included.
+            wp: tiles * TILE_W + kw - 1,
+        })
+    }
+
+    /// Elements of one padded image.
+    pub(crate) fn padded_len(&self) -> usize {
+        self.c * self.hp * self.wp
+    }
+
+    /// Elements of one output image `[o, ho, wo]`.
+    pub(crate) fn out_len(&self) -> usize {
+        self.o * self.ho * self.wo
+    }
+
+    /// Copies one image `[c, h, w]` into `padded` (`padded_len` elements), zeros around it.
+    pub(crate) fn pad_image(&self, image: &[f32], padded: &mut [f32]) {
+        padded.fill(0.0);
+        for ch in 0..self.c {
+            for r in 0..self.h {
+                let src = &image[(ch * self.h + r) * self.w..][..self.w];
+                let dst = (ch * self.hp + r + self.ph) * self.wp + self.pw;
+                padded[dst..dst + self.w].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Filters `[o, c, kh, kw]` repacked as `[o / OUT_BLOCK, c, kh, kw, OUT_BLOCK]`.
+    pub(crate) fn pack_filters(&self, w: &[f32]) -> Vec<f32> {
+        let taps = self.c * self.kh * self.kw;
+        let mut packed = vec![0.0f32; self.o * taps];
+        for (o, filter) in w.chunks_exact(taps).enumerate().take(self.o) {
+            let (block, lane) = (o / OUT_BLOCK, o % OUT_BLOCK);
+            for (t, &v) in filter.iter().enumerate() {
+                packed[(block * taps + t) * OUT_BLOCK + lane] = v;
+            }
+        }
+        packed
+    }
+
+    /// `out` (`[o, ho, wo]`) = the convolution of one padded image with packed filters.
+    pub(crate) fn forward(&self, padded: &[f32], packed: &[f32], out: &mut [f32]) {
+        assert_eq!(padded.len(), self.padded_len(), "direct conv: padded image");
+        assert_eq!(
+            packed.len(),
+            self.o * self.c * self.kh * self.kw,
+            "direct conv: filters"
+        );
+        assert_eq!(out.len(), self.out_len(), "direct conv: output");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `DirectPlan::new` returns a plan only when `enabled()`, which checked at run
+        // time that the CPU has AVX-512F, the one feature `forward_avx512` is compiled for.
+        unsafe {
+            forward_avx512(self, padded, packed, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("DirectPlan::new returns None without AVX-512")
+    }
+}
+
+/// The lanes `0..n` (n ≤ 16) of a 16-float vector.
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn forward_avx512(p: &DirectPlan, padded: &[f32], packed: &[f32], out: &mut [f32]) {
+    let taps = p.c * p.kh * p.kw;
+    let plane = p.ho * p.wo;
+    for oh in 0..p.ho {
+        for t in 0..p.tiles {
+            let x0 = t * TILE_W;
+            let valid = (p.wo - x0).min(TILE_W);
+            let masks = [lanes(valid), lanes(valid.saturating_sub(16))];
+            for block in 0..p.o / OUT_BLOCK {
+                let filters = &packed[block * taps * OUT_BLOCK..][..taps * OUT_BLOCK];
+                let mut acc = [[_mm512_setzero_ps(); 2]; OUT_BLOCK];
+                for ch in 0..p.c {
+                    for ki in 0..p.kh {
+                        let row = &padded[(ch * p.hp + oh + ki) * p.wp + x0..][..TILE_W + p.kw - 1];
+                        let tap0 = (ch * p.kh + ki) * p.kw;
+                        for kj in 0..p.kw {
+                            let seg = &row[kj..kj + TILE_W];
+                            // SAFETY: `seg` holds TILE_W = 32 floats; the two unaligned loads
+                            // read its halves.
+                            let (a0, a1) = unsafe {
+                                (
+                                    _mm512_loadu_ps(seg.as_ptr()),
+                                    _mm512_loadu_ps(seg.as_ptr().add(16)),
+                                )
+                            };
+                            let wv = &filters[(tap0 + kj) * OUT_BLOCK..][..OUT_BLOCK];
+                            for (a, &wo) in acc.iter_mut().zip(wv) {
+                                let b = _mm512_set1_ps(wo);
+                                a[0] = _mm512_fmadd_ps(b, a0, a[0]);
+                                a[1] = _mm512_fmadd_ps(b, a1, a[1]);
+                            }
+                        }
+                    }
+                }
+                for (lane, a) in acc.iter().enumerate() {
+                    let o = block * OUT_BLOCK + lane;
+                    let dst = &mut out[o * plane + oh * p.wo + x0..][..valid];
+                    store_masked(dst, a, masks);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the first `dst.len()` (≤ 32) lanes of the two vectors `v` into `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn store_masked(dst: &mut [f32], v: &[__m512; 2], masks: [__mmask16; 2]) {
+    debug_assert!(dst.len() <= TILE_W);
+    debug_assert_eq!(
+        masks[0].count_ones() + masks[1].count_ones(),
+        dst.len() as u32
+    );
+    // SAFETY: the masks select exactly dst.len() lanes in order (lanes(valid) and
+    // lanes(valid − 16)), so every written address lies inside `dst`; the second vector is
+    // written only when its mask is not empty, so its base pointer stays within the slice.
+    unsafe {
+        _mm512_mask_storeu_ps(dst.as_mut_ptr(), masks[0], v[0]);
+        if masks[1] != 0 {
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16), masks[1], v[1]);
+        }
+    }
+}
