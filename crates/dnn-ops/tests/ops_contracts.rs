@@ -396,3 +396,66 @@ fn the_reverse_pass_releases_intermediate_values() {
     let again = g.backward(total).unwrap_err().to_string();
     assert!(again.contains("backward already ran"), "{again}");
 }
+
+/// Concatenation and split along every dimension, with a channels-last (strided) operand,
+/// place each value where the index arithmetic says, and split undoes concat.
+#[test]
+fn concat_and_split_place_every_value_along_every_dimension() {
+    let be = CpuBackend::new();
+    let value = |part: f32, i: [usize; 4]| {
+        part * 10000.0 + (i[0] * 1000 + i[1] * 100 + i[2] * 10 + i[3]) as f32
+    };
+    let make = |part: f32, shape: [usize; 4]| {
+        let mut data = Vec::new();
+        for a in 0..shape[0] {
+            for b in 0..shape[1] {
+                for c in 0..shape[2] {
+                    for d in 0..shape[3] {
+                        data.push(value(part, [a, b, c, d]));
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(data, &shape).unwrap()
+    };
+    for dim in 0..4 {
+        let mut s1 = [2, 3, 4, 5];
+        let mut s2 = s1;
+        s1[dim] = 2;
+        s2[dim] = 3;
+        let (a, b) = (make(1.0, s1), make(2.0, s2));
+        let b_strided = b.to_memory_format(MemoryFormat::ChannelsLast).unwrap();
+        let cat = be.concat(&[&a, &b_strided], dim).unwrap();
+        let mut want_shape = s1;
+        want_shape[dim] = 5;
+        assert_eq!(cat.shape(), want_shape);
+        let got = cat.to_vec().unwrap();
+        let mut k = 0;
+        for i0 in 0..want_shape[0] {
+            for i1 in 0..want_shape[1] {
+                for i2 in 0..want_shape[2] {
+                    for i3 in 0..want_shape[3] {
+                        let mut i = [i0, i1, i2, i3];
+                        let part = if i[dim] < 2 {
+                            1.0
+                        } else {
+                            i[dim] -= 2;
+                            2.0
+                        };
+                        assert_eq!(
+                            got[k],
+                            value(part, i),
+                            "dim {dim}, index {:?}",
+                            [i0, i1, i2, i3]
+                        );
+                        k += 1;
+                    }
+                }
+            }
+        }
+        let parts = be.split(&cat, dim, &[2, 3]).unwrap();
+        assert_eq!(parts[0].to_vec().unwrap(), a.to_vec().unwrap(), "dim {dim}");
+        assert_eq!(parts[1].to_vec().unwrap(), b.to_vec().unwrap(), "dim {dim}");
+        assert_eq!(parts[1].shape(), s2);
+    }
+}

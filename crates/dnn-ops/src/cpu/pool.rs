@@ -63,6 +63,35 @@ fn argmax(plane: &[f32], g: &PoolGeometry, a: &Pool2dAttrs, oh: usize, ow: usize
 
 /// The input rows and columns averaged into output `(oh, ow)`, and the divisor PyTorch uses
 /// (the padded window size, or the clipped one without `count_include_pad`).
+/// Index into `plane` of the first maximum of the 2×2 window at output `(oh, ow)` (stride 2, no
+/// padding), with [`argmax`]'s rule (the first NaN wins): the U-Net's pooling without the
+/// general window arithmetic.
+#[inline]
+fn argmax_2x2(plane: &[f32], w: usize, oh: usize, ow: usize) -> usize {
+    let top = 2 * oh * w + 2 * ow;
+    let mut best = top;
+    let mut best_v = plane[top];
+    if best_v.is_nan() {
+        return best;
+    }
+    for i in [top + 1, top + w, top + w + 1] {
+        let v = plane[i];
+        if v.is_nan() {
+            return i;
+        }
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    best
+}
+
+/// Whether [`argmax_2x2`] applies.
+fn is_2x2(a: &Pool2dAttrs) -> bool {
+    a.kernel == [2, 2] && a.stride == [2, 2] && a.padding == [0, 0]
+}
+
 fn avg_window(
     g: &PoolGeometry,
     a: &Pool2dAttrs,
@@ -123,8 +152,15 @@ impl PoolOps for CpuBackend {
                 .for_each(|(p, out)| {
                     let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
                     for oh in 0..g.ho {
-                        for ow in 0..g.wo {
-                            out[oh * g.wo + ow] = plane[argmax(plane, &g, attrs, oh, ow)];
+                        let row = &mut out[oh * g.wo..(oh + 1) * g.wo];
+                        if is_2x2(attrs) {
+                            for (ow, o) in row.iter_mut().enumerate() {
+                                *o = plane[argmax_2x2(plane, g.w, oh, ow)];
+                            }
+                        } else {
+                            for (ow, o) in row.iter_mut().enumerate() {
+                                *o = plane[argmax(plane, &g, attrs, oh, ow)];
+                            }
                         }
                     }
                 });
@@ -152,8 +188,16 @@ impl PoolOps for CpuBackend {
                     let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
                     let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
                     for oh in 0..g.ho {
-                        for ow in 0..g.wo {
-                            out[argmax(plane, &g, attrs, oh, ow)] += grad[oh * g.wo + ow];
+                        let grad_row = &grad[oh * g.wo..(oh + 1) * g.wo];
+                        if is_2x2(attrs) {
+                            // Windows do not overlap: each input receives at most one value.
+                            for (ow, &d) in grad_row.iter().enumerate() {
+                                out[argmax_2x2(plane, g.w, oh, ow)] = d;
+                            }
+                        } else {
+                            for (ow, &d) in grad_row.iter().enumerate() {
+                                out[argmax(plane, &g, attrs, oh, ow)] += d;
+                            }
                         }
                     }
                 });
@@ -222,5 +266,42 @@ impl PoolOps for CpuBackend {
                 });
         }
         Ok(Tensor::from_vec(dx, &x_shape)?)
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::{argmax, argmax_2x2, geometry};
+    use crate::attrs::Pool2dAttrs;
+
+    /// The 2×2 path picks the same input as the general window rule, ties (first maximum) and
+    /// NaN (first NaN) included, on odd sizes whose last row and column no window reads.
+    #[test]
+    fn two_by_two_path_agrees_with_the_general_rule() {
+        let attrs = Pool2dAttrs::square(2);
+        let (h, w) = (7, 9);
+        let g = geometry([1, 1, h, w], &attrs).unwrap();
+        let mut state = 12345u32;
+        for trial in 0..200 {
+            let plane: Vec<f32> = (0..h * w)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    match (state >> 24) % 8 {
+                        0 if trial % 3 == 0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        v => (v % 3) as f32,
+                    }
+                })
+                .collect();
+            for oh in 0..g.ho {
+                for ow in 0..g.wo {
+                    assert_eq!(
+                        argmax_2x2(&plane, w, oh, ow),
+                        argmax(&plane, &g, &attrs, oh, ow),
+                        "trial {trial}, output ({oh}, {ow})"
+                    );
+                }
+            }
+        }
     }
 }

@@ -11,30 +11,43 @@ impl ShapeOps for CpuBackend {
     fn concat(&self, parts: &[&Tensor], dim: usize) -> Result<Tensor> {
         let (out_shape, outer, inner) = concat_shape(parts, dim)?;
         let total = out_shape[dim];
-        let mut out = vec![0.0f32; outer * total * inner];
-        let mut at = 0;
-        for p in parts {
-            let pc = p.contiguous()?;
-            let pd = pc.host_data()?;
-            let len = p.shape()[dim] * inner;
-            for o in 0..outer {
-                let dst = (o * total + at) * inner;
-                out[dst..dst + len].copy_from_slice(&pd[o * len..(o + 1) * len]);
+        let parts: Vec<Tensor> = parts
+            .iter()
+            .map(|p| p.contiguous())
+            .collect::<std::result::Result<_, _>>()?;
+        let data: Vec<&[f32]> = parts
+            .iter()
+            .map(|p| p.host_data())
+            .collect::<std::result::Result<_, _>>()?;
+        // Appended run by run (no zero-filled buffer written twice).
+        let mut out = Vec::with_capacity(outer * total * inner);
+        for o in 0..outer {
+            for (p, d) in parts.iter().zip(&data) {
+                let len = p.shape()[dim] * inner;
+                out.extend_from_slice(&d[o * len..(o + 1) * len]);
             }
-            at += p.shape()[dim];
         }
         Ok(Tensor::from_vec(out, &out_shape)?)
     }
 
     fn split(&self, x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
-        let (_, _, _) = split_extents(x, dim, sizes)?;
+        let (outer, total, inner) = split_extents(x, dim, sizes)?;
+        let x = x.contiguous()?;
+        let xd = x.host_data()?;
         let mut start = 0;
         sizes
             .iter()
             .map(|&len| {
-                let part = x.narrow(dim, start, len)?.contiguous()?;
+                // `outer` contiguous runs of len·inner values each.
+                let mut part = Vec::with_capacity(outer * len * inner);
+                for o in 0..outer {
+                    let from = (o * total + start) * inner;
+                    part.extend_from_slice(&xd[from..from + len * inner]);
+                }
                 start += len;
-                Ok(part)
+                let mut shape = x.shape().to_vec();
+                shape[dim] = len;
+                Ok(Tensor::from_vec(part, &shape)?)
             })
             .collect()
     }
