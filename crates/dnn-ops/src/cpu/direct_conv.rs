@@ -16,8 +16,8 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m512, __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_set1_ps,
-    _mm512_setzero_ps,
+    __m512, __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps,
 };
 
 /// Output channels per register tile.
@@ -161,6 +161,28 @@ impl DirectPlan {
     }
 }
 
+impl DirectPlan {
+    /// `dw` (`[o, c, kh, kw]`) += the filter gradient of one image, `Σ dy[o, i, j] ·
+    /// padded[c, i + ki, j + kj]` over the output positions, from the padded image and the
+    /// output gradient `dy` (`[o, ho, wo]`).
+    pub(crate) fn filter_gradient(&self, padded: &[f32], dy: &[f32], dw: &mut [f32]) {
+        assert_eq!(padded.len(), self.padded_len(), "direct conv: padded image");
+        assert_eq!(dy.len(), self.out_len(), "direct conv: output gradient");
+        assert_eq!(
+            dw.len(),
+            self.o * self.c * self.kh * self.kw,
+            "direct conv: filters"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+        unsafe {
+            filter_gradient_avx512(self, padded, dy, dw)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("DirectPlan::new returns None without AVX-512")
+    }
+}
+
 /// The lanes `0..n` (n ≤ 16) of a 16-float vector.
 #[cfg(target_arch = "x86_64")]
 fn lanes(n: usize) -> __mmask16 {
@@ -234,5 +256,132 @@ fn store_masked(dst: &mut [f32], v: &[__m512; 2], masks: [__mmask16; 2]) {
         if masks[1] != 0 {
             _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16), masks[1], v[1]);
         }
+    }
+}
+
+/// Kernel columns per filter-gradient tile ([`OUT_BLOCK`] × this many vector accumulators).
+#[cfg(target_arch = "x86_64")]
+const FILTER_COLS: usize = 3;
+
+/// Output positions per filter-gradient chunk: the chunk's gradient rows for one block of
+/// output channels (8 × 512 floats, 16 KiB) stay in L1 while every (input channel, kernel row)
+/// reads them.
+#[cfg(target_arch = "x86_64")]
+const FILTER_CHUNK: usize = 512;
+
+/// The filter gradient as vector partial sums: for each block of 8 output channels, the output
+/// rows are taken in chunks; per chunk, every (input channel, kernel row, group of up to 3
+/// kernel columns) loads its 8 × 3 accumulators from `partial`, adds the chunk's products and
+/// stores them back; the 16 lanes of each accumulator are added at the end. The order of all
+/// additions is fixed by the geometry.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn filter_gradient_avx512(p: &DirectPlan, padded: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let plane = p.ho * p.wo;
+    let groups = p.kw.div_ceil(FILTER_COLS);
+    let per_tap_row = OUT_BLOCK * FILTER_COLS;
+    let chunk_rows = (FILTER_CHUNK / p.wo).max(1);
+    let row_len = p.wo.next_multiple_of(16);
+    let mut partial = vec![_mm512_setzero_ps(); p.c * p.kh * groups * per_tap_row];
+    // The chunk's gradient rows, `[row][lane][row_len]` with zeros past `wo`: one contiguous
+    // block (the 8 channels' rows of a plane are a multiple of 4 KiB apart in `dy`, which
+    // would map them onto the same L1 sets) that needs no masked loads.
+    let mut chunk = vec![0.0f32; chunk_rows * OUT_BLOCK * row_len];
+    for block in 0..p.o / OUT_BLOCK {
+        partial.fill(_mm512_setzero_ps());
+        let grads = &dy[block * OUT_BLOCK * plane..][..OUT_BLOCK * plane];
+        for r0 in (0..p.ho).step_by(chunk_rows) {
+            let rows = r0..(r0 + chunk_rows).min(p.ho);
+            for (r, oh) in rows.clone().enumerate() {
+                for lane in 0..OUT_BLOCK {
+                    let dst = &mut chunk[(r * OUT_BLOCK + lane) * row_len..][..row_len];
+                    dst[..p.wo].copy_from_slice(&grads[lane * plane + oh * p.wo..][..p.wo]);
+                }
+            }
+            for ch in 0..p.c {
+                for ki in 0..p.kh {
+                    for group in 0..groups {
+                        let kj0 = group * FILTER_COLS;
+                        let at = ((ch * p.kh + ki) * groups + group) * per_tap_row;
+                        let acc = &mut partial[at..at + per_tap_row];
+                        let tap = FilterTap { ch, ki, kj0 };
+                        match p.kw - kj0 {
+                            1 => filter_chunk::<1>(p, padded, &chunk, tap, rows.clone(), acc),
+                            2 => filter_chunk::<2>(p, padded, &chunk, tap, rows.clone(), acc),
+                            _ => filter_chunk::<3>(p, padded, &chunk, tap, rows.clone(), acc),
+                        }
+                    }
+                }
+            }
+        }
+        for ch in 0..p.c {
+            for ki in 0..p.kh {
+                for group in 0..groups {
+                    let kj0 = group * FILTER_COLS;
+                    let at = ((ch * p.kh + ki) * groups + group) * per_tap_row;
+                    for lane in 0..OUT_BLOCK {
+                        let o = block * OUT_BLOCK + lane;
+                        let dst = ((o * p.c + ch) * p.kh + ki) * p.kw;
+                        for kj in kj0..p.kw.min(kj0 + FILTER_COLS) {
+                            let v = partial[at + lane * FILTER_COLS + (kj - kj0)];
+                            dw[dst + kj] += _mm512_reduce_add_ps(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Input channel, kernel row and first kernel column of a filter-gradient tile.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct FilterTap {
+    ch: usize,
+    ki: usize,
+    kj0: usize,
+}
+
+/// Adds the products of output rows `rows` (their gradients in `chunk`, laid out as in
+/// [`filter_gradient_avx512`]) to the `OUT_BLOCK × K` accumulators `acc` (laid out
+/// `[lane][FILTER_COLS]`) of one filter-gradient tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn filter_chunk<const K: usize>(
+    p: &DirectPlan,
+    padded: &[f32],
+    chunk: &[f32],
+    tap: FilterTap,
+    rows: std::ops::Range<usize>,
+    acc: &mut [__m512],
+) {
+    let row_len = p.wo.next_multiple_of(16);
+    let mut regs = [[_mm512_setzero_ps(); K]; OUT_BLOCK];
+    for (lane, r) in regs.iter_mut().enumerate() {
+        r.copy_from_slice(&acc[lane * FILTER_COLS..lane * FILTER_COLS + K]);
+    }
+    for (r, oh) in rows.enumerate() {
+        let row = &padded[(tap.ch * p.hp + oh + tap.ki) * p.wp..][..p.wp];
+        let grads = &chunk[r * OUT_BLOCK * row_len..][..OUT_BLOCK * row_len];
+        for x0 in (0..p.wo).step_by(16) {
+            let mut xv = [_mm512_setzero_ps(); K];
+            for (k, v) in xv.iter_mut().enumerate() {
+                let seg = &row[x0 + tap.kj0 + k..][..16];
+                // SAFETY: `seg` holds 16 floats (the padded row is tiles·32 + kw − 1 long,
+                // x0 + 16 ≤ tiles·32 and kj0 + k ≤ kw − 1).
+                *v = unsafe { _mm512_loadu_ps(seg.as_ptr()) };
+            }
+            for (lane, acc_lane) in regs.iter_mut().enumerate() {
+                let g = &grads[lane * row_len + x0..][..16];
+                // SAFETY: `g` holds 16 floats (rows are padded to a multiple of 16).
+                let d = unsafe { _mm512_loadu_ps(g.as_ptr()) };
+                for (a, &x) in acc_lane.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(d, x, *a);
+                }
+            }
+        }
+    }
+    for (lane, r) in regs.iter().enumerate() {
+        acc[lane * FILTER_COLS..lane * FILTER_COLS + K].copy_from_slice(r);
     }
 }
