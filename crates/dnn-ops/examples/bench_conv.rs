@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use dnn_ops::backend::ConvOps;
 use dnn_ops::testing::random_tensor;
-use dnn_ops::{Conv2dAttrs, CpuBackend};
+use dnn_ops::{Conv2dAttrs, ConvTranspose2dAttrs, CpuBackend};
 use magma_tensor::SeededRng;
 
 /// `(label, in channels, out channels, side, kernel)` of each convolution of the U-Net.
@@ -96,6 +96,46 @@ fn main() {
     }
     println!(
         "| total | | | {:.1} | {:.1} | {:.1} | |",
+        totals[0] * 1e3,
+        totals[1] * 1e3,
+        totals[2] * 1e3
+    );
+    println!("\nTransposed 2×2 stride-2 convolutions (the upsampling), same batch:");
+    println!("| layer | c→o | side in | forward ms | data grad ms | filter grad ms |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let attrs = ConvTranspose2dAttrs::new().with_stride([2, 2]);
+    let mut totals = [0.0f64; 3];
+    for (name, c, o, side) in [
+        ("up3", 256, 128, 8),
+        ("up2", 128, 64, 16),
+        ("up1", 64, 32, 32),
+        ("up0", 32, 16, 64),
+    ] {
+        let x = random_tensor(&[BATCH, c, side, side], &mut rng, 0.0);
+        let w = random_tensor(&[c, o, 2, 2], &mut rng, 0.0);
+        let dy = random_tensor(&[BATCH, o, 2 * side, 2 * side], &mut rng, 0.0);
+        let fwd = time_it(|| {
+            be.conv_transpose2d(&x, &w, None, &attrs).unwrap();
+        });
+        let data = time_it(|| {
+            be.conv_transpose2d_backward_data(&dy, &w, &attrs).unwrap();
+        });
+        let filter = time_it(|| {
+            be.conv_transpose2d_backward_filter(&x, &dy, [c, o, 2, 2], &attrs)
+                .unwrap();
+        });
+        println!(
+            "| {name} | {c}→{o} | {side} | {:.2} | {:.2} | {:.2} |",
+            fwd * 1e3,
+            data * 1e3,
+            filter * 1e3
+        );
+        for (t, v) in totals.iter_mut().zip([fwd, data, filter]) {
+            *t += v;
+        }
+    }
+    println!(
+        "| total | | | {:.1} | {:.1} | {:.1} |",
         totals[0] * 1e3,
         totals[1] * 1e3,
         totals[2] * 1e3

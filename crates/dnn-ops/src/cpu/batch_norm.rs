@@ -1,7 +1,7 @@
 //! Batch normalisation on the CPU, alone and fused with a following ReLU: per-channel
 //! statistics combined in f64, parallel over channels.
 //!
-//! Every per-channel sum runs over blocks of [`BLOCK`] values summed in [`LANES`] f32 lanes (which
+//! Every per-channel sum runs over blocks of [`BLOCK`] values summed in 16 f32 lanes (which
 //! the compiler vectorises) and combines the blocks in f64, in a fixed order: the results do not
 //! depend on the thread count. The statistics take one read of the input (a block's deviations
 //! about its own mean are summed while it is in L1, and blocks are merged by Chan et al.'s
@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::elementwise::same_shape;
+use super::reduce::{BLOCK, lane_sum};
 use crate::attrs::BatchNormAttrs;
 use crate::backend::{BatchNormSaved, FusedOps, NormOps};
 use crate::error::{OpError, Result, shape_err};
@@ -31,31 +32,6 @@ fn check_vec(op: &'static str, what: &'static str, t: &Tensor, c: usize) -> Resu
         return shape_err(op, what, t.shape(), format!("[{c}]"));
     }
     Ok(())
-}
-
-/// Values per block of a per-channel sum.
-const BLOCK: usize = 256;
-/// f32 accumulators per block sum.
-const LANES: usize = 16;
-
-/// `Σ f(a[i], b[i], c[i])` in [`LANES`] f32 lanes (whole `[f32; LANES]` chunks, so the compiler
-/// sees no bounds to check and vectorises), the lanes added in order at the end. The three
-/// slices have one length; a caller with fewer operands passes one twice.
-#[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
-    let (ac, ar) = a.as_chunks::<LANES>();
-    let (bc, br) = b.as_chunks::<LANES>();
-    let (cc, cr) = c.as_chunks::<LANES>();
-    let mut acc = [0.0f32; LANES];
-    for ((x, y), z) in ac.iter().zip(bc).zip(cc) {
-        for lane in 0..LANES {
-            acc[lane] += f(x[lane], y[lane], z[lane]);
-        }
-    }
-    for (lane, ((&x, &y), &z)) in ar.iter().zip(br).zip(cr).enumerate() {
-        acc[lane] += f(x, y, z);
-    }
-    acc.iter().sum()
 }
 
 /// The planes `[inner]` of channel `ch` in a `(outer, c, inner)` tensor, in order.

@@ -13,7 +13,7 @@ use super::CpuBackend;
 use super::direct_conv::DirectPlan;
 use super::gemm::{MatMut, MatRef, gemm_into};
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
-use crate::backend::{ConvOps, ElementwiseOps};
+use crate::backend::ConvOps;
 use crate::error::{Result, shape_err};
 
 /// Sizes of one convolution problem.
@@ -592,13 +592,19 @@ impl CpuBackend {
     }
 }
 
-impl CpuBackend {
-    fn maybe_bias(&self, y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        match bias {
-            Some(b) => self.add_channel_bias(&y, b),
-            None => Ok(y),
-        }
+/// Adds `bias[ch]` to every value of channel `ch` of `y` (`[n, channels, plane]`), in place.
+fn add_bias(y: &mut [f32], bias: Option<&Tensor>, plane: usize) -> Result<()> {
+    let Some(bias) = bias else {
+        return Ok(());
+    };
+    let b = bias.to_vec()?;
+    if plane > 0 {
+        y.par_chunks_mut(plane).enumerate().for_each(|(p, chunk)| {
+            let add = b[p % b.len()];
+            chunk.iter_mut().for_each(|e| *e += add);
+        });
     }
+    Ok(())
 }
 
 impl ConvOps for CpuBackend {
@@ -611,9 +617,9 @@ impl ConvOps for CpuBackend {
     ) -> Result<Tensor> {
         let g = Self::check_conv2d(x, w, bias, attrs)?;
         let (x, w) = (x.contiguous()?, w.contiguous()?);
-        let y = conv_forward(&g, x.host_data()?, w.host_data()?)?;
-        let y = Tensor::from_vec(y, &[g.n, g.o, g.ho, g.wo])?;
-        self.maybe_bias(y, bias)
+        let mut y = conv_forward(&g, x.host_data()?, w.host_data()?)?;
+        add_bias(&mut y, bias, g.out_plane())?;
+        Ok(Tensor::from_vec(y, &[g.n, g.o, g.ho, g.wo])?)
     }
 
     fn conv2d_backward_data(
@@ -650,8 +656,11 @@ impl ConvOps for CpuBackend {
         attrs: &ConvTranspose2dAttrs,
     ) -> Result<Tensor> {
         let y_shape = Self::check_conv_transpose2d(x, w, bias, attrs)?;
-        let y = self.conv2d_backward_data(x, w, y_shape, &attrs.as_conv())?;
-        self.maybe_bias(y, bias)
+        let g = Self::check_conv2d_backward_data(x, w, y_shape, &attrs.as_conv())?;
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let mut y = conv_backward_data(&g, x.host_data()?, w.host_data()?)?;
+        add_bias(&mut y, bias, y_shape[2] * y_shape[3])?;
+        Ok(Tensor::from_vec(y, &y_shape)?)
     }
 
     fn conv_transpose2d_backward_data(

@@ -91,7 +91,7 @@ impl ElementwiseOps for CpuBackend {
                 (0..outer)
                     .map(|n| {
                         let s = (n * c + ch) * inner;
-                        xd[s..s + inner].iter().map(|&v| v as f64).sum::<f64>()
+                        super::reduce::sum_f64(&xd[s..s + inner])
                     })
                     .sum::<f64>() as f32
             })

@@ -12,6 +12,7 @@ mod matmul;
 mod metrics;
 mod optim;
 mod pool;
+mod reduce;
 mod resize;
 mod shape;
 mod softmax;
