@@ -10,7 +10,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::direct_conv::DirectPlan;
+use super::direct_conv::{DirectPlan, TILE_W};
 use super::gemm::{MatMut, MatRef, gemm_into};
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::ConvOps;
@@ -84,6 +84,12 @@ impl ConvGeometry {
             [self.kh, self.kw],
             a.padding,
         )
+    }
+    /// The direct kernel's plan for the filter gradient: the forward plan on rows of at least
+    /// [`TILE_W`] columns (on narrower rows, where each (input channel, kernel row) has few
+    /// products to add, the im2col GEMM measured faster).
+    fn direct_filter(&self) -> Option<DirectPlan> {
+        self.direct_forward().filter(|_| self.wo >= TILE_W)
     }
     /// The direct kernel's plan for the data gradient, computed as the convolution of the
     /// output gradient with the filters flipped and transposed, padded by `k − 1 − p`.
@@ -406,7 +412,7 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
     if g.n == 0 || out_image == 0 {
         return Ok(vec![0.0; wlen]);
     }
-    if let Some(plan) = g.direct_forward() {
+    if let Some(plan) = g.direct_filter() {
         // Contiguous groups of samples, one partial sum each, added in order (as below).
         let group = g.n.div_ceil(rayon::current_num_threads());
         let partials: Vec<Vec<f32>> = x
@@ -831,7 +837,8 @@ mod blocked_tests {
 
     /// The direct AVX-512 kernels (forward, data and filter gradients) agree with the
     /// definition: a ragged last tile (45 and 33 columns), a 5×5 kernel (kernel columns in a
-    /// group of 3 and one of 2), no padding, several filter blocks, several row chunks.
+    /// group of 3 and one of 2), no padding, several filter blocks, several row chunks, and rows
+    /// of 16–31 columns (tiles of two rows, an odd row count leaving the last tile half used).
     /// On a CPU without AVX-512 the same geometries check the im2col path instead.
     #[test]
     fn direct_kernel_matches_direct_loops() {
@@ -841,6 +848,8 @@ mod blocked_tests {
             (5, 16, [37, 45], 3, 1),
             (16, 8, [20, 33], 5, 2),
             (8, 24, [12, 40], 3, 0),
+            (8, 16, [17, 16], 3, 1),
+            (16, 8, [19, 23], 3, 1),
         ] {
             let attrs = Conv2dAttrs::new().with_padding([pad, pad]);
             let g = ConvGeometry::new([n, c, h, w], [o, c, k, k], &attrs).unwrap();

@@ -22,7 +22,8 @@ use std::arch::x86_64::{
 
 /// Output channels per register tile.
 pub(crate) const OUT_BLOCK: usize = 8;
-/// Output columns per register tile (two 16-float vectors).
+/// Output columns per register tile on rows at least this wide (two 16-float vectors, one
+/// row); narrower rows (16–31 columns) take tiles of one vector on two rows.
 pub(crate) const TILE_W: usize = 32;
 
 /// Whether this process uses the direct kernels: AVX-512F present and not turned off with
@@ -59,8 +60,10 @@ pub(crate) struct DirectPlan {
     pw: usize,
     ho: usize,
     wo: usize,
-    /// Register tiles per output row.
+    /// Register tiles per output row, their width and their height in output rows.
     tiles: usize,
+    tile_w: usize,
+    tile_rows: usize,
     /// Rows and row length of the padded image.
     hp: usize,
     wp: usize,
@@ -68,8 +71,8 @@ pub(crate) struct DirectPlan {
 
 impl DirectPlan {
     /// The plan, if the direct kernel handles this problem: output channels in whole blocks,
-    /// output rows at least one tile wide (narrower rows would waste most of each vector; the
-    /// GEMM path is efficient there) and padding smaller than the kernel.
+    /// output rows at least 16 wide (narrower rows would waste much of each vector; the GEMM path
+    /// is efficient there) and padding smaller than the kernel.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         [c, h, w]: [usize; 3],
@@ -84,10 +87,12 @@ impl DirectPlan {
             return None;
         }
         let (ho, wo) = (h + 2 * ph - kh + 1, w + 2 * pw - kw + 1);
-        if wo < TILE_W || ho == 0 {
+        if wo < 16 || ho == 0 {
             return None;
         }
-        let tiles = wo.div_ceil(TILE_W);
+        let tile_w = if wo >= TILE_W { TILE_W } else { 16 };
+        let tile_rows = TILE_W / tile_w;
+        let tiles = wo.div_ceil(tile_w);
         Some(Self {
             c,
             h,
@@ -100,9 +105,12 @@ impl DirectPlan {
             ho,
             wo,
             tiles,
-            hp: h + 2 * ph,
+            tile_w,
+            tile_rows,
+            // A tile of two rows may start on the last output row: one more row of zeros.
+            hp: h + 2 * ph + tile_rows - 1,
             // Every tile's loads stay inside the row, the last tile's unused columns included.
-            wp: tiles * TILE_W + kw - 1,
+            wp: tiles * tile_w + kw - 1,
         })
     }
 
@@ -196,66 +204,97 @@ fn lanes(n: usize) -> __mmask16 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn forward_avx512(p: &DirectPlan, padded: &[f32], packed: &[f32], out: &mut [f32]) {
+    if p.tile_rows == 1 {
+        forward_tiles::<1, 2>(p, padded, packed, out)
+    } else {
+        forward_tiles::<2, 1>(p, padded, packed, out)
+    }
+}
+
+/// The forward pass with register tiles of `R` output rows × `V` vectors of 16 columns ×
+/// [`OUT_BLOCK`] output channels (`R·V·OUT_BLOCK` = 16 accumulators).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn forward_tiles<const R: usize, const V: usize>(
+    p: &DirectPlan,
+    padded: &[f32],
+    packed: &[f32],
+    out: &mut [f32],
+) {
     let taps = p.c * p.kh * p.kw;
     let plane = p.ho * p.wo;
-    for oh in 0..p.ho {
+    let tile_w = 16 * V;
+    debug_assert_eq!((tile_w, R), (p.tile_w, p.tile_rows));
+    let span = tile_w + p.kw - 1;
+    for oh0 in (0..p.ho).step_by(R) {
+        let rows = (p.ho - oh0).min(R);
         for t in 0..p.tiles {
-            let x0 = t * TILE_W;
-            let valid = (p.wo - x0).min(TILE_W);
-            let masks = [lanes(valid), lanes(valid.saturating_sub(16))];
+            let x0 = t * tile_w;
+            let valid = (p.wo - x0).min(tile_w);
+            let mut masks = [0; V];
+            for (v, m) in masks.iter_mut().enumerate() {
+                *m = lanes(valid.saturating_sub(16 * v));
+            }
             for block in 0..p.o / OUT_BLOCK {
                 let filters = &packed[block * taps * OUT_BLOCK..][..taps * OUT_BLOCK];
-                let mut acc = [[_mm512_setzero_ps(); 2]; OUT_BLOCK];
+                let mut acc = [[[_mm512_setzero_ps(); V]; R]; OUT_BLOCK];
                 for ch in 0..p.c {
                     for ki in 0..p.kh {
-                        let row = &padded[(ch * p.hp + oh + ki) * p.wp + x0..][..TILE_W + p.kw - 1];
+                        let mut input = [&padded[..0]; R];
+                        for (r, row) in input.iter_mut().enumerate() {
+                            *row = &padded[(ch * p.hp + oh0 + r + ki) * p.wp + x0..][..span];
+                        }
                         let tap0 = (ch * p.kh + ki) * p.kw;
                         for kj in 0..p.kw {
-                            let seg = &row[kj..kj + TILE_W];
-                            // SAFETY: `seg` holds TILE_W = 32 floats; the two unaligned loads
-                            // read its halves.
-                            let (a0, a1) = unsafe {
-                                (
-                                    _mm512_loadu_ps(seg.as_ptr()),
-                                    _mm512_loadu_ps(seg.as_ptr().add(16)),
-                                )
-                            };
+                            let mut a = [[_mm512_setzero_ps(); V]; R];
+                            for (ar, row) in a.iter_mut().zip(&input) {
+                                let seg = &row[kj..kj + tile_w];
+                                for (v, av) in ar.iter_mut().enumerate() {
+                                    // SAFETY: `seg` holds 16·V floats; vector v reads floats
+                                    // 16v..16v+16 of it.
+                                    *av = unsafe { _mm512_loadu_ps(seg.as_ptr().add(16 * v)) };
+                                }
+                            }
                             let wv = &filters[(tap0 + kj) * OUT_BLOCK..][..OUT_BLOCK];
-                            for (a, &wo) in acc.iter_mut().zip(wv) {
+                            for (acc_o, &wo) in acc.iter_mut().zip(wv) {
                                 let b = _mm512_set1_ps(wo);
-                                a[0] = _mm512_fmadd_ps(b, a0, a[0]);
-                                a[1] = _mm512_fmadd_ps(b, a1, a[1]);
+                                for (acc_r, ar) in acc_o.iter_mut().zip(&a) {
+                                    for (acc_v, &av) in acc_r.iter_mut().zip(ar) {
+                                        *acc_v = _mm512_fmadd_ps(b, av, *acc_v);
+                                    }
+                                }
                             }
                         }
                     }
                 }
-                for (lane, a) in acc.iter().enumerate() {
+                for (lane, acc_o) in acc.iter().enumerate() {
                     let o = block * OUT_BLOCK + lane;
-                    let dst = &mut out[o * plane + oh * p.wo + x0..][..valid];
-                    store_masked(dst, a, masks);
+                    for (r, acc_r) in acc_o.iter().enumerate().take(rows) {
+                        let dst = &mut out[o * plane + (oh0 + r) * p.wo + x0..][..valid];
+                        store_masked(dst, acc_r, &masks);
+                    }
                 }
             }
         }
     }
 }
 
-/// Writes the first `dst.len()` (≤ 32) lanes of the two vectors `v` into `dst`.
+/// Writes the first `dst.len()` (≤ 16·V) lanes of the vectors `v` into `dst`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn store_masked(dst: &mut [f32], v: &[__m512; 2], masks: [__mmask16; 2]) {
-    debug_assert!(dst.len() <= TILE_W);
+fn store_masked<const V: usize>(dst: &mut [f32], v: &[__m512; V], masks: &[__mmask16; V]) {
     debug_assert_eq!(
-        masks[0].count_ones() + masks[1].count_ones(),
+        masks.iter().map(|m| m.count_ones()).sum::<u32>(),
         dst.len() as u32
     );
-    // SAFETY: the masks select exactly dst.len() lanes in order (lanes(valid) and
-    // lanes(valid − 16)), so every written address lies inside `dst`; the second vector is
-    // written only when its mask is not empty, so its base pointer stays within the slice.
-    unsafe {
-        _mm512_mask_storeu_ps(dst.as_mut_ptr(), masks[0], v[0]);
-        if masks[1] != 0 {
-            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16), masks[1], v[1]);
+    for (i, (&vec, &mask)) in v.iter().zip(masks).enumerate() {
+        if mask == 0 {
+            break;
         }
+        // SAFETY: mask i selects lanes 0..min(16, len − 16i) in order (lanes(valid − 16i)),
+        // so every written address lies inside `dst`; a vector with an empty mask is not
+        // written, so its base pointer 16i stays within the slice.
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16 * i), mask, vec) };
     }
 }
 
