@@ -124,14 +124,20 @@ impl DirectPlan {
         self.o * self.ho * self.wo
     }
 
-    /// Copies one image `[c, h, w]` into `padded` (`padded_len` elements), zeros around it.
+    /// Copies one image `[c, h, w]` into `padded` (`padded_len` elements), zeros around it
+    /// (only the border is zeroed: the interior is written once).
     pub(crate) fn pad_image(&self, image: &[f32], padded: &mut [f32]) {
-        padded.fill(0.0);
-        for ch in 0..self.c {
-            for r in 0..self.h {
+        let channel_len = self.hp * self.wp;
+        for (ch, channel) in padded.chunks_exact_mut(channel_len).enumerate().take(self.c) {
+            let (top, rest) = channel.split_at_mut(self.ph * self.wp);
+            top.fill(0.0);
+            let (body, bottom) = rest.split_at_mut(self.h * self.wp);
+            bottom.fill(0.0);
+            for (r, row) in body.chunks_exact_mut(self.wp).enumerate() {
                 let src = &image[(ch * self.h + r) * self.w..][..self.w];
-                let dst = (ch * self.hp + r + self.ph) * self.wp + self.pw;
-                padded[dst..dst + self.w].copy_from_slice(src);
+                row[..self.pw].fill(0.0);
+                row[self.pw..self.pw + self.w].copy_from_slice(src);
+                row[self.pw + self.w..].fill(0.0);
             }
         }
     }
