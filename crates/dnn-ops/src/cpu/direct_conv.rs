@@ -128,7 +128,11 @@ impl DirectPlan {
     /// (only the border is zeroed: the interior is written once).
     pub(crate) fn pad_image(&self, image: &[f32], padded: &mut [f32]) {
         let channel_len = self.hp * self.wp;
-        for (ch, channel) in padded.chunks_exact_mut(channel_len).enumerate().take(self.c) {
+        for (ch, channel) in padded
+            .chunks_exact_mut(channel_len)
+            .enumerate()
+            .take(self.c)
+        {
             let (top, rest) = channel.split_at_mut(self.ph * self.wp);
             top.fill(0.0);
             let (body, bottom) = rest.split_at_mut(self.h * self.wp);

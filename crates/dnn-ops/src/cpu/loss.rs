@@ -189,6 +189,7 @@ fn weighted_ce(
         .enumerate()
         .map(|(n, g)| {
             let mut pixel = vec![0.0f32; c];
+            let mut exps = vec![0.0f32; c];
             let mut acc = 0.0f64;
             for i in 0..inner {
                 let Some(k) = lab.classes[n * inner + i] else {
@@ -197,12 +198,28 @@ fn weighted_ce(
                 for (ch, p) in pixel.iter_mut().enumerate() {
                     *p = ld[(n * c + ch) * inner + i];
                 }
-                let lse = log_sum_exp(&pixel);
                 let w = weight(n * inner + i, k);
+                // One exponential per class: softmax = e / Σe with e = exp(z − max).
+                let max = pixel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                if !max.is_finite() {
+                    // ±∞ or NaN logits: the general form propagates them as before.
+                    let lse = log_sum_exp(&pixel);
+                    acc += w as f64 * (lse - pixel[k]) as f64;
+                    for (ch, &z) in pixel.iter().enumerate() {
+                        let onehot = if ch == k { 1.0 } else { 0.0 };
+                        g[ch * inner + i] = w * inv_total * ((z - lse).exp() - onehot);
+                    }
+                    continue;
+                }
+                for (e, &z) in exps.iter_mut().zip(&pixel) {
+                    *e = (z - max).exp();
+                }
+                let sum: f32 = exps.iter().sum();
+                let lse = max + sum.ln();
                 acc += w as f64 * (lse - pixel[k]) as f64;
-                for (ch, &z) in pixel.iter().enumerate() {
+                for (ch, &e) in exps.iter().enumerate() {
                     let onehot = if ch == k { 1.0 } else { 0.0 };
-                    g[ch * inner + i] = w * inv_total * ((z - lse).exp() - onehot);
+                    g[ch * inner + i] = w * inv_total * (e / sum - onehot);
                 }
             }
             acc
