@@ -842,9 +842,18 @@ mod blocked_tests {
     /// On a CPU without AVX-512 the same geometries check the im2col path instead.
     #[test]
     fn direct_kernel_matches_direct_loops() {
+        // Two threads and two images per thread (the padded buffer is reused between images),
+        // whatever the machine's core count.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(direct_kernel_cases);
+    }
+
+    fn direct_kernel_cases() {
         let mut rng = SeededRng::new(8);
-        // Two images or more per thread: the padded buffer is reused between images.
-        let n = 2 * rayon::current_num_threads().max(1);
+        let n = 4;
         for (c, o, [h, w], k, pad) in [
             (5, 16, [37, 45], 3, 1),
             (16, 8, [20, 33], 5, 2),
@@ -887,5 +896,42 @@ mod blocked_tests {
                 &dw,
             );
         }
+    }
+
+    /// Past the last output column the filter-gradient kernel's vectors still cover image
+    /// columns that no output reads at some taps; an infinite value there must not leak into
+    /// those taps' gradients (0·∞ = NaN), only into the one tap that reads it.
+    #[test]
+    fn filter_gradient_ignores_columns_no_output_reads() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut rng = SeededRng::new(10);
+            let attrs = Conv2dAttrs::new();
+            let g = ConvGeometry::new([2, 8, 47, 47], [8, 8, 3, 3], &attrs).unwrap();
+            let mut x = random(2 * g.in_image(), &mut rng);
+            // Column 45 of channel 0, row 5, first image: only tap kj = 2 at output column 43
+            // reads it (wo = 45).
+            x[5 * 47 + 45] = f32::INFINITY;
+            let wt = random(g.o * g.ckk(), &mut rng);
+            let dy = random(2 * g.o * g.out_plane(), &mut rng);
+            let [_, _, want] = direct(&g, &x, &wt, &dy);
+            let got = conv_backward_filter(&g, &x, &dy).unwrap();
+            for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.is_finite(), b.is_finite(), "element {i}: {a} vs {b}");
+                if b.is_finite() {
+                    assert!(
+                        (f64::from(a) - b).abs() <= 1e-4 * b.abs().max(1.0),
+                        "element {i}"
+                    );
+                }
+            }
+            assert!(
+                want.iter().any(|v| !v.is_finite()),
+                "the infinity reaches its own tap"
+            );
+        });
     }
 }

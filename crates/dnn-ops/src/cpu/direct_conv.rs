@@ -11,14 +11,18 @@
 //! adjacent.
 //!
 //! Chosen at run time: a CPU without AVX-512F, or `MAGMA_CPU_CONV=im2col`, takes the im2col path,
-//! which is also the path for every other geometry. Summation order is fixed (input channel,
-//! kernel row, kernel column), so results do not depend on the thread count.
+//! which is also the path for every other geometry. Within an image the summation order is fixed
+//! (input channel, kernel row, kernel column); the filter gradient adds per-thread partial sums
+//! over groups of images, so, as on the im2col path, results depend on the thread count only.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512, __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_maskz_loadu_ps, _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps,
 };
+
+/// The largest filter tensor (values) the direct kernel takes: 2 MiB of f32, a core's L2 twice.
+pub(crate) const MAX_FILTERS: usize = 512 * 1024;
 
 /// Output channels per register tile.
 pub(crate) const OUT_BLOCK: usize = 8;
@@ -72,7 +76,9 @@ pub(crate) struct DirectPlan {
 impl DirectPlan {
     /// The plan, if the direct kernel handles this problem: output channels in whole blocks,
     /// output rows at least 16 wide (narrower rows would waste much of each vector; the GEMM path
-    /// is efficient there) and padding smaller than the kernel.
+    /// is efficient there), padding smaller than the kernel, a kernel larger than 1×1 (a 1×1
+    /// convolution needs no unfolding and is one GEMM), and filters of at most [`MAX_FILTERS`]
+    /// values (every row tile streams all of them; measured up to 256 → 128 channels, 3×3).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         [c, h, w]: [usize; 3],
@@ -80,7 +86,10 @@ impl DirectPlan {
         [kh, kw]: [usize; 2],
         [ph, pw]: [usize; 2],
     ) -> Option<Self> {
-        if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || kh == 0 || kw == 0 {
+        if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || h == 0 || w == 0 {
+            return None;
+        }
+        if kh * kw <= 1 || o * c * kh * kw > MAX_FILTERS {
             return None;
         }
         if ph >= kh || pw >= kw || h + 2 * ph < kh || w + 2 * pw < kw {
@@ -168,6 +177,10 @@ impl DirectPlan {
             "direct conv: filters"
         );
         assert_eq!(out.len(), self.out_len(), "direct conv: output");
+        debug_assert!(
+            cpu_has_avx512f(),
+            "a DirectPlan exists only where AVX-512F does"
+        );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `DirectPlan::new` returns a plan only when `enabled()`, which checked at run
         // time that the CPU has AVX-512F, the one feature `forward_avx512` is compiled for.
@@ -413,12 +426,15 @@ fn filter_chunk<const K: usize>(
         let row = &padded[(tap.ch * p.hp + oh + tap.ki) * p.wp..][..p.wp];
         let grads = &chunk[r * OUT_BLOCK * row_len..][..OUT_BLOCK * row_len];
         for x0 in (0..p.wo).step_by(16) {
+            // Past the last output column the gradient is zero, but the image there may hold
+            // ±∞ or NaN that no output reads at this tap: those lanes load zeros (0·∞ = NaN).
+            let mask = lanes(p.wo - x0);
             let mut xv = [_mm512_setzero_ps(); K];
             for (k, v) in xv.iter_mut().enumerate() {
                 let seg = &row[x0 + tap.kj0 + k..][..16];
-                // SAFETY: `seg` holds 16 floats (the padded row is tiles·32 + kw − 1 long,
-                // x0 + 16 ≤ tiles·32 and kj0 + k ≤ kw − 1).
-                *v = unsafe { _mm512_loadu_ps(seg.as_ptr()) };
+                // SAFETY: `seg` holds 16 floats (the padded row is tiles·tile_w + kw − 1 long,
+                // x0 + 16 ≤ tiles·tile_w and kj0 + k ≤ kw − 1); masked-off lanes are not read.
+                *v = unsafe { _mm512_maskz_loadu_ps(mask, seg.as_ptr()) };
             }
             for (lane, acc_lane) in regs.iter_mut().enumerate() {
                 let g = &grads[lane * row_len + x0..][..16];

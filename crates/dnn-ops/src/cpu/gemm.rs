@@ -112,10 +112,19 @@ impl<'a> MatMut<'a> {
     }
 
     fn check(&self) -> Result<()> {
-        if self.rows > 1 && self.cols > 1 && self.row_stride < self.cols * self.col_stride {
+        // Distinct (i, j) must address distinct elements: rows laid out one after another
+        // (row stride ≥ a row's extent) or columns one after another, no zero stride along a
+        // dimension longer than 1.
+        let (r, c) = (self.rows, self.cols);
+        let (rs, cs) = (self.row_stride, self.col_stride);
+        let distinct = r == 0
+            || c == 0
+            || ((r == 1 || rs > 0)
+                && (c == 1 || cs > 0)
+                && (r == 1 || c == 1 || rs > (c - 1) * cs || cs > (r - 1) * rs));
+        if !distinct {
             return Err(OpError::Graph(format!(
-                "gemm: output {}x{} with strides ({}, {}) has overlapping rows",
-                self.rows, self.cols, self.row_stride, self.col_stride
+                "gemm: output {r}x{c} with strides ({rs}, {cs}) addresses one element twice"
             )));
         }
         check_extent(
@@ -210,4 +219,39 @@ pub(crate) fn gemm_into(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MatMut;
+
+    /// Outputs whose elements are distinct pass; any layout addressing one element twice is
+    /// refused before the kernel could write it from two threads.
+    #[test]
+    fn outputs_that_alias_are_refused() {
+        let mut data = vec![0.0f32; 64];
+        let mut check = |rows, cols, rs, cs| {
+            MatMut {
+                data: &mut data,
+                rows,
+                cols,
+                row_stride: rs,
+                col_stride: cs,
+            }
+            .check()
+            .is_ok()
+        };
+        assert!(check(4, 5, 5, 1), "row-major");
+        assert!(check(4, 5, 1, 4), "column-major");
+        assert!(check(3, 4, 16, 1), "columns of a wider matrix");
+        assert!(
+            check(1, 7, 0, 1) && check(7, 1, 1, 0),
+            "a single row or column"
+        );
+        assert!(check(0, 5, 0, 0), "empty");
+        assert!(!check(4, 5, 4, 1), "rows overlapping");
+        assert!(!check(4, 1, 0, 1), "zero row stride");
+        assert!(!check(1, 4, 1, 0), "zero column stride");
+        assert!(!check(3, 3, 2, 2), "interleaved");
+    }
 }

@@ -202,7 +202,8 @@ fn weighted_ce(
                 // One exponential per class: softmax = e / Σe with e = exp(z − max).
                 let max = pixel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 if !max.is_finite() {
-                    // ±∞ or NaN logits: the general form propagates them as before.
+                    // A logit of ±∞ (or NaN in every class): the general form, as before. A NaN
+                    // beside finite logits stays on the fast path and gives NaN there too.
                     let lse = log_sum_exp(&pixel);
                     acc += w as f64 * (lse - pixel[k]) as f64;
                     for (ch, &z) in pixel.iter().enumerate() {

@@ -61,8 +61,6 @@ fn argmax(plane: &[f32], g: &PoolGeometry, a: &Pool2dAttrs, oh: usize, ow: usize
     best
 }
 
-/// The input rows and columns averaged into output `(oh, ow)`, and the divisor PyTorch uses
-/// (the padded window size, or the clipped one without `count_include_pad`).
 /// Index into `plane` of the first maximum of the 2×2 window at output `(oh, ow)` (stride 2, no
 /// padding), with [`argmax`]'s rule (the first NaN wins): the U-Net's pooling without the
 /// general window arithmetic.
@@ -92,6 +90,8 @@ fn is_2x2(a: &Pool2dAttrs) -> bool {
     a.kernel == [2, 2] && a.stride == [2, 2] && a.padding == [0, 0]
 }
 
+/// The input rows and columns averaged into output `(oh, ow)`, and the divisor PyTorch uses
+/// (the padded window size, or the clipped one without `count_include_pad`).
 fn avg_window(
     g: &PoolGeometry,
     a: &Pool2dAttrs,
