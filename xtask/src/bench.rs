@@ -8,21 +8,20 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
-/// The `gemm` crate against `matrixmultiply` on conv-shaped GEMMs (docs/perf/gemm.md).
-pub fn gemm() -> Result<()> {
+/// Builds `example` of `package` in release mode.
+fn build_example(package: &str, example: &str) -> Result<()> {
     let status = Command::new(cargo())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "dnn-ops",
-            "--example",
-            "bench_gemm",
-        ])
+        .args(["build", "--release", "-p", package, "--example", example])
         .status()?;
     if !status.success() {
-        bail!("building the GEMM benchmark failed");
+        bail!("building the benchmark {example} of {package} failed");
     }
+    Ok(())
+}
+
+/// The `gemm` crate against `matrixmultiply` on conv-shaped GEMMs (docs/perf/gemm.md).
+pub fn gemm() -> Result<()> {
+    build_example("dnn-ops", "bench_gemm")?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -41,19 +40,7 @@ pub fn gemm() -> Result<()> {
 /// AVX-512 kernels and, for comparison, with `MAGMA_CPU_CONV=im2col` (docs/perf/bench-unet.md).
 /// Threads: `RAYON_NUM_THREADS`, default all cores.
 pub fn conv() -> Result<()> {
-    let status = Command::new(cargo())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "dnn-ops",
-            "--example",
-            "bench_conv",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the convolution benchmark failed");
-    }
+    build_example("dnn-ops", "bench_conv")?;
     for path in ["default", "im2col"] {
         println!("\nMAGMA_CPU_CONV={path}");
         let status = Command::new("target/release/examples/bench_conv")
@@ -70,19 +57,7 @@ pub fn conv() -> Result<()> {
 /// same files (docs/perf/decode.md). Pinned to CPU 0 with `taskset` when it exists; the peer runs
 /// with `$PYTHON` (default `python3`) and is skipped with a message when PIL is missing.
 pub fn decode() -> Result<()> {
-    let status = Command::new(cargo())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "dnn-data",
-            "--example",
-            "bench_decode",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building the decode benchmark failed");
-    }
+    build_example("dnn-data", "bench_decode")?;
     let pin = Command::new("taskset").arg("--version").output().is_ok();
     let run = |program: &str, args: &[&str]| -> std::io::Result<std::process::ExitStatus> {
         if pin {

@@ -3,7 +3,8 @@
 //! pool's threads (`RAYON_NUM_THREADS`). Run it with `cargo xtask bench conv`; results go to
 //! docs/perf/bench-unet.md.
 
-use std::time::Instant;
+#[path = "common/timing.rs"]
+mod timing;
 
 use dnn_ops::backend::ConvOps;
 use dnn_ops::testing::random_tensor;
@@ -35,22 +36,6 @@ const LAYERS: [(&str, usize, usize, usize, usize); 19] = [
 
 const BATCH: usize = 8;
 
-/// Best of 5 rounds of at least 50 ms each, seconds per call.
-fn time_it(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let mut reps = 0;
-        while t.elapsed().as_secs_f64() < 0.05 {
-            f();
-            reps += 1;
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-    }
-    best
-}
-
 fn main() {
     let be = CpuBackend::new();
     let mut rng = SeededRng::new(1);
@@ -68,14 +53,14 @@ fn main() {
         let x = random_tensor(&[BATCH, c, side, side], &mut rng, 0.0);
         let w = random_tensor(&[o, c, k, k], &mut rng, 0.0);
         let dy = random_tensor(&[BATCH, o, side, side], &mut rng, 0.0);
-        let fwd = time_it(|| {
+        let fwd = timing::time_it(|| {
             be.conv2d(&x, &w, None, &attrs).unwrap();
         });
-        let data = time_it(|| {
+        let data = timing::time_it(|| {
             be.conv2d_backward_data(&dy, &w, [BATCH, c, side, side], &attrs)
                 .unwrap();
         });
-        let filter = time_it(|| {
+        let filter = timing::time_it(|| {
             be.conv2d_backward_filter(&x, &dy, [o, c, k, k], &attrs)
                 .unwrap();
         });
@@ -114,13 +99,13 @@ fn main() {
         let x = random_tensor(&[BATCH, c, side, side], &mut rng, 0.0);
         let w = random_tensor(&[c, o, 2, 2], &mut rng, 0.0);
         let dy = random_tensor(&[BATCH, o, 2 * side, 2 * side], &mut rng, 0.0);
-        let fwd = time_it(|| {
+        let fwd = timing::time_it(|| {
             be.conv_transpose2d(&x, &w, None, &attrs).unwrap();
         });
-        let data = time_it(|| {
+        let data = timing::time_it(|| {
             be.conv_transpose2d_backward_data(&dy, &w, &attrs).unwrap();
         });
-        let filter = time_it(|| {
+        let filter = timing::time_it(|| {
             be.conv_transpose2d_backward_filter(&x, &dy, [c, o, 2, 2], &attrs)
                 .unwrap();
         });

@@ -2,7 +2,8 @@
 //! convolutions (im2col forward, data gradient and filter gradient). Run it with
 //! `cargo xtask bench gemm`; the results and the choice are recorded in docs/perf/gemm.md.
 
-use std::time::Instant;
+#[path = "common/timing.rs"]
+mod timing;
 
 /// `(label, m, k, n)` of `C[m×n] = A[m×k] · B[k×n]`, from U-Net base 16 at 128² (one image).
 const SHAPES: [(&str, usize, usize, usize); 8] = [
@@ -22,21 +23,6 @@ fn fill(n: usize, seed: u32) -> Vec<f32> {
             ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 1000.0 - 0.5
         })
         .collect()
-}
-
-fn time_it(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let mut reps = 0;
-        while t.elapsed().as_secs_f64() < 0.05 {
-            f();
-            reps += 1;
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-    }
-    best
 }
 
 fn run_gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
@@ -120,9 +106,9 @@ fn main() {
         let (a, b) = (fill(m * k, 1), fill(k * n, 2));
         let mut c = vec![0.0f32; m * n];
         let flop = 2.0 * (m * k * n) as f64 / 1e9;
-        let g1 = flop / time_it(|| run_gemm(m, k, n, &a, &b, &mut c, 1));
-        let gn = flop / time_it(|| run_gemm(m, k, n, &a, &b, &mut c, threads));
-        let mm = flop / time_it(|| run_mm(m, k, n, &a, &b, &mut c));
+        let g1 = flop / timing::time_it(|| run_gemm(m, k, n, &a, &b, &mut c, 1));
+        let gn = flop / timing::time_it(|| run_gemm(m, k, n, &a, &b, &mut c, threads));
+        let mm = flop / timing::time_it(|| run_mm(m, k, n, &a, &b, &mut c));
         println!("{label:<22} {g1:>10.1} {gn:>10.1} {mm:>10.1}");
     }
 }

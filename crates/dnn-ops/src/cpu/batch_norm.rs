@@ -202,17 +202,24 @@ fn backward(
 /// The shape checks of batch norm, shared with the CUDA backend so that both refuse the same
 /// inputs with the same typed errors.
 impl CpuBackend {
-    /// Checks `x` `[N, C, ...]` against the per-channel vectors; returns `(outer, C, inner)`.
+    /// Checks `x` `[N, C, ...]` against the per-channel vectors (gamma, beta, running mean and
+    /// variance); returns `(outer, C, inner)`.
     /// Training also needs more than one value per channel.
     pub(crate) fn check_batch_norm(
         op: &'static str,
         x: &Tensor,
-        vectors: [(&'static str, &Tensor); 4],
+        [gamma, beta, running_mean, running_var]: [&Tensor; 4],
         training: bool,
     ) -> Result<(usize, usize, usize)> {
         let dims = split_dims(x, op)?;
         let (outer, c, inner) = dims;
-        for (what, t) in vectors {
+        let named = [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ];
+        for (what, t) in named {
             check_vec(op, what, t, c)?;
         }
         if training && outer * inner < 2 {
@@ -257,17 +264,7 @@ impl CpuBackend {
         attrs: &BatchNormAttrs,
         relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let dims = Self::check_batch_norm(
-            op,
-            x,
-            [
-                ("gamma", gamma),
-                ("beta", beta),
-                ("running_mean", running_mean),
-                ("running_var", running_var),
-            ],
-            true,
-        )?;
+        let dims = Self::check_batch_norm(op, x, [gamma, beta, running_mean, running_var], true)?;
         let (outer, c, inner) = dims;
         let m = outer * inner;
         let x = x.contiguous()?;
@@ -289,22 +286,7 @@ impl CpuBackend {
         for (r, s) in running_var.host_data_mut()?.iter_mut().zip(&stats) {
             *r = (1.0 - mom) * *r + mom * (s.1 * unbias) as f32;
         }
-        let y = normalise(
-            xd,
-            dims,
-            &mean,
-            &inv_std,
-            &gamma.to_vec()?,
-            &beta.to_vec()?,
-            relu,
-        );
-        Ok((
-            Tensor::from_vec(y, x.shape())?,
-            BatchNormSaved {
-                mean: Tensor::from_vec(mean, &[c])?,
-                inv_std: Tensor::from_vec(inv_std, &[c])?,
-            },
-        ))
+        Self::normalised(&x, dims, mean, inv_std, gamma, beta, relu)
     }
 
     /// Batch norm with the running statistics, followed by a ReLU when `relu`.
@@ -319,25 +301,28 @@ impl CpuBackend {
         attrs: &BatchNormAttrs,
         relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let dims = Self::check_batch_norm(
-            op,
-            x,
-            [
-                ("gamma", gamma),
-                ("beta", beta),
-                ("running_mean", running_mean),
-                ("running_var", running_var),
-            ],
-            false,
-        )?;
-        let c = dims.1;
+        let dims = Self::check_batch_norm(op, x, [gamma, beta, running_mean, running_var], false)?;
         let mean = running_mean.to_vec()?;
         let inv_std: Vec<f32> = running_var
             .to_vec()?
             .iter()
             .map(|v| 1.0 / (v + attrs.eps).sqrt())
             .collect();
-        let x = x.contiguous()?;
+        Self::normalised(&x.contiguous()?, dims, mean, inv_std, gamma, beta, relu)
+    }
+
+    /// [`normalise`]d contiguous `x` and the statistics it used, as tensors.
+    #[allow(clippy::too_many_arguments)]
+    fn normalised(
+        x: &Tensor,
+        dims: (usize, usize, usize),
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        gamma: &Tensor,
+        beta: &Tensor,
+        relu: bool,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let c = dims.1;
         let y = normalise(
             x.host_data()?,
             dims,

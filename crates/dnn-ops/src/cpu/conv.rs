@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::direct_conv::{DirectPlan, TILE_W};
+use super::elementwise::add_channel_bias_in_place;
 use super::gemm::{MatMut, MatRef, gemm_into};
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::ConvOps;
@@ -107,7 +108,12 @@ impl ConvGeometry {
             [self.kh, self.kw],
             [self.kh - 1 - a.padding[0], self.kw - 1 - a.padding[1]],
         )?;
-        (plan.out_len() == self.in_image()).then_some(plan)
+        debug_assert_eq!(
+            plan.out_len(),
+            self.in_image(),
+            "stride 1 maps back onto the input"
+        );
+        Some(plan)
     }
     /// Filters `[o, c, kh, kw]` as `[c, o, kh, kw]`, each kernel rotated by 180°: the filters
     /// whose convolution with the output gradient is the data gradient (stride 1).
@@ -405,6 +411,38 @@ fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32
     Ok(dx)
 }
 
+/// A filter-shaped sum over the batch, samples in parallel: contiguous groups of samples, one
+/// per thread, each accumulating `add(acc, image, output gradient, scratch)` into a partial sum
+/// (`scratch` from `new_scratch`, once per group)
+/// of its own; the partial sums are added in order, so the result does not depend on how rayon
+/// schedules the groups (only on the thread count).
+fn per_group_sums<S>(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    new_scratch: impl Fn() -> S + Sync,
+    add: impl Fn(&mut [f32], &[f32], &[f32], &mut S) -> Result<()> + Sync,
+) -> Result<Vec<f32>> {
+    let (wlen, out_image) = (g.o * g.ckk(), g.o * g.out_plane());
+    let group = g.n.div_ceil(rayon::current_num_threads());
+    let partials = x
+        .par_chunks(group * g.in_image())
+        .zip(dy.par_chunks(group * out_image))
+        .map(|(images, grads)| {
+            let (mut acc, mut scratch) = (vec![0.0f32; wlen], new_scratch());
+            for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
+                add(&mut acc, image, grad, &mut scratch)?;
+            }
+            Ok(acc)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sum = vec![0.0f32; wlen];
+    for p in partials {
+        sum.iter_mut().zip(p).for_each(|(d, v)| *d += v);
+    }
+    Ok(sum)
+}
+
 fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
     let wlen = g.o * g.ckk();
     let plane = g.out_plane();
@@ -413,26 +451,17 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         return Ok(vec![0.0; wlen]);
     }
     if let Some(plan) = g.direct_filter() {
-        // Contiguous groups of samples, one partial sum each, added in order (as below).
-        let group = g.n.div_ceil(rayon::current_num_threads());
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(group * g.in_image())
-            .zip(dy.par_chunks(group * out_image))
-            .map(|(images, grads)| {
-                let mut acc = vec![0.0f32; wlen];
-                let mut padded = vec![0.0f32; plan.padded_len()];
-                for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
-                    plan.pad_image(image, &mut padded);
-                    plan.filter_gradient(&padded, grad, &mut acc);
-                }
-                acc
-            })
-            .collect();
-        let mut dw = vec![0.0f32; wlen];
-        for p in partials {
-            dw.iter_mut().zip(p).for_each(|(d, v)| *d += v);
-        }
-        return Ok(dw);
+        return per_group_sums(
+            g,
+            x,
+            dy,
+            || vec![0.0f32; plan.padded_len()],
+            |acc, image, grad, padded| {
+                plan.pad_image(image, padded);
+                plan.filter_gradient(padded, grad, acc);
+                Ok(())
+            },
+        );
     }
     // dWᵀ [c·kh·kw, o] += col · dyᵀ per block of output rows, accumulated into `acc`: with the
     // long pixel axis as the GEMM's inner dimension and the small channel count as its narrow
@@ -467,25 +496,9 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         Ok(())
     };
     let dw_t = if g.batch_parallel() {
-        // Contiguous groups of samples, one partial sum each, added in order: the result does
-        // not depend on how rayon schedules the groups (only on the thread count).
-        let group = g.n.div_ceil(rayon::current_num_threads());
-        let partials = x
-            .par_chunks(group * g.in_image())
-            .zip(dy.par_chunks(group * out_image))
-            .map(|(images, grads)| {
-                let (mut acc, mut col) = (vec![0.0f32; wlen], Vec::new());
-                for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
-                    one(&mut acc, image, grad, &mut col, false)?;
-                }
-                Ok(acc)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut dw_t = vec![0.0f32; wlen];
-        for p in partials {
-            dw_t.iter_mut().zip(p).for_each(|(d, v)| *d += v);
-        }
-        dw_t
+        per_group_sums(g, x, dy, Vec::new, |acc, image, grad, col| {
+            one(acc, image, grad, col, false)
+        })?
     } else {
         let mut dw_t = vec![0.0f32; wlen];
         let mut col = Vec::new();
@@ -598,19 +611,27 @@ impl CpuBackend {
     }
 }
 
-/// Adds `bias[ch]` to every value of channel `ch` of `y` (`[n, channels, plane]`), in place.
+/// Adds the optional bias to `y` (`[n, channels, plane]`) in place.
 fn add_bias(y: &mut [f32], bias: Option<&Tensor>, plane: usize) -> Result<()> {
-    let Some(bias) = bias else {
-        return Ok(());
-    };
-    let b = bias.to_vec()?;
-    if plane > 0 {
-        y.par_chunks_mut(plane).enumerate().for_each(|(p, chunk)| {
-            let add = b[p % b.len()];
-            chunk.iter_mut().for_each(|e| *e += add);
-        });
+    if let Some(bias) = bias {
+        add_channel_bias_in_place(y, &bias.to_vec()?, plane);
     }
     Ok(())
+}
+
+impl CpuBackend {
+    /// The values of `conv2d_backward_data` (also the transposed convolution's forward pass,
+    /// which adds its bias to them in place).
+    fn backward_data_values(
+        dy: &Tensor,
+        w: &Tensor,
+        x_shape: [usize; 4],
+        attrs: &Conv2dAttrs,
+    ) -> Result<Vec<f32>> {
+        let g = Self::check_conv2d_backward_data(dy, w, x_shape, attrs)?;
+        let (dy, w) = (dy.contiguous()?, w.contiguous()?);
+        conv_backward_data(&g, dy.host_data()?, w.host_data()?)
+    }
 }
 
 impl ConvOps for CpuBackend {
@@ -635,9 +656,7 @@ impl ConvOps for CpuBackend {
         x_shape: [usize; 4],
         attrs: &Conv2dAttrs,
     ) -> Result<Tensor> {
-        let g = Self::check_conv2d_backward_data(dy, w, x_shape, attrs)?;
-        let (dy, w) = (dy.contiguous()?, w.contiguous()?);
-        let dx = conv_backward_data(&g, dy.host_data()?, w.host_data()?)?;
+        let dx = Self::backward_data_values(dy, w, x_shape, attrs)?;
         Ok(Tensor::from_vec(dx, &x_shape)?)
     }
 
@@ -662,9 +681,7 @@ impl ConvOps for CpuBackend {
         attrs: &ConvTranspose2dAttrs,
     ) -> Result<Tensor> {
         let y_shape = Self::check_conv_transpose2d(x, w, bias, attrs)?;
-        let g = Self::check_conv2d_backward_data(x, w, y_shape, &attrs.as_conv())?;
-        let (x, w) = (x.contiguous()?, w.contiguous()?);
-        let mut y = conv_backward_data(&g, x.host_data()?, w.host_data()?)?;
+        let mut y = Self::backward_data_values(x, w, y_shape, &attrs.as_conv())?;
         add_bias(&mut y, bias, y_shape[2] * y_shape[3])?;
         Ok(Tensor::from_vec(y, &y_shape)?)
     }
@@ -785,6 +802,29 @@ mod blocked_tests {
         }
     }
 
+    /// All three passes on random operands of geometry `g` against [`direct`].
+    fn assert_passes_match(g: &ConvGeometry, rng: &mut SeededRng, what: &str) {
+        let x = random(g.n * g.in_image(), rng);
+        let w = random(g.o * g.ckk(), rng);
+        let dy = random(g.n * g.o * g.out_plane(), rng);
+        let [y, dx, dw] = direct(g, &x, &w, &dy);
+        assert_close(
+            &format!("forward, {what}"),
+            &conv_forward(g, &x, &w).unwrap(),
+            &y,
+        );
+        assert_close(
+            &format!("data gradient, {what}"),
+            &conv_backward_data(g, &dy, &w).unwrap(),
+            &dx,
+        );
+        assert_close(
+            &format!("filter gradient, {what}"),
+            &conv_backward_filter(g, &x, &dy).unwrap(),
+            &dw,
+        );
+    }
+
     /// Images large enough to be unfolded in several blocks of output rows agree with the
     /// definition in all three passes, for several strides, dilations and paddings, and so does
     /// a batch of one (the whole-image path with the GEMM shared by the threads).
@@ -812,26 +852,7 @@ mod blocked_tests {
                 "several blocks needed: {rows} rows of {}",
                 g.ho
             );
-            let x = random(n * g.in_image(), &mut rng);
-            let w = random(g.o * g.ckk(), &mut rng);
-            let dy = random(n * g.o * g.out_plane(), &mut rng);
-            let [y, dx, dw] = direct(&g, &x, &w, &dy);
-            let what = format!("n {n}, {attrs:?}");
-            assert_close(
-                &format!("forward, {what}"),
-                &conv_forward(&g, &x, &w).unwrap(),
-                &y,
-            );
-            assert_close(
-                &format!("data gradient, {what}"),
-                &conv_backward_data(&g, &dy, &w).unwrap(),
-                &dx,
-            );
-            assert_close(
-                &format!("filter gradient, {what}"),
-                &conv_backward_filter(&g, &x, &dy).unwrap(),
-                &dw,
-            );
+            assert_passes_match(&g, &mut rng, &format!("n {n}, {attrs:?}"));
         }
     }
 
@@ -875,26 +896,8 @@ mod blocked_tests {
                 direct_conv::enabled() && c % 8 == 0,
                 "data path for {g:?}"
             );
-            let x = random(n * g.in_image(), &mut rng);
-            let wt = random(g.o * g.ckk(), &mut rng);
-            let dy = random(n * g.o * g.out_plane(), &mut rng);
-            let [y, dx, dw] = direct(&g, &x, &wt, &dy);
             let what = format!("c {c} o {o} {h}x{w} k {k} pad {pad}");
-            assert_close(
-                &format!("forward, {what}"),
-                &conv_forward(&g, &x, &wt).unwrap(),
-                &y,
-            );
-            assert_close(
-                &format!("data gradient, {what}"),
-                &conv_backward_data(&g, &dy, &wt).unwrap(),
-                &dx,
-            );
-            assert_close(
-                &format!("filter gradient, {what}"),
-                &conv_backward_filter(&g, &x, &dy).unwrap(),
-                &dw,
-            );
+            assert_passes_match(&g, &mut rng, &what);
         }
     }
 

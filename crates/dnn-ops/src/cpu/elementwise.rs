@@ -70,14 +70,8 @@ impl ElementwiseOps for CpuBackend {
         if bias.shape() != [c] {
             return shape_err("add_channel_bias", "bias", bias.shape(), format!("[{c}]"));
         }
-        let b = bias.to_vec()?;
         let mut v = x.to_vec()?;
-        if inner > 0 {
-            v.par_chunks_mut(inner).enumerate().for_each(|(p, chunk)| {
-                let add = b[p % c];
-                chunk.iter_mut().for_each(|e| *e += add);
-            });
-        }
+        add_channel_bias_in_place(&mut v, &bias.to_vec()?, inner);
         Ok(Tensor::from_vec(v, x.shape())?)
     }
 
@@ -142,4 +136,19 @@ impl ElementwiseOps for CpuBackend {
         let y = self.mul(x, &mask)?;
         Ok((y, mask))
     }
+}
+
+/// Adds `bias[ch]` to every value of channel `ch` of `values` (`[outer, bias.len(), inner]`), in
+/// place, parallel over `(n, c)` planes.
+pub(super) fn add_channel_bias_in_place(values: &mut [f32], bias: &[f32], inner: usize) {
+    if inner == 0 || bias.is_empty() {
+        return;
+    }
+    values
+        .par_chunks_mut(inner)
+        .enumerate()
+        .for_each(|(p, chunk)| {
+            let add = bias[p % bias.len()];
+            chunk.iter_mut().for_each(|e| *e += add);
+        });
 }

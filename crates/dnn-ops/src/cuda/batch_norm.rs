@@ -265,12 +265,7 @@ fn train_dims(
     CpuBackend::check_batch_norm(
         "batch_norm_train",
         x,
-        [
-            ("gamma", gamma),
-            ("beta", beta),
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-        ],
+        [gamma, beta, running_mean, running_var],
         true,
     )
 }
@@ -353,17 +348,8 @@ impl NormOps for CudaBackend {
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
         const OP: &str = "batch_norm_eval";
-        let dims = CpuBackend::check_batch_norm(
-            OP,
-            x,
-            [
-                ("gamma", gamma),
-                ("beta", beta),
-                ("running_mean", running_mean),
-                ("running_var", running_var),
-            ],
-            false,
-        )?;
+        let dims =
+            CpuBackend::check_batch_norm(OP, x, [gamma, beta, running_mean, running_var], false)?;
         let bf16 = self.is_bf16_nhwc(x) && x.numel() > 0;
         let x = if bf16 { x.clone() } else { self.input(x)? };
         let (rm, rv) = (self.input(running_mean)?, self.input(running_var)?);
