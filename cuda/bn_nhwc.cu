@@ -1,12 +1,12 @@
-// Batch normalisation (training) of bf16 NHWC activations: x is an [m][c] matrix (m = n·h·w rows
+// Batch normalisation (training) of NHWC activations, bf16 or fp32 (act.cuh): x is an [m][c] matrix (m = n·h·w rows
 // of c channels). cuDNN's legacy NHWC batch-norm kernels were ~100x slower than memory speed on
-// the H100 for these shapes, so the mixed-precision path has its own:
+// the H100 for these shapes, so the NHWC paths have their own:
 //
 //   stats:    per-channel partial sums of x and x² over row chunks (fp64), then one thread per
 //             channel folds the partials in a fixed order: mean, biased variance, 1/sqrt(var+eps),
 //             the running statistics (unbiased variance, as PyTorch and the CPU), and the affine
 //             coefficients scale = gamma·inv_std, shift = beta - mean·scale;
-//   apply:    y = x·scale[c] + shift[c] (fp32 math, bf16 out);
+//   apply:    y = x·scale[c] + shift[c] (fp32 math, one rounding to the element type);
 //   backward: partial sums of dy and dy·x̂, folded into dbeta, dgamma and the coefficients of
 //             dx = gamma·inv_std·(dy - dbeta/m - x̂·dgamma/m).
 //
@@ -15,8 +15,9 @@
 //
 // Grids depend on the sizes only and partials are combined in a fixed order, so results are
 // bit-reproducible from run to run.
-#include <cuda_bf16.h>
+#include <type_traits>
 
+#include "act.cuh"
 #include "common.cuh"
 
 namespace {
@@ -24,15 +25,17 @@ namespace {
 constexpr int kChannels = 32;  // channels per block (threadIdx.x)
 constexpr int kRowLanes = 8;   // row lanes per block (threadIdx.y)
 
-__device__ inline float ld(const __nv_bfloat16* p, long long i) { return __bfloat162float(p[i]); }
+using mg::Act;
+
+template <typename T>
+__device__ inline float ld(const T* p, long long i) { return Act<T>::get(p[i]); }
 
 // partial_a[chunk][c] = Σ f_a(row, c), partial_b[chunk][c] = Σ f_b(row, c) over the chunk's rows.
 // Mode 0: (x, x²). Mode 1: (dy, dy·(x - mean)·inv_std), dy zero where a given ReLU output
 // `relu_y` is not positive.
-template <int kMode>
-__global__ void partial_sums_kernel(const __nv_bfloat16* __restrict__ x,
-                                    const __nv_bfloat16* __restrict__ dy,
-                                    const __nv_bfloat16* __restrict__ relu_y,
+template <typename T, int kMode>
+__global__ void partial_sums_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+                                    const T* __restrict__ relu_y,
                                     const float* __restrict__ mean,
                                     const float* __restrict__ inv_std, long long m, long long c,
                                     long long rows_per_chunk, double* __restrict__ partial_a,
@@ -80,10 +83,10 @@ __global__ void partial_sums_kernel(const __nv_bfloat16* __restrict__ x,
 // The same sums for an even channel count, a channel pair per thread (one 32-bit load per row
 // for each operand, so a warp reads 128 contiguous bytes); each channel's rows are added in the
 // same order as above, so the partials are the same bits.
-template <int kMode>
-__global__ void partial_sums_pairs_kernel(const __nv_bfloat162* __restrict__ x,
-                                          const __nv_bfloat162* __restrict__ dy,
-                                          const __nv_bfloat162* __restrict__ relu_y,
+template <typename T, int kMode>
+__global__ void partial_sums_pairs_kernel(const typename Act<T>::Pair* __restrict__ x,
+                                          const typename Act<T>::Pair* __restrict__ dy,
+                                          const typename Act<T>::Pair* __restrict__ relu_y,
                                           const float* __restrict__ mean,
                                           const float* __restrict__ inv_std, long long m,
                                           long long half_c, long long rows_per_chunk,
@@ -121,9 +124,9 @@ __global__ void partial_sums_pairs_kernel(const __nv_bfloat162* __restrict__ x,
     };
     auto grad = [&](long long at) {
       if (kMode == 0) return make_float2(0.0f, 0.0f);
-      float2 g = __bfloat1622float2(dy[at]);
+      float2 g = Act<T>::get2(dy[at]);
       if (relu_y != nullptr) {
-        const float2 y = __bfloat1622float2(relu_y[at]);
+        const float2 y = Act<T>::get2(relu_y[at]);
         g.x = y.x > 0.0f ? g.x : 0.0f;
         g.y = y.y > 0.0f ? g.y : 0.0f;
       }
@@ -135,7 +138,7 @@ __global__ void partial_sums_pairs_kernel(const __nv_bfloat162* __restrict__ x,
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const long long at = (r + k * kRowLanes) * half_c + pair;
-        v[k] = __bfloat1622float2(x[at]);
+        v[k] = Act<T>::get2(x[at]);
         g[k] = grad(at);
       }
 #pragma unroll
@@ -143,7 +146,7 @@ __global__ void partial_sums_pairs_kernel(const __nv_bfloat162* __restrict__ x,
     }
     for (; r < r1; r += kRowLanes) {
       const long long at = r * half_c + pair;
-      add_row(__bfloat1622float2(x[at]), grad(at));
+      add_row(Act<T>::get2(x[at]), grad(at));
     }
   }
   sa[threadIdx.y][2 * threadIdx.x] = a0;
@@ -165,22 +168,21 @@ __global__ void partial_sums_pairs_kernel(const __nv_bfloat162* __restrict__ x,
 }
 
 // Launches the partial sums: channel pairs when `c` is even.
-template <int kMode>
-int launch_partial_sums(const __nv_bfloat16* x, const __nv_bfloat16* dy,
-                        const __nv_bfloat16* relu_y, const float* mean, const float* inv_std,
+template <typename T, int kMode>
+int launch_partial_sums(const T* x, const T* dy, const T* relu_y, const float* mean, const float* inv_std,
                         long long m, long long c, long long chunks, long long rows,
                         double* partial_a, double* partial_b, cudaStream_t stream) {
   if (c % 2 == 0) {
     const dim3 grid((unsigned)chunks, (unsigned)((c / 2 + kChannels - 1) / kChannels));
     if (grid.y > 65535) return (int)cudaErrorInvalidConfiguration;
-    partial_sums_pairs_kernel<kMode><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
-        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<const __nv_bfloat162*>(dy),
-        reinterpret_cast<const __nv_bfloat162*>(relu_y), mean, inv_std, m, c / 2, rows,
+    partial_sums_pairs_kernel<T, kMode><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
+        reinterpret_cast<const typename Act<T>::Pair*>(x), reinterpret_cast<const typename Act<T>::Pair*>(dy),
+        reinterpret_cast<const typename Act<T>::Pair*>(relu_y), mean, inv_std, m, c / 2, rows,
         partial_a, partial_b);
   } else {
     const dim3 grid((unsigned)chunks, (unsigned)((c + kChannels - 1) / kChannels));
     if (grid.y > 65535) return (int)cudaErrorInvalidConfiguration;
-    partial_sums_kernel<kMode><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
+    partial_sums_kernel<T, kMode><<<grid, dim3(kChannels, kRowLanes), 0, stream>>>(
         x, dy, relu_y, mean, inv_std, m, c, rows, partial_a, partial_b);
   }
   return mg::launch_status();
@@ -243,30 +245,30 @@ inline unsigned int warp_blocks(long long c) { return (unsigned int)((c * 32 + 2
 // max(0, v) with NaN passing (as the ReLU kernels): only values below zero become zero.
 __device__ inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
 
-template <bool kRelu>
-__global__ void apply_kernel(const __nv_bfloat162* __restrict__ x, __nv_bfloat162* __restrict__ y,
+template <typename T, bool kRelu>
+__global__ void apply_kernel(const typename Act<T>::Pair* __restrict__ x,
+                             typename Act<T>::Pair* __restrict__ y,
                              const float* __restrict__ scale, const float* __restrict__ shift,
                              long long pairs, int half_c) {
   MG_GRID_STRIDE(i, pairs) {
     const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
-    const float2 v = __bfloat1622float2(x[i]);
+    const float2 v = Act<T>::get2(x[i]);
     float a = fmaf(v.x, scale[ch], shift[ch]), b = fmaf(v.y, scale[ch + 1], shift[ch + 1]);
     if (kRelu) {
       a = relu(a);
       b = relu(b);
     }
-    y[i] = __floats2bfloat162_rn(a, b);
+    y[i] = Act<T>::make2(a, b);
   }
 }
 
-template <bool kRelu>
-__global__ void apply_odd_kernel(const __nv_bfloat16* __restrict__ x,
-                                 __nv_bfloat16* __restrict__ y, const float* __restrict__ scale,
+template <typename T, bool kRelu>
+__global__ void apply_odd_kernel(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ scale,
                                  const float* __restrict__ shift, long long total, long long c) {
   MG_GRID_STRIDE(i, total) {
     const long long ch = i % c;
     const float v = fmaf(ld(x, i), scale[ch], shift[ch]);
-    y[i] = __float2bfloat16_rn(kRelu ? relu(v) : v);
+    y[i] = Act<T>::make(kRelu ? relu(v) : v);
   }
 }
 
@@ -290,20 +292,20 @@ __global__ void backward_finalize_kernel(const double* __restrict__ partial_a,
   }
 }
 
-__global__ void backward_apply_kernel(const __nv_bfloat16* __restrict__ x,
-                                      const __nv_bfloat16* __restrict__ dy,
-                                      const __nv_bfloat16* __restrict__ relu_y,
+template <typename T>
+__global__ void backward_apply_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+                                      const T* __restrict__ relu_y,
                                       const float* __restrict__ mean,
                                       const float* __restrict__ inv_std,
                                       const float* __restrict__ k1, const float* __restrict__ k2,
                                       const float* __restrict__ k3,
-                                      __nv_bfloat16* __restrict__ dx, long long total,
+                                      T* __restrict__ dx, long long total,
                                       long long c) {
   MG_GRID_STRIDE(i, total) {
     const long long ch = i % c;
     const float xhat = (ld(x, i) - mean[ch]) * inv_std[ch];
     const float g = relu_y == nullptr || ld(relu_y, i) > 0.0f ? ld(dy, i) : 0.0f;
-    dx[i] = __float2bfloat16_rn(k1[ch] * (g - k2[ch] - xhat * k3[ch]));
+    dx[i] = Act<T>::make(k1[ch] * (g - k2[ch] - xhat * k3[ch]));
   }
 }
 
@@ -353,24 +355,25 @@ __global__ void apply_oct_kernel(const uint4* __restrict__ x, uint4* __restrict_
   }
 }
 
+template <typename T>
 __global__ void backward_apply_pairs_kernel(
-    const __nv_bfloat162* __restrict__ x, const __nv_bfloat162* __restrict__ dy,
-    const __nv_bfloat162* __restrict__ relu_y, const float* __restrict__ mean,
+    const typename Act<T>::Pair* __restrict__ x, const typename Act<T>::Pair* __restrict__ dy,
+    const typename Act<T>::Pair* __restrict__ relu_y, const float* __restrict__ mean,
     const float* __restrict__ inv_std,
     const float* __restrict__ k1, const float* __restrict__ k2, const float* __restrict__ k3,
-    __nv_bfloat162* __restrict__ dx, long long pairs, int half_c) {
+    typename Act<T>::Pair* __restrict__ dx, long long pairs, int half_c) {
   MG_GRID_STRIDE(i, pairs) {
     const int ch = 2 * (int)(pairs <= 0xffffffffLL ? (unsigned)i % (unsigned)half_c : i % half_c);
-    const float2 v = __bfloat1622float2(x[i]);
-    float2 g = __bfloat1622float2(dy[i]);
+    const float2 v = Act<T>::get2(x[i]);
+    float2 g = Act<T>::get2(dy[i]);
     if (relu_y != nullptr) {
-      const float2 r = __bfloat1622float2(relu_y[i]);
+      const float2 r = Act<T>::get2(relu_y[i]);
       g.x = r.x > 0.0f ? g.x : 0.0f;
       g.y = r.y > 0.0f ? g.y : 0.0f;
     }
     const float x0 = (v.x - mean[ch]) * inv_std[ch];
     const float x1 = (v.y - mean[ch + 1]) * inv_std[ch + 1];
-    dx[i] = __floats2bfloat162_rn(k1[ch] * (g.x - k2[ch] - x0 * k3[ch]),
+    dx[i] = Act<T>::make2(k1[ch] * (g.x - k2[ch] - x0 * k3[ch]),
                                   k1[ch + 1] * (g.y - k2[ch + 1] - x1 * k3[ch + 1]));
   }
 }
@@ -383,29 +386,26 @@ long long chunks_for(long long m) {
   return chunks;
 }
 
-}  // namespace
-
-// How many fp64 values each of the two partial buffers needs for an [m][c] input.
-MG_EXPORT long long mg_bn_nhwc_partials(long long m, long long c) { return chunks_for(m) * c; }
-
-MG_EXPORT int mg_bn_nhwc_train(const __nv_bfloat16* x, __nv_bfloat16* y, long long m,
-                               long long c, float eps, float momentum, const float* gamma,
-                               const float* beta, float* running_mean, float* running_var,
-                               float* save_mean, float* save_inv_std, float* scale, float* shift,
-                               double* partial_a, double* partial_b, int relu,
-                               cudaStream_t stream) {
+template <typename T>
+int bn_train(const T* x, T* y, long long m, long long c, float eps, float momentum,
+             const float* gamma, const float* beta, float* running_mean, float* running_var,
+             float* save_mean, float* save_inv_std, float* scale, float* shift,
+             double* partial_a, double* partial_b, int relu, cudaStream_t stream) {
+  using P = typename Act<T>::Pair;
   if (m * c == 0) return 0;
   const long long chunks = chunks_for(m);
   const long long rows = (m + chunks - 1) / chunks;
-  int status = launch_partial_sums<0>(x, nullptr, nullptr, nullptr, nullptr, m, c, chunks, rows,
-                                      partial_a, partial_b, stream);
+  int status = launch_partial_sums<T, 0>(x, nullptr, nullptr, nullptr, nullptr, m, c, chunks,
+                                         rows, partial_a, partial_b, stream);
   if (status != 0) return status;
   stats_finalize_kernel<<<warp_blocks(c), mg::kThreads, 0, stream>>>(
       partial_a, partial_b, chunks, m, c, eps, momentum, gamma, beta, running_mean, running_var,
       save_mean, save_inv_std, scale, shift);
   status = mg::launch_status();
   if (status != 0) return status;
-  if (c % 8 == 0 && c / 8 <= 2147483647LL) {
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  if (kBf16 && c % 8 == 0 && c / 8 <= 2147483647LL) {
+    // Eight bf16 channels per 16-byte access.
     const long long groups = m * c / 8;
     const auto* x8 = reinterpret_cast<const uint4*>(x);
     auto* y8 = reinterpret_cast<uint4*>(y);
@@ -418,36 +418,36 @@ MG_EXPORT int mg_bn_nhwc_train(const __nv_bfloat16* x, __nv_bfloat16* y, long lo
     }
   } else if (c % 2 == 0 && c / 2 <= 2147483647LL) {
     const long long pairs = m * c / 2;
-    const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(x);
-    auto* y2 = reinterpret_cast<__nv_bfloat162*>(y);
+    const auto* x2 = reinterpret_cast<const P*>(x);
+    auto* y2 = reinterpret_cast<P*>(y);
     if (relu) {
-      apply_kernel<true><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(x2, y2, scale, shift,
-                                                                             pairs, (int)(c / 2));
+      apply_kernel<T, true><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
+          x2, y2, scale, shift, pairs, (int)(c / 2));
     } else {
-      apply_kernel<false><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
+      apply_kernel<T, false><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
           x2, y2, scale, shift, pairs, (int)(c / 2));
     }
   } else if (relu) {
-    apply_odd_kernel<true><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale, shift,
-                                                                               m * c, c);
+    apply_odd_kernel<T, true><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
+        x, y, scale, shift, m * c, c);
   } else {
-    apply_odd_kernel<false><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(x, y, scale,
-                                                                                shift, m * c, c);
+    apply_odd_kernel<T, false><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
+        x, y, scale, shift, m * c, c);
   }
   return mg::launch_status();
 }
 
-// `relu_y` (may be null): the output of a ReLU fused after the norm; dy counts where it is > 0.
-MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* dy,
-                                  const __nv_bfloat16* relu_y, const float* gamma, const float* mean, const float* inv_std,
-                                  __nv_bfloat16* dx, float* dgamma, float* dbeta, long long m,
-                                  long long c, float* k1, float* k2, float* k3, double* partial_a,
-                                  double* partial_b, cudaStream_t stream) {
+template <typename T>
+int bn_backward(const T* x, const T* dy, const T* relu_y, const float* gamma, const float* mean,
+                const float* inv_std, T* dx, float* dgamma, float* dbeta, long long m,
+                long long c, float* k1, float* k2, float* k3, double* partial_a,
+                double* partial_b, cudaStream_t stream) {
+  using P = typename Act<T>::Pair;
   if (m * c == 0) return 0;
   const long long chunks = chunks_for(m);
   const long long rows = (m + chunks - 1) / chunks;
-  int status = launch_partial_sums<1>(x, dy, relu_y, mean, inv_std, m, c, chunks, rows,
-                                      partial_a, partial_b, stream);
+  int status = launch_partial_sums<T, 1>(x, dy, relu_y, mean, inv_std, m, c, chunks, rows,
+                                         partial_a, partial_b, stream);
   if (status != 0) return status;
   backward_finalize_kernel<<<warp_blocks(c), mg::kThreads, 0, stream>>>(
       partial_a, partial_b, chunks, m, c, gamma, inv_std, dgamma, dbeta, k1, k2, k3);
@@ -455,13 +455,42 @@ MG_EXPORT int mg_bn_nhwc_backward(const __nv_bfloat16* x, const __nv_bfloat16* d
   if (status != 0) return status;
   if (c % 2 == 0 && c / 2 <= 2147483647LL) {
     const long long pairs = m * c / 2;
-    backward_apply_pairs_kernel<<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
-        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<const __nv_bfloat162*>(dy),
-        reinterpret_cast<const __nv_bfloat162*>(relu_y), mean, inv_std, k1, k2, k3,
-        reinterpret_cast<__nv_bfloat162*>(dx), pairs, (int)(c / 2));
+    backward_apply_pairs_kernel<T><<<mg::blocks_for(pairs), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const P*>(x), reinterpret_cast<const P*>(dy),
+        reinterpret_cast<const P*>(relu_y), mean, inv_std, k1, k2, k3,
+        reinterpret_cast<P*>(dx), pairs, (int)(c / 2));
   } else {
-    backward_apply_kernel<<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
+    backward_apply_kernel<T><<<mg::blocks_for(m * c), mg::kThreads, 0, stream>>>(
         x, dy, relu_y, mean, inv_std, k1, k2, k3, dx, m * c, c);
   }
   return mg::launch_status();
 }
+
+}  // namespace
+
+// How many fp64 values each of the two partial buffers needs for an [m][c] input.
+MG_EXPORT long long mg_bn_nhwc_partials(long long m, long long c) { return chunks_for(m) * c; }
+
+// One pair of launchers per element type (`_bf16`, `_f32`). In the backward, `relu_y` (may be
+// null) is the output of a ReLU fused after the norm; dy counts where it is > 0.
+#define MG_BN_NHWC_LAUNCHERS(SUFFIX, T)                                                         \
+  MG_EXPORT int mg_bn_nhwc_train_##SUFFIX(                                                      \
+      const T* x, T* y, long long m, long long c, float eps, float momentum,                    \
+      const float* gamma, const float* beta, float* running_mean, float* running_var,           \
+      float* save_mean, float* save_inv_std, float* scale, float* shift, double* partial_a,     \
+      double* partial_b, int relu, cudaStream_t stream) {                                       \
+    return bn_train<T>(x, y, m, c, eps, momentum, gamma, beta, running_mean, running_var,       \
+                       save_mean, save_inv_std, scale, shift, partial_a, partial_b, relu,       \
+                       stream);                                                                 \
+  }                                                                                             \
+  MG_EXPORT int mg_bn_nhwc_backward_##SUFFIX(                                                   \
+      const T* x, const T* dy, const T* relu_y, const float* gamma, const float* mean,          \
+      const float* inv_std, T* dx, float* dgamma, float* dbeta, long long m, long long c,       \
+      float* k1, float* k2, float* k3, double* partial_a, double* partial_b,                    \
+      cudaStream_t stream) {                                                                    \
+    return bn_backward<T>(x, dy, relu_y, gamma, mean, inv_std, dx, dgamma, dbeta, m, c, k1, k2, \
+                          k3, partial_a, partial_b, stream);                                    \
+  }
+
+MG_BN_NHWC_LAUNCHERS(bf16, __nv_bfloat16)
+MG_BN_NHWC_LAUNCHERS(f32, float)

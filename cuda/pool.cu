@@ -4,14 +4,15 @@
 // order, the gradients of the windows whose first maximum it is, so the result is
 // deterministic and bit-identical to the CPU reference.
 //
-// The bf16 NHWC twins (the mixed-precision activations) use the same windows and tie rule,
-// reading channel `ch` of each pixel: the forward copies the first maximum (so it is exact), the
-// backward sums the routed fp32 gradients and rounds once to bf16.
-#include <cuda_bf16.h>
-
+// The NHWC twins (the activations of the bf16 and TF32 modes, element type bf16 or fp32) use the
+// same windows and tie rule, reading channel `ch` of each pixel: the forward copies the first
+// maximum (so it is exact), the backward sums the routed fp32 gradients and rounds once.
+#include "act.cuh"
 #include "common.cuh"
 
 namespace {
+
+using mg::Act;
 
 struct PoolGeom {
   int h, w, ho, wo, kh, kw, sh, sw, ph, pw;
@@ -33,11 +34,12 @@ struct PlaneF32 {
   __device__ float operator()(int pos) const { return plane[pos]; }
 };
 
-// The value of channel `ch` at pixel `pos` of one NHWC bf16 image with `c` channels.
-struct PixelsBf16 {
-  const __nv_bfloat16* image;
+// The value of channel `ch` at pixel `pos` of one NHWC image (bf16 or fp32) with `c` channels.
+template <typename T>
+struct Pixels {
+  const T* image;
   long long c, ch;
-  __device__ float operator()(int pos) const { return __bfloat162float(image[pos * c + ch]); }
+  __device__ float operator()(int pos) const { return Act<T>::get(image[pos * c + ch]); }
 };
 
 // Index within the plane of the first maximum of the window of output (oh, ow).
@@ -96,9 +98,9 @@ __global__ void max_pool2d_backward_kernel(const float* __restrict__ x,
 }
 
 // y[n][oh][ow][ch] = the first maximum of its window; one thread per output element.
-__global__ void max_pool2d_nhwc_bf16_kernel(const __nv_bfloat16* __restrict__ x,
-                                            __nv_bfloat16* __restrict__ y, long long total,
-                                            long long c, PoolGeom g) {
+template <typename T>
+__global__ void max_pool2d_nhwc_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                       long long total, long long c, PoolGeom g) {
   const long long plane_in = (long long)g.h * g.w;
   const long long plane_out = (long long)g.ho * g.wo;
   MG_GRID_STRIDE(idx, total) {
@@ -106,17 +108,17 @@ __global__ void max_pool2d_nhwc_bf16_kernel(const __nv_bfloat16* __restrict__ x,
     const long long pixel = idx / c;
     const long long n = pixel / plane_out;
     const int pos = (int)(pixel % plane_out);
-    const __nv_bfloat16* image = x + n * plane_in * c;
-    const int best = window_argmax(PixelsBf16{image, c, ch}, g, pos / g.wo, pos % g.wo);
+    const T* image = x + n * plane_in * c;
+    const int best = window_argmax(Pixels<T>{image, c, ch}, g, pos / g.wo, pos % g.wo);
     y[idx] = image[best * c + ch];
   }
 }
 
 // dx[n][ih][iw][ch] = Σ dy over the windows whose first maximum it is, in output order.
-__global__ void max_pool2d_backward_nhwc_bf16_kernel(const __nv_bfloat16* __restrict__ x,
-                                                     const __nv_bfloat16* __restrict__ dy,
-                                                     __nv_bfloat16* __restrict__ dx,
-                                                     long long total, long long c, PoolGeom g) {
+template <typename T>
+__global__ void max_pool2d_backward_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+                                                T* __restrict__ dx, long long total, long long c,
+                                                PoolGeom g) {
   const long long plane_in = (long long)g.h * g.w;
   const long long plane_out = (long long)g.ho * g.wo;
   MG_GRID_STRIDE(idx, total) {
@@ -125,8 +127,8 @@ __global__ void max_pool2d_backward_nhwc_bf16_kernel(const __nv_bfloat16* __rest
     const long long n = pixel / plane_in;
     const int pos = (int)(pixel % plane_in);
     const int ih = pos / g.w, iw = pos % g.w;
-    const PixelsBf16 image{x + n * plane_in * c, c, ch};
-    const __nv_bfloat16* grad = dy + n * plane_out * c;
+    const Pixels<T> image{x + n * plane_in * c, c, ch};
+    const T* grad = dy + n * plane_out * c;
     int oh0, oh1, ow0, ow1;
     covering(ih, g.kh, g.sh, g.ph, g.ho, &oh0, &oh1);
     covering(iw, g.kw, g.sw, g.pw, g.wo, &ow0, &ow1);
@@ -134,11 +136,11 @@ __global__ void max_pool2d_backward_nhwc_bf16_kernel(const __nv_bfloat16* __rest
     for (int oh = oh0; oh <= oh1; ++oh) {
       for (int ow = ow0; ow <= ow1; ++ow) {
         if (window_argmax(image, g, oh, ow) == pos) {
-          acc += __bfloat162float(grad[((long long)oh * g.wo + ow) * c + ch]);
+          acc += Act<T>::get(grad[((long long)oh * g.wo + ow) * c + ch]);
         }
       }
     }
-    dx[idx] = __float2bfloat16_rn(acc);
+    dx[idx] = Act<T>::make(acc);
   }
 }
 
@@ -179,32 +181,34 @@ __device__ inline void tiled_window(const TiledGeom& g, long long pixel, long lo
   }
 }
 
-__global__ void max_pool2d_tiled_bf16_kernel(const __nv_bfloat162* __restrict__ x,
-                                             __nv_bfloat162* __restrict__ y, long long total,
-                                             TiledGeom g) {
+template <typename T>
+__global__ void max_pool2d_tiled_kernel(const typename Act<T>::Pair* __restrict__ x,
+                                        typename Act<T>::Pair* __restrict__ y, long long total,
+                                        TiledGeom g) {
   MG_GRID_STRIDE(idx, total) {
     const long long pair = idx % g.half_c;
     PairMax m;
     tiled_window(g, idx / g.half_c, pair,
-                 [&](long long off, int pos) { m.see(__bfloat1622float2(x[off]), pos); });
-    y[idx] = __floats2bfloat162_rn(m.best[0], m.best[1]);
+                 [&](long long off, int pos) { m.see(Act<T>::get2(x[off]), pos); });
+    y[idx] = Act<T>::make2(m.best[0], m.best[1]);
   }
 }
 
-__global__ void max_pool2d_backward_tiled_bf16_kernel(const __nv_bfloat162* __restrict__ x,
-                                                      const __nv_bfloat162* __restrict__ dy,
-                                                      __nv_bfloat162* __restrict__ dx,
-                                                      long long total, TiledGeom g) {
-  const __nv_bfloat16 zero = __float2bfloat16(0.0f);
+template <typename T>
+__global__ void max_pool2d_backward_tiled_kernel(const typename Act<T>::Pair* __restrict__ x,
+                                                 const typename Act<T>::Pair* __restrict__ dy,
+                                                 typename Act<T>::Pair* __restrict__ dx,
+                                                 long long total, TiledGeom g) {
   MG_GRID_STRIDE(idx, total) {
     const long long pair = idx % g.half_c;
     const long long pixel = idx / g.half_c;
     PairMax m;
     tiled_window(g, pixel, pair,
-                 [&](long long off, int pos) { m.see(__bfloat1622float2(x[off]), pos); });
-    const __nv_bfloat162 grad = dy[idx];
+                 [&](long long off, int pos) { m.see(Act<T>::get2(x[off]), pos); });
+    // Widening and rounding back is exact: the routed gradient keeps its bits.
+    const float2 grad = Act<T>::get2(dy[idx]);
     tiled_window(g, pixel, pair, [&](long long off, int pos) {
-      dx[off] = __halves2bfloat162(pos == m.at[0] ? grad.x : zero, pos == m.at[1] ? grad.y : zero);
+      dx[off] = Act<T>::make2(pos == m.at[0] ? grad.x : 0.0f, pos == m.at[1] ? grad.y : 0.0f);
     });
   }
 }
@@ -216,50 +220,68 @@ static bool tiled(long long c, int kh, int kw, int sh, int sw, int ph, int pw) {
   return c % 2 == 0 && kh == sh && kw == sw && ph == 0 && pw == 0;
 }
 
-MG_EXPORT int mg_max_pool2d_nhwc_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, long long n,
-                                      long long c, int h, int w, int ho, int wo, int kh, int kw,
-                                      int sh, int sw, int ph, int pw, cudaStream_t stream) {
+template <typename T>
+static int max_pool2d_nhwc(const T* x, T* y, long long n, long long c, int h, int w, int ho,
+                           int wo, int kh, int kw, int sh, int sw, int ph, int pw,
+                           cudaStream_t stream) {
+  using P = typename Act<T>::Pair;
   const long long total = n * ho * wo * c;
   if (total == 0) return 0;
   if (tiled(c, kh, kw, sh, sw, ph, pw)) {
     const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / 2)};
-    max_pool2d_tiled_bf16_kernel<<<mg::blocks_for(total / 2), mg::kThreads, 0, stream>>>(
-        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<__nv_bfloat162*>(y),
-        total / 2, t);
+    max_pool2d_tiled_kernel<T><<<mg::blocks_for(total / 2), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const P*>(x), reinterpret_cast<P*>(y), total / 2, t);
     return mg::launch_status();
   }
   PoolGeom g{h, w, ho, wo, kh, kw, sh, sw, ph, pw};
-  max_pool2d_nhwc_bf16_kernel<<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(x, y, total, c,
-                                                                                  g);
+  max_pool2d_nhwc_kernel<T><<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(x, y, total, c,
+                                                                                g);
   return mg::launch_status();
 }
 
-MG_EXPORT int mg_max_pool2d_backward_nhwc_bf16(const __nv_bfloat16* x, const __nv_bfloat16* dy,
-                                               __nv_bfloat16* dx, long long n, long long c,
-                                               int h, int w, int ho, int wo, int kh, int kw,
-                                               int sh, int sw, int ph, int pw,
-                                               cudaStream_t stream) {
+template <typename T>
+static int max_pool2d_backward_nhwc(const T* x, const T* dy, T* dx, long long n, long long c,
+                                    int h, int w, int ho, int wo, int kh, int kw, int sh, int sw,
+                                    int ph, int pw, cudaStream_t stream) {
+  using P = typename Act<T>::Pair;
   const long long total = n * h * w * c;
   if (total == 0) return 0;
   if (tiled(c, kh, kw, sh, sw, ph, pw)) {
     // Rows and columns past the last whole window get no gradient.
     if ((long long)ho * kh != h || (long long)wo * kw != w) {
-      const cudaError_t e = cudaMemsetAsync(dx, 0, total * sizeof(__nv_bfloat16), stream);
+      const cudaError_t e = cudaMemsetAsync(dx, 0, total * sizeof(T), stream);
       if (e != cudaSuccess) return (int)e;
     }
     const long long outputs = n * ho * wo * (c / 2);
     if (outputs == 0) return 0;
     const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / 2)};
-    max_pool2d_backward_tiled_bf16_kernel<<<mg::blocks_for(outputs), mg::kThreads, 0, stream>>>(
-        reinterpret_cast<const __nv_bfloat162*>(x), reinterpret_cast<const __nv_bfloat162*>(dy),
-        reinterpret_cast<__nv_bfloat162*>(dx), outputs, t);
+    max_pool2d_backward_tiled_kernel<T><<<mg::blocks_for(outputs), mg::kThreads, 0, stream>>>(
+        reinterpret_cast<const P*>(x), reinterpret_cast<const P*>(dy), reinterpret_cast<P*>(dx),
+        outputs, t);
     return mg::launch_status();
   }
   PoolGeom g{h, w, ho, wo, kh, kw, sh, sw, ph, pw};
-  max_pool2d_backward_nhwc_bf16_kernel<<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(
+  max_pool2d_backward_nhwc_kernel<T><<<mg::blocks_for(total), mg::kThreads, 0, stream>>>(
       x, dy, dx, total, c, g);
   return mg::launch_status();
 }
+
+// The NHWC launchers, one pair per element type (`_bf16`, `_f32`).
+#define MG_POOL_NHWC_LAUNCHERS(SUFFIX, T)                                                       \
+  MG_EXPORT int mg_max_pool2d_nhwc_##SUFFIX(const T* x, T* y, long long n, long long c, int h,  \
+                                            int w, int ho, int wo, int kh, int kw, int sh,      \
+                                            int sw, int ph, int pw, cudaStream_t stream) {      \
+    return max_pool2d_nhwc<T>(x, y, n, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, stream);        \
+  }                                                                                             \
+  MG_EXPORT int mg_max_pool2d_backward_nhwc_##SUFFIX(                                           \
+      const T* x, const T* dy, T* dx, long long n, long long c, int h, int w, int ho, int wo,   \
+      int kh, int kw, int sh, int sw, int ph, int pw, cudaStream_t stream) {                    \
+    return max_pool2d_backward_nhwc<T>(x, dy, dx, n, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw,   \
+                                       stream);                                                 \
+  }
+
+MG_POOL_NHWC_LAUNCHERS(bf16, __nv_bfloat16)
+MG_POOL_NHWC_LAUNCHERS(f32, float)
 
 MG_EXPORT int mg_max_pool2d_backward(const float* x, const float* dy, float* dx, long long planes,
                                      int h, int w, int ho, int wo, int kh, int kw, int sh, int sw,

@@ -30,12 +30,15 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
-def measure(dev, base, size, batch, mode, iters, warm, compiled=False):
+def measure(dev, base, size, batch, mode, iters, warm, compiled=False, deterministic=False):
     torch.manual_seed(0)
     tf32 = mode == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = dev == "cuda"
+    # PyTorch's default is False (the fastest algorithms); --deterministic matches our
+    # `bench-unet --deterministic`.
+    torch.backends.cudnn.deterministic = deterministic
     if dev == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -90,7 +93,8 @@ def measure(dev, base, size, batch, mode, iters, warm, compiled=False):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(side="pytorch", device=dev, mode=mode, base=base, size=size, batch=batch,
                 train_img_s=train, infer_img_s=infer_rate, peak_gib=peak, loss=float(loss),
-                channels_last=channels_last, compiled=compiled, torch=torch.__version__)
+                channels_last=channels_last, compiled=compiled, deterministic=deterministic,
+                torch=torch.__version__)
 
 
 if __name__ == "__main__":
@@ -102,6 +106,8 @@ if __name__ == "__main__":
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--compile", default="", help="modes also measured under torch.compile")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="torch.backends.cudnn.deterministic = True")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -110,7 +116,10 @@ if __name__ == "__main__":
         compile_modes = [c.strip() for c in a.compile.split(",") if c.strip()]
         for mode in a.modes.split(","):
             mode = mode.strip()
-            print(json.dumps(measure(a.dev, base, size, batch, mode, a.iters, a.warm)), flush=True)
+            r = measure(a.dev, base, size, batch, mode, a.iters, a.warm,
+                        deterministic=a.deterministic)
+            print(json.dumps(r), flush=True)
             if mode in compile_modes:
-                r = measure(a.dev, base, size, batch, mode, a.iters, max(a.warm, 3), compiled=True)
+                r = measure(a.dev, base, size, batch, mode, a.iters, max(a.warm, 3), compiled=True,
+                            deterministic=a.deterministic)
                 print(json.dumps(r), flush=True)

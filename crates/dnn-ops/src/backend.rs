@@ -29,8 +29,8 @@ pub trait MatmulOps {
 pub trait ConvOps {
     /// A filter (`[out, in, kh, kw]`, or a transposed convolution's `[in, out, kh, kw]`) in the
     /// form this backend's convolutions read fastest, same shape and values up to the
-    /// backend's compute precision (default: the filter as it is; the CUDA backend in bf16:
-    /// a bf16 channels-last copy). The autodiff converts each filter once per forward pass and
+    /// backend's compute precision (default: the filter as it is; the CUDA backend in its NHWC
+    /// modes: a channels-last copy in bf16 or fp32). The autodiff converts each filter once per forward pass and
     /// hands the result to the forward and the data-gradient convolutions.
     fn conv_weight(&self, w: &Tensor) -> Result<Tensor> {
         Ok(w.clone())

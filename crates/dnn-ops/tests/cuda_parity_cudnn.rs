@@ -842,13 +842,89 @@ fn empty_batches_give_empty_results() {
     );
 }
 
-/// In bf16 mode the activations of conv → batch norm → ReLU → conv stay bf16 NHWC tensors, forward
-/// and backward, and every value (widened on read) stays close to the CPU's fp32 chain.
+/// One NHWC mode of the backend: the activations between the convolutions are NHWC tensors of
+/// `dtype`; `round` is the relative error of one rounding of an activation to that type, `chain`
+/// the tolerances of the conv → BN → ReLU → conv test (forward values, gradients).
+struct NhwcMode {
+    name: &'static str,
+    precision: Precision,
+    conv_nhwc: bool,
+    dtype: magma_tensor::DType,
+    round: f64,
+    chain: [f64; 2],
+}
+
+/// bf16 mixed precision, TF32 (NHWC by default) and fp32 with the NHWC switch.
+fn nhwc_modes() -> [NhwcMode; 3] {
+    use magma_tensor::DType;
+    [
+        NhwcMode {
+            name: "bf16",
+            precision: Precision::Bf16,
+            conv_nhwc: false,
+            dtype: DType::BF16,
+            round: 1e-2,
+            // Forward values round ~6 times to bf16 (0.4 % each); the gradients also pass
+            // through the cancellation of the batch-norm backward, which amplifies them.
+            chain: [2e-2, 8e-2],
+        },
+        NhwcMode {
+            name: "tf32",
+            precision: Precision::Tf32,
+            conv_nhwc: true,
+            dtype: DType::F32,
+            round: 1e-5,
+            // TF32 keeps 11 significant bits in the convolutions' products only.
+            chain: [2e-2, 8e-2],
+        },
+        NhwcMode {
+            name: "fp32 nhwc",
+            precision: Precision::Fp32,
+            conv_nhwc: true,
+            dtype: DType::F32,
+            round: 1e-5,
+            chain: [TOL, TOL],
+        },
+    ]
+}
+
+/// `t` is an NHWC activation of `dtype`.
+#[track_caller]
+fn assert_nhwc(t: &Tensor, dtype: magma_tensor::DType, what: &str) {
+    assert_eq!(t.dtype(), dtype, "{what}: element type");
+    assert_eq!(
+        t.memory_format(),
+        Some(magma_tensor::MemoryFormat::ChannelsLast),
+        "{what}: layout"
+    );
+}
+
+/// The input of an NHWC-mode op as the backend's own convolution hands it over: a 1×1 identity
+/// convolution returns `t` as an NHWC activation of the mode's type (rounded once).
+fn as_activation(gpu: &CudaBackend, t: &Tensor, dtype: magma_tensor::DType) -> Tensor {
+    let c = t.shape()[1];
+    let mut eye = vec![0.0; c * c];
+    (0..c).for_each(|i| eye[i * c + i] = 1.0);
+    let eye = Tensor::from_vec(eye, &[c, c, 1, 1]).unwrap();
+    let y = gpu.conv2d(t, &eye, None, &Conv2dAttrs::new()).unwrap();
+    assert_nhwc(&y, dtype, "identity convolution");
+    y
+}
+
+/// In each NHWC mode the activations of conv → batch norm → ReLU → conv stay NHWC tensors of the
+/// mode's type, forward and backward, and every value (read in logical order) stays close to the
+/// CPU's fp32 chain.
 #[test]
-fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
-    let Some(gpu) = backend_in(Precision::Bf16, false) else {
-        return;
-    };
+fn nhwc_activations_flow_through_conv_bn_relu_conv_and_back() {
+    for mode in nhwc_modes() {
+        let Some(gpu) = backend_in(mode.precision, mode.conv_nhwc) else {
+            return;
+        };
+        check_conv_bn_relu_chain(&gpu, &mode);
+    }
+}
+
+fn check_conv_bn_relu_chain(gpu: &CudaBackend, mode: &NhwcMode) {
     let cpu = CpuBackend::new();
     let mut rng = SeededRng::new(31);
     let x = rand(&[2, 8, 10, 12], &mut rng);
@@ -860,8 +936,7 @@ fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
     let beta = rand(&[16], &mut rng);
     let attrs = Conv2dAttrs::new().with_padding([1, 1]);
     let bn = BatchNormAttrs::default();
-    let bf16 = magma_tensor::DType::BF16;
-    let chain = |be: &dyn dnn_ops::Backend, expect_bf16: bool| {
+    let chain = |be: &dyn dnn_ops::Backend, expect_nhwc: bool| {
         let (mut rm, mut rv) = (Tensor::zeros(&[16]), Tensor::ones(&[16]));
         let y1 = be.conv2d(&x, &w1, None, &attrs).unwrap();
         let (z1, saved) = be
@@ -869,9 +944,9 @@ fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
             .unwrap();
         let a1 = be.activation(&z1, Activation::Relu).unwrap();
         let y2 = be.conv2d(&a1, &w2, None, &attrs).unwrap();
-        if expect_bf16 {
+        if expect_nhwc {
             for (name, t) in [("conv", &y1), ("bn", &z1), ("relu", &a1), ("conv 2", &y2)] {
-                assert_eq!(t.dtype(), bf16, "{name} output");
+                assert_nhwc(t, mode.dtype, &format!("{} {name} output", mode.name));
             }
         }
         let dy2 = random_tensor(y2.shape(), &mut SeededRng::new(5), 1.0);
@@ -885,9 +960,9 @@ fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
         let (dy1, dg, db) = be
             .batch_norm_backward(&y1, &dz1, &gamma, &saved, true)
             .unwrap();
-        if expect_bf16 {
+        if expect_nhwc {
             for (name, t) in [("conv dx", &da1), ("relu dx", &dz1), ("bn dx", &dy1)] {
-                assert_eq!(t.dtype(), bf16, "{name}");
+                assert_nhwc(t, mode.dtype, &format!("{} {name}", mode.name));
             }
         }
         let [dx, dw1] = be
@@ -901,7 +976,7 @@ fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
         );
         [y2, dx, dw1.unwrap(), dw2.unwrap(), dg, db, rm, rv]
     };
-    let got = chain(&gpu, true);
+    let got = chain(gpu, true);
     let want = chain(&cpu, false);
     let names = [
         "y2",
@@ -913,27 +988,34 @@ fn bf16_activations_flow_through_conv_bn_relu_conv_and_back() {
         "running mean",
         "running var",
     ];
-    // Forward values round ~6 times to bf16 (0.4 % each); the gradients also pass through the
-    // cancellation of the batch-norm backward, which amplifies those roundings.
-    let tolerances = [2e-2, 8e-2, 8e-2, 2e-2, 8e-2, 8e-2, 2e-2, 2e-2];
+    let [fwd, grad] = mode.chain;
+    let tolerances = [fwd, grad, grad, fwd, grad, grad, fwd, fwd];
     for (((name, g), w), tol) in names.iter().zip(&got).zip(&want).zip(tolerances) {
         let err = dnn_ops::testing::relative_error(g, w).unwrap();
-        println!("bf16 chain {name}: relative error {err:.2e}");
+        println!("{} chain {name}: relative error {err:.2e}", mode.name);
         assert!(
             err < tol,
-            "bf16 chain {name}: relative error {err:.2e} > {tol:.0e}"
+            "{} chain {name}: relative error {err:.2e} > {tol:.0e}",
+            mode.name
         );
     }
 }
 
-/// The bf16 NHWC batch norm (our kernels) on exactly bf16 inputs matches the CPU's fp32 batch
-/// norm of the same values up to the rounding of its bf16 outputs, for channel counts that do
-/// not fill a 32-channel tile and row counts spanning several reduction chunks.
+/// The NHWC batch norm (our kernels, bf16 and fp32) on the values of an NHWC activation matches
+/// the CPU's fp32 batch norm of the same values up to the rounding of its outputs, for channel
+/// counts that do not fill a 32-channel tile and row counts spanning several reduction chunks;
+/// fused with a ReLU it is bit for bit the two ops in a row.
 #[test]
-fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
-    let Some(gpu) = backend_in(Precision::Bf16, false) else {
-        return;
-    };
+fn nhwc_batch_norm_matches_the_cpu_on_the_same_values() {
+    for mode in nhwc_modes() {
+        let Some(gpu) = backend_in(mode.precision, mode.conv_nhwc) else {
+            return;
+        };
+        check_nhwc_batch_norm(&gpu, &mode);
+    }
+}
+
+fn check_nhwc_batch_norm(gpu: &CudaBackend, mode: &NhwcMode) {
     let cpu = CpuBackend::new();
     let mut rng = SeededRng::new(41);
     for (shape, seed) in [
@@ -942,18 +1024,13 @@ fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
         ([1, 64, 64, 64], 3),
     ] {
         let c = shape[1];
-        // A 1x1 identity convolution hands back the input as a bf16 NHWC tensor (rounded once).
-        let mut eye = vec![0.0; c * c];
-        (0..c).for_each(|i| eye[i * c + i] = 1.0);
-        let eye = Tensor::from_vec(eye, &[c, c, 1, 1]).unwrap();
-        let as_bf16 = |t: &Tensor| gpu.conv2d(t, &eye, None, &Conv2dAttrs::new()).unwrap();
-        let x = as_bf16(
+        let as_act = |t: &Tensor| as_activation(gpu, t, mode.dtype);
+        let x = as_act(
             &random_tensor(&shape, &mut rng, 0.0)
                 .map(|v| 3.0 * v + 1.5)
                 .unwrap(),
         );
-        let dy = as_bf16(&random_tensor(&shape, &mut rng, 0.0));
-        assert_eq!(x.dtype(), magma_tensor::DType::BF16);
+        let dy = as_act(&random_tensor(&shape, &mut rng, 0.0));
         let (x_host, dy_host) = (x.to_host().unwrap(), dy.to_host().unwrap());
         let gamma = random_tensor(&[c], &mut SeededRng::new(seed), 0.1);
         let beta = random_tensor(&[c], &mut SeededRng::new(seed + 9), 0.0);
@@ -961,7 +1038,7 @@ fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
             momentum: 0.3,
             eps: 1e-3,
         };
-        let name = format!("{shape:?}");
+        let name = format!("{} {shape:?}", mode.name);
         let (mut rm_g, mut rv_g) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
         let (mut rm_c, mut rv_c) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
         let (y_g, saved_g) = gpu
@@ -970,39 +1047,39 @@ fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
         let (y_c, saved_c) = cpu
             .batch_norm_train(&x_host, &gamma, &beta, &mut rm_c, &mut rv_c, &attrs)
             .unwrap();
-        assert_eq!(y_g.dtype(), magma_tensor::DType::BF16, "{name}");
-        assert_close(&format!("bn bf16 y {name}"), &y_g, &y_c, 1e-2);
+        assert_nhwc(&y_g, mode.dtype, &name);
+        assert_close(&format!("bn y {name}"), &y_g, &y_c, mode.round);
         assert_close(
-            &format!("bn bf16 mean {name}"),
+            &format!("bn mean {name}"),
             &saved_g.mean,
             &saved_c.mean,
             1e-5,
         );
         assert_close(
-            &format!("bn bf16 inv_std {name}"),
+            &format!("bn inv_std {name}"),
             &saved_g.inv_std,
             &saved_c.inv_std,
             1e-5,
         );
-        assert_close(&format!("bn bf16 running mean {name}"), &rm_g, &rm_c, 1e-5);
-        assert_close(&format!("bn bf16 running var {name}"), &rv_g, &rv_c, 1e-5);
+        assert_close(&format!("bn running mean {name}"), &rm_g, &rm_c, 1e-5);
+        assert_close(&format!("bn running var {name}"), &rv_g, &rv_c, 1e-5);
         let (dx_g, dg_g, db_g) = gpu
             .batch_norm_backward(&x, &dy, &gamma, &saved_g, true)
             .unwrap();
         let (dx_c, dg_c, db_c) = cpu
             .batch_norm_backward(&x_host, &dy_host, &gamma, &saved_c, true)
             .unwrap();
-        assert_eq!(dx_g.dtype(), magma_tensor::DType::BF16, "{name}");
-        assert_close(&format!("bn bf16 dx {name}"), &dx_g, &dx_c, 1e-2);
-        assert_close(&format!("bn bf16 dgamma {name}"), &dg_g, &dg_c, 1e-4);
-        assert_close(&format!("bn bf16 dbeta {name}"), &db_g, &db_c, 1e-4);
+        assert_nhwc(&dx_g, mode.dtype, &name);
+        assert_close(&format!("bn dx {name}"), &dx_g, &dx_c, mode.round.max(1e-4));
+        assert_close(&format!("bn dgamma {name}"), &dg_g, &dg_c, 1e-4);
+        assert_close(&format!("bn dbeta {name}"), &db_g, &db_c, 1e-4);
 
         // Fused with a ReLU: bit for bit the two ops in a row on the GPU, forward and backward.
         let (mut rm_f, mut rv_f) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
         let (yf, saved_f) = gpu
             .batch_norm_relu_train(&x, &gamma, &beta, &mut rm_f, &mut rv_f, &attrs)
             .unwrap();
-        assert_eq!(yf.dtype(), magma_tensor::DType::BF16, "{name} fused");
+        assert_nhwc(&yf, mode.dtype, &format!("{name} fused"));
         let y_relu = gpu.activation(&y_g, Activation::Relu).unwrap();
         assert_eq!(
             yf.to_vec().unwrap(),
@@ -1038,32 +1115,35 @@ fn bf16_batch_norm_matches_the_cpu_on_the_same_values() {
         let (dx_cf, _, _) = cpu
             .batch_norm_relu_backward(&x_host, &yf.to_host().unwrap(), &dy_host, &gamma, &saved_c)
             .unwrap();
-        assert_close(&format!("bn+relu dx vs cpu {name}"), &dxf, &dx_cf, 1e-2);
+        assert_close(
+            &format!("bn+relu dx vs cpu {name}"),
+            &dxf,
+            &dx_cf,
+            mode.round.max(1e-4),
+        );
     }
 }
 
-/// The bf16 NHWC twins of max pooling (forward and backward), channel concat and split, the sum
-/// of two activations, the channel bias and its gradient (the per-channel sum) keep bf16 NHWC
-/// activations as they are and match the CPU on the same (exactly bf16) values: copies exactly,
-/// arithmetic up to the one rounding of a bf16 result. Odd channel counts fall back to fp32.
+/// The NHWC twins (bf16 and fp32) of max pooling (forward and backward), channel concat and
+/// split, the sum of two activations, the channel bias and its gradient (the per-channel sum)
+/// keep NHWC activations as they are and match the CPU on the same values: copies exactly,
+/// arithmetic up to the one rounding of a result. bf16 with odd channel counts falls back to
+/// fp32.
 #[test]
-fn bf16_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
-    let Some(gpu) = backend_in(Precision::Bf16, false) else {
-        return;
-    };
+fn nhwc_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
+    for mode in nhwc_modes() {
+        let Some(gpu) = backend_in(mode.precision, mode.conv_nhwc) else {
+            return;
+        };
+        check_nhwc_shape_ops(&gpu, &mode);
+    }
+}
+
+fn check_nhwc_shape_ops(gpu: &CudaBackend, mode: &NhwcMode) {
     let cpu = CpuBackend::new();
-    let bf16 = magma_tensor::DType::BF16;
+    let act_type = mode.dtype;
     let mut rng = SeededRng::new(43);
-    // A 1x1 identity convolution hands back its input as a bf16 NHWC tensor (rounded once).
-    let as_bf16 = |t: &Tensor| {
-        let c = t.shape()[1];
-        let mut eye = vec![0.0; c * c];
-        (0..c).for_each(|i| eye[i * c + i] = 1.0);
-        let eye = Tensor::from_vec(eye, &[c, c, 1, 1]).unwrap();
-        let y = gpu.conv2d(t, &eye, None, &Conv2dAttrs::new()).unwrap();
-        assert_eq!(y.dtype(), bf16);
-        y
-    };
+    let as_act = |t: &Tensor| as_activation(gpu, t, act_type);
     let pools = [
         Pool2dAttrs::square(2),
         Pool2dAttrs::square(3)
@@ -1075,38 +1155,43 @@ fn bf16_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
     ];
     for shape in [[2, 6, 9, 11], [1, 40, 16, 16]] {
         // Values on a coarse grid, so that windows hold ties (the first maximum wins).
-        let x = as_bf16(
+        let x = as_act(
             &random_tensor(&shape, &mut rng, 0.0)
                 .map(|v| (v * 4.0).round())
                 .unwrap(),
         );
         let x_host = x.to_host().unwrap();
         for attrs in &pools {
-            let name = format!("{shape:?} {attrs:?}");
+            let name = format!("{} {shape:?} {attrs:?}", mode.name);
             let y = gpu.max_pool2d(&x, attrs).unwrap();
-            assert_eq!(y.dtype(), bf16, "max_pool2d {name}");
+            assert_nhwc(&y, act_type, &format!("max_pool2d {name}"));
             let y_c = cpu.max_pool2d(&x_host, attrs).unwrap();
             assert_eq!(
                 y.to_vec().unwrap(),
                 y_c.to_vec().unwrap(),
                 "max_pool2d {name}"
             );
-            let dy = as_bf16(&random_tensor(y_c.shape(), &mut rng, 0.0));
+            let dy = as_act(&random_tensor(y_c.shape(), &mut rng, 0.0));
             let dx = gpu.max_pool2d_backward(&x, &y, &dy, attrs).unwrap();
-            assert_eq!(dx.dtype(), bf16, "max_pool2d_backward {name}");
+            assert_nhwc(&dx, act_type, &format!("max_pool2d_backward {name}"));
             let dx_c = cpu
                 .max_pool2d_backward(&x_host, &y_c, &dy.to_host().unwrap(), attrs)
                 .unwrap();
-            assert_close(&format!("max_pool2d_backward {name}"), &dx, &dx_c, 1e-2);
+            assert_close(
+                &format!("max_pool2d_backward {name}"),
+                &dx,
+                &dx_c,
+                mode.round,
+            );
         }
     }
 
     let [n, h, w] = [2, 5, 7];
-    let a = as_bf16(&random_tensor(&[n, 6, h, w], &mut rng, 0.0));
-    let b = as_bf16(&random_tensor(&[n, 4, h, w], &mut rng, 0.0));
+    let a = as_act(&random_tensor(&[n, 6, h, w], &mut rng, 0.0));
+    let b = as_act(&random_tensor(&[n, 4, h, w], &mut rng, 0.0));
     let (a_host, b_host) = (a.to_host().unwrap(), b.to_host().unwrap());
     let joined = gpu.concat(&[&a, &b], 1).unwrap();
-    assert_eq!(joined.dtype(), bf16, "concat");
+    assert_nhwc(&joined, act_type, "concat");
     let joined_c = cpu.concat(&[&a_host, &b_host], 1).unwrap();
     assert_eq!(
         joined.to_vec().unwrap(),
@@ -1116,11 +1201,11 @@ fn bf16_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
     let parts = gpu.split(&joined, 1, &[4, 2, 4]).unwrap();
     let parts_c = cpu.split(&joined_c, 1, &[4, 2, 4]).unwrap();
     for (i, (p, p_c)) in parts.iter().zip(&parts_c).enumerate() {
-        assert_eq!(p.dtype(), bf16, "split part {i}");
+        assert_nhwc(p, act_type, &format!("split part {i}"));
         assert_eq!(p.to_vec().unwrap(), p_c.to_vec().unwrap(), "split part {i}");
     }
-    // An odd channel count: the fp32 path, the same values.
-    let odd = as_bf16(&random_tensor(&[n, 3, h, w], &mut rng, 0.0));
+    // An odd channel count: the same values (bf16: through the NCHW fp32 path).
+    let odd = as_act(&random_tensor(&[n, 3, h, w], &mut rng, 0.0));
     let mixed = gpu.concat(&[&a, &odd], 1).unwrap();
     assert_eq!(
         mixed.dtype(),
@@ -1140,17 +1225,18 @@ fn bf16_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
         "odd split"
     );
 
-    let a2 = as_bf16(&random_tensor(&[n, 6, h, w], &mut rng, 0.0));
+    let a2 = as_act(&random_tensor(&[n, 6, h, w], &mut rng, 0.0));
     let sum = gpu.add(&a, &a2).unwrap();
-    assert_eq!(sum.dtype(), bf16, "add");
+    assert_nhwc(&sum, act_type, "add");
     let sum_c = cpu.add(&a_host, &a2.to_host().unwrap()).unwrap();
-    assert_close("add bf16", &sum, &sum_c, 1e-2);
-    // bf16 + fp32 is computed in fp32, as autocast's type promotion does.
+    assert_close("add", &sum, &sum_c, mode.round);
+    // An NHWC activation + an NCHW fp32 tensor is computed in NCHW fp32 (for bf16, as
+    // autocast's type promotion does).
     let f = random_tensor(&[n, 6, h, w], &mut rng, 0.0);
     let promoted = gpu.add(&a, &f).unwrap();
-    assert_eq!(promoted.dtype(), magma_tensor::DType::F32, "bf16 + fp32");
+    assert_eq!(promoted.dtype(), magma_tensor::DType::F32, "NHWC + fp32");
     assert_close(
-        "bf16 + fp32",
+        "NHWC + fp32",
         &promoted,
         &cpu.add(&a_host, &f).unwrap(),
         1e-6,
@@ -1158,27 +1244,32 @@ fn bf16_pool_concat_split_add_and_bias_match_the_cpu_on_the_same_values() {
 
     let bias = random_tensor(&[6], &mut rng, 0.0);
     let biased = gpu.add_channel_bias(&a, &bias).unwrap();
-    assert_eq!(biased.dtype(), bf16, "add_channel_bias");
+    assert_nhwc(&biased, act_type, "add_channel_bias");
     let biased_c = cpu.add_channel_bias(&a_host, &bias).unwrap();
-    assert_close("add_channel_bias bf16", &biased, &biased_c, 1e-2);
-    let big = as_bf16(&random_tensor(&[3, 70, 33, 31], &mut rng, 0.0));
+    assert_close("add_channel_bias", &biased, &biased_c, mode.round);
+    let big = as_act(&random_tensor(&[3, 70, 33, 31], &mut rng, 0.0));
     for t in [&a, &big] {
         let s = gpu.sum_per_channel(t).unwrap();
         let s_c = cpu.sum_per_channel(&t.to_host().unwrap()).unwrap();
         assert_close(
-            &format!("sum_per_channel bf16 {:?}", t.shape()),
+            &format!("sum_per_channel {} {:?}", mode.name, t.shape()),
             &s,
             &s_c,
             1e-5,
         );
     }
 
-    // A convolution with a bias writes bf16 NHWC too, the bias added in bf16.
+    // A convolution with a bias writes an NHWC activation too, the bias added in its type.
     let wgt = random_tensor(&[5, 6, 3, 3], &mut rng, 0.0);
     let cb = random_tensor(&[5], &mut rng, 0.0);
     let attrs = Conv2dAttrs::new().with_padding([1, 1]);
     let y = gpu.conv2d(&a, &wgt, Some(&cb), &attrs).unwrap();
-    assert_eq!(y.dtype(), bf16, "conv2d with bias");
+    assert_nhwc(&y, act_type, "conv2d with bias");
     let y_c = cpu.conv2d(&a_host, &wgt, Some(&cb), &attrs).unwrap();
-    assert_close("conv2d with bias, bf16", &y, &y_c, BF16_TOL);
+    let tol = if mode.precision == Precision::Fp32 {
+        TOL
+    } else {
+        BF16_TOL
+    };
+    assert_close("conv2d with bias", &y, &y_c, tol);
 }

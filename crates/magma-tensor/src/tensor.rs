@@ -14,7 +14,7 @@ use crate::{DType, MemoryFormat, MemoryKind, Result, Storage, TensorError};
 /// A `bf16` tensor is what a GPU backend's mixed-precision ops pass between themselves (NHWC
 /// activations; see [`Tensor::from_device_bf16_channels_last`]). Reading it on the host
 /// (`to_vec`, `item`, `contiguous`, ...) widens it to `f32`; its raw address is only given out by
-/// [`Tensor::bf16_channels_last_ptr`], so code written for `f32` never reads it by mistake.
+/// [`Tensor::channels_last_ptr`], so code written for `f32` never reads it by mistake.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     storage: Arc<Storage>,
@@ -65,11 +65,34 @@ impl Tensor {
     /// elements in NHWC order, two per 32-bit word (what a GPU backend's bf16 ops write).
     #[cfg(feature = "device-seam")]
     pub fn from_device_bf16_channels_last(storage: Storage, shape: [usize; 4]) -> Result<Self> {
-        let expected = numel(&shape);
-        if !matches!(storage, Storage::Device(_)) || storage.len() != expected.div_ceil(2) {
+        Self::from_device_channels_last(storage, shape, DType::BF16)
+    }
+
+    /// A tensor of logical shape `[n, c, h, w]` over device `storage` that holds its elements in
+    /// NHWC order: `bf16` two per 32-bit word, or `f32` (then an ordinary channels-last tensor).
+    /// These are the activations a GPU backend's NHWC paths pass between themselves.
+    #[cfg(feature = "device-seam")]
+    pub fn from_device_channels_last(
+        storage: Storage,
+        shape: [usize; 4],
+        dtype: DType,
+    ) -> Result<Self> {
+        let numel = numel(&shape);
+        let expected = match dtype {
+            DType::F32 => numel,
+            DType::BF16 => numel.div_ceil(2),
+            DType::F16 => {
+                return Err(TensorError::ShapeMismatch {
+                    op: "from_device_channels_last (f16 storage is not supported)",
+                    lhs: shape.to_vec(),
+                    rhs: vec![],
+                });
+            }
+        };
+        if !matches!(storage, Storage::Device(_)) || storage.len() != expected {
             return Err(TensorError::DataLength {
                 shape: shape.to_vec(),
-                expected: expected.div_ceil(2),
+                expected,
                 actual: storage.len(),
             });
         }
@@ -78,22 +101,28 @@ impl Tensor {
             shape: shape.to_vec(),
             strides: channels_last_strides(&shape),
             offset: 0,
-            dtype: DType::BF16,
+            dtype,
         })
     }
 
-    /// The device address of a whole `bf16` NHWC tensor made by
-    /// [`Tensor::from_device_bf16_channels_last`].
+    /// The device address of a whole NHWC device tensor (`bf16` or `f32`, as made by
+    /// [`Tensor::from_device_channels_last`]); the caller reads [`Tensor::dtype`] for the
+    /// element type. The only way to a `bf16` tensor's address.
     #[cfg(feature = "device-seam")]
-    pub fn bf16_channels_last_ptr(&self) -> Result<u64> {
+    pub fn channels_last_ptr(&self) -> Result<u64> {
         let nhwc_dense = match *self.shape.as_slice() {
             [n, c, h, w] => self.is_contiguous_as(&channels_last_strides(&[n, c, h, w])),
             _ => false,
         } && self.offset == 0;
+        let whole = match self.dtype {
+            DType::BF16 => self.storage.len() == self.numel().div_ceil(2),
+            DType::F32 => self.storage.len() == self.numel(),
+            DType::F16 => false,
+        };
         match self.storage.as_ref() {
-            Storage::Device(buf) if self.dtype == DType::BF16 && nhwc_dense => Ok(buf.device_ptr()),
+            Storage::Device(buf) if nhwc_dense && whole => Ok(buf.device_ptr()),
             _ => Err(TensorError::ShapeMismatch {
-                op: "bf16_channels_last_ptr (not a whole bf16 NHWC device tensor)",
+                op: "channels_last_ptr (not a whole NHWC device tensor)",
                 lhs: self.shape.clone(),
                 rhs: self.strides.clone(),
             }),

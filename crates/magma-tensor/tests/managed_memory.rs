@@ -94,9 +94,34 @@ fn bf16_nhwc_device_tensors_widen_on_read_and_hide_their_address() {
         t.device_ptr().is_err(),
         "f32 code must not get a bf16 address"
     );
-    assert!(t.bf16_channels_last_ptr().is_ok());
-    assert!(t.narrow(1, 1, 1).unwrap().bf16_channels_last_ptr().is_err());
+    assert!(t.channels_last_ptr().is_ok());
+    assert!(t.narrow(1, 1, 1).unwrap().channels_last_ptr().is_err());
     // The storage must hold exactly numel/2 words.
     let short = Storage::Device(Box::new(EmulatedDevice(vec![0.0; 2])));
     assert!(Tensor::from_device_bf16_channels_last(short, [1, 3, 1, 2]).is_err());
+}
+
+#[test]
+fn f32_nhwc_device_tensors_read_in_logical_order_and_hide_their_address_from_nchw_code() {
+    // Logical [n=1, c=3, h=1, w=2] in NHWC order: (w0: c0 c1 c2), (w1: c0 c1 c2).
+    let nhwc = vec![1.0, 2.0, 3.0, -0.5, 0.25, 8.0];
+    let t = Tensor::from_device_channels_last(
+        Storage::Device(Box::new(EmulatedDevice(nhwc))),
+        [1, 3, 1, 2],
+        magma_tensor::DType::F32,
+    )
+    .unwrap();
+    assert_eq!(t.dtype(), magma_tensor::DType::F32);
+    assert_eq!(t.to_vec().unwrap(), vec![1.0, -0.5, 2.0, 0.25, 3.0, 8.0]);
+    assert!(
+        t.device_ptr().is_err(),
+        "NCHW code must not read an NHWC tensor as if it were contiguous"
+    );
+    assert!(t.channels_last_ptr().is_ok());
+    assert!(t.narrow(1, 0, 2).unwrap().channels_last_ptr().is_err());
+    // f32 storage holds exactly numel values.
+    let short = Storage::Device(Box::new(EmulatedDevice(vec![0.0; 3])));
+    assert!(
+        Tensor::from_device_channels_last(short, [1, 3, 1, 2], magma_tensor::DType::F32).is_err()
+    );
 }

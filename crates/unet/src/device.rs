@@ -49,8 +49,10 @@ impl fmt::Display for Device {
 impl Device {
     /// The backend for this device, its convolutions in `precision` (fp32, TF32 or bf16 mixed
     /// precision; see [`Precision`]). The CPU computes in fp32: TF32 is ignored there, bf16 is
-    /// refused.
-    pub fn backend(self, precision: Precision) -> Result<Box<dyn Backend>> {
+    /// refused. `deterministic`: GPU convolutions only with deterministic algorithms, so that a
+    /// run repeats bit for bit (otherwise the fastest, PyTorch's default; also
+    /// `MAGMA_CUDA_DETERMINISTIC=1`); the CPU always is.
+    pub fn backend(self, precision: Precision, deterministic: bool) -> Result<Box<dyn Backend>> {
         match self {
             Device::Cpu if precision == Precision::Bf16 => Err(UnetError::Config(
                 "bf16 mixed precision needs a CUDA device (--device cuda); the CPU backend \
@@ -58,20 +60,31 @@ impl Device {
                     .into(),
             )),
             Device::Cpu => Ok(Box::new(CpuBackend::new())),
-            Device::Cuda { ordinal } => cuda_backend(ordinal, precision),
+            Device::Cuda { ordinal } => cuda_backend(ordinal, precision, deterministic),
         }
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_backend(ordinal: usize, precision: Precision) -> Result<Box<dyn Backend>> {
-    Ok(Box::new(
-        dnn_ops::CudaBackend::new(ordinal)?.with_precision(precision),
-    ))
+fn cuda_backend(
+    ordinal: usize,
+    precision: Precision,
+    deterministic: bool,
+) -> Result<Box<dyn Backend>> {
+    let backend = dnn_ops::CudaBackend::new(ordinal)?.with_precision(precision);
+    Ok(Box::new(if deterministic {
+        backend.with_deterministic(true)
+    } else {
+        backend
+    }))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend(ordinal: usize, _precision: Precision) -> Result<Box<dyn Backend>> {
+fn cuda_backend(
+    ordinal: usize,
+    _precision: Precision,
+    _deterministic: bool,
+) -> Result<Box<dyn Backend>> {
     Err(UnetError::Config(format!(
         "device cuda:{ordinal} asked for, but this binary was built without CUDA support: \
          build with `--features cuda` (see docs/cuda.md, `cargo xtask gpu-bundle`)"
@@ -104,7 +117,7 @@ mod tests {
     #[test]
     fn cuda_without_the_feature_is_a_clear_error() {
         let err = Device::Cuda { ordinal: 0 }
-            .backend(Precision::Fp32)
+            .backend(Precision::Fp32, false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("--features cuda"), "{err}");
@@ -113,13 +126,13 @@ mod tests {
     #[test]
     fn bf16_on_the_cpu_is_refused_and_tf32_ignored() {
         let err = Device::Cpu
-            .backend(Precision::Bf16)
+            .backend(Precision::Bf16, false)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("bf16") && err.contains("--device cuda"),
             "{err}"
         );
-        assert!(Device::Cpu.backend(Precision::Tf32).is_ok());
+        assert!(Device::Cpu.backend(Precision::Tf32, true).is_ok());
     }
 }

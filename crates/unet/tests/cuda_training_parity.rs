@@ -111,6 +111,39 @@ fn bf16_mixed_precision_trains_like_the_cpu() {
     compare_on(&gpu, LossKind::CeDice, &residual, 3, 1e-2);
 }
 
+/// The NHWC fp32 activations (TF32's default layout; fp32 with the NHWC switch, where the math is
+/// plain fp32 and the CPU's losses must be met as closely as in NCHW) through the whole U-Net and
+/// the residual bilinear variant.
+#[test]
+fn nhwc_fp32_and_tf32_activations_train_like_the_cpu() {
+    if dnn_ops::cuda::test_backend().is_none() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    let residual = UNetConfig::new(3, 3)
+        .with_base(4)
+        .with_depth(2)
+        .with_block(unet::BlockKind::Residual)
+        .with_upsample(unet::UpsampleKind::Bilinear);
+    let unet = UNetConfig::new(3, 3).with_base(8).with_depth(3);
+    for (precision, tol) in [
+        (dnn_ops::Precision::Fp32, 1e-3),
+        (dnn_ops::Precision::Tf32, 1e-2),
+    ] {
+        let gpu = dnn_ops::CudaBackend::new(0)
+            .unwrap()
+            .with_precision(precision)
+            .with_conv_nhwc(true);
+        println!("{precision:?}, NHWC activations");
+        let (_, losses) = compare_on(&gpu, LossKind::Ce, &unet, 5, tol);
+        assert!(
+            losses[4] < losses[0],
+            "{precision:?} losses did not fall: {losses:?}"
+        );
+        compare_on(&gpu, LossKind::CeDice, &residual, 3, tol);
+    }
+}
+
 #[test]
 fn first_five_cross_entropy_losses_match_the_cpu() {
     compare(

@@ -55,10 +55,23 @@ pub struct BenchUnetArgs {
     /// one global batch, gradients are averaged; rank 0 prints the totals and the step losses.
     #[arg(long)]
     distributed: bool,
+    /// Deterministic convolution algorithms only, on both sides (ours: as `train-unet
+    /// --deterministic`; the peer: `torch.backends.cudnn.deterministic = True`). Default: the
+    /// fastest algorithms on both sides, each framework's default. Also
+    /// MAGMA_CUDA_DETERMINISTIC=1.
+    #[arg(long)]
+    deterministic: bool,
     /// Bracket the timed training steps with cuProfilerStart/Stop, for
     /// `ncu --profile-from-start off` (CUDA only).
     #[arg(long)]
     profile_steps: bool,
+}
+
+impl BenchUnetArgs {
+    /// `--deterministic` or MAGMA_CUDA_DETERMINISTIC=1.
+    fn is_deterministic(&self) -> bool {
+        self.deterministic || std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() == Ok("1")
+    }
 }
 
 fn parse_device(s: &str) -> std::result::Result<Device, String> {
@@ -87,7 +100,7 @@ struct Measurement {
     /// Ranks (GPUs) of a `--distributed` run, 1 otherwise.
     ranks: usize,
     /// Whether convolution algorithms were limited to deterministic ones when any succeeded
-    /// (`MAGMA_CUDA_DETERMINISTIC`, default yes; PyTorch's peer runs with its default, no).
+    /// (`--deterministic`, on both sides; default no, as PyTorch's default).
     deterministic: bool,
     /// Training images per second and GPU.
     per_rank_img_s: f64,
@@ -343,8 +356,8 @@ fn measure(
             phases.describe(args.iters),
             1e3 * queued_s,
             1e3 * train_s,
-            if std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() == Ok("0") {
-                "; any convolution algorithm (MAGMA_CUDA_DETERMINISTIC=0)"
+            if args.is_deterministic() {
+                "; deterministic convolution algorithms"
             } else {
                 ""
             }
@@ -391,7 +404,7 @@ fn measure(
         infer_img_s,
         peak_gib: peaks[0],
         peak_reserved_gib: peaks[1],
-        deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() != Ok("0"),
+        deterministic: args.is_deterministic(),
         loss,
         ranks,
         per_rank_img_s: train_img_s / ranks as f64,
@@ -475,6 +488,9 @@ fn run_peer(
     if !args.peer_compile.is_empty() {
         cmd.args(["--compile", &args.peer_compile]);
     }
+    if args.is_deterministic() {
+        cmd.arg("--deterministic");
+    }
     let out = cmd
         .output()
         .with_context(|| format!("running {python} {}", script.display()))?;
@@ -505,7 +521,9 @@ pub fn run(args: BenchUnetArgs, root: &std::path::Path) -> Result<()> {
     let mut ours = Vec::new();
     let mut comm: Option<Box<dyn Communicator>> = None;
     for mode in args.modes.split(',').map(str::trim) {
-        let backend = args.device.backend(mode_precision(mode)?)?;
+        let backend = args
+            .device
+            .backend(mode_precision(mode)?, args.is_deterministic())?;
         if args.distributed && comm.is_none() {
             comm = Some(nccl_world(&args)?);
         }

@@ -56,6 +56,12 @@ pub struct DeviceArgs {
     /// Shorthand for --precision tf32.
     #[arg(long, conflicts_with = "precision")]
     tf32: bool,
+    /// GPU: deterministic convolution algorithms only, so that a run (and a resumed run)
+    /// repeats bit for bit (PyTorch's `cudnn.deterministic = True`; also
+    /// MAGMA_CUDA_DETERMINISTIC=1). Default: the fastest algorithms, as PyTorch. The CPU is
+    /// always deterministic for a given thread count.
+    #[arg(long)]
+    deterministic: bool,
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -82,7 +88,7 @@ impl DeviceArgs {
         if self.precision() == Precision::Tf32 && self.device == Device::Cpu {
             eprintln!("note: TF32 has no effect on the CPU (it computes in fp32)");
         }
-        Ok(self.device.backend(self.precision())?)
+        Ok(self.device.backend(self.precision(), self.deterministic)?)
     }
 
     /// The precision asked for (`--tf32` is `--precision tf32`).
@@ -98,7 +104,12 @@ impl DeviceArgs {
     #[cfg(feature = "nccl")]
     fn cuda_backend(&self, ordinal: usize) -> Result<dnn_ops::CudaBackend> {
         self.backend()?; // sizes the CPU pool and checks the flags the same way
-        Ok(dnn_ops::CudaBackend::new(ordinal)?.with_precision(self.precision()))
+        let backend = dnn_ops::CudaBackend::new(ordinal)?.with_precision(self.precision());
+        Ok(if self.deterministic {
+            backend.with_deterministic(true)
+        } else {
+            backend
+        })
     }
 }
 

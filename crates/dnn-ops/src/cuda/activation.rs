@@ -1,5 +1,6 @@
 //! Pointwise activations: ReLU, sigmoid and tanh through `cudnnActivationForward/Backward`;
-//! leaky ReLU, which cuDNN lacks, through our kernels of `cuda/activation.cu`.
+//! leaky ReLU, which cuDNN lacks, through our kernels of `cuda/activation.cu`; the ReLU of an
+//! NHWC activation (bf16 and NHWC fp32 modes) by the kernels of `nhwc.rs`, keeping it NHWC.
 //!
 //! Tensors of any shape are described to cuDNN as flat `[1, 1, 1, len]` runs of at most 2^30
 //! elements.
@@ -16,9 +17,6 @@ use crate::cpu::CpuBackend;
 use crate::error::Result;
 
 unsafe extern "C" {
-    fn mg_relu_bf16(x: *const u16, y: *mut u16, n: i64, stream: Stream) -> i32;
-    fn mg_relu_backward_bf16(y: *const u16, dy: *const u16, dx: *mut u16, n: i64, s: Stream)
-    -> i32;
     fn mg_leaky_relu_forward(x: *const f32, y: *mut f32, n: i64, slope: f32, stream: Stream)
     -> i32;
     fn mg_leaky_relu_backward(
@@ -64,20 +62,11 @@ fn at(base: u64, offset: usize) -> u64 {
 impl ActivationOps for CudaBackend {
     fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
         const OP: &str = "activation";
-        if kind == Activation::Relu && self.is_bf16_nhwc(x) {
-            // A bf16 activation stays bf16 NHWC (the mixed-precision path).
-            let y = self.bf16_nhwc_output(x.shape4(OP)?)?;
-            // SAFETY: `x` and `y` hold `numel` bf16 values in the same NHWC order on this device.
-            let status = unsafe {
-                mg_relu_bf16(
-                    x.bf16_channels_last_ptr()? as usize as *const u16,
-                    y.bf16_channels_last_ptr()? as usize as *mut u16,
-                    x.numel() as i64,
-                    self.stream(),
-                )
-            };
-            kernels::check(OP, status)?;
-            return Ok(y);
+        if kind == Activation::Relu
+            && let Some(dtype) = self.nhwc_dtype(x)
+        {
+            // An NHWC activation stays one (the bf16 and NHWC fp32 modes).
+            return self.nhwc_relu(OP, x, dtype);
         }
         let x = self.input(x)?;
         let mut y = self.output(x.shape())?;
@@ -135,23 +124,11 @@ impl ActivationOps for CudaBackend {
     ) -> Result<Tensor> {
         const OP: &str = "activation_backward";
         CpuBackend::check_activation_backward(x, y, dy)?;
-        if kind == Activation::Relu && self.is_bf16_nhwc(y) {
-            // dx = dy where y > 0, in bf16 NHWC like y (dy converted to it when it is not).
-            let dy = self.to_bf16_nhwc(OP, dy)?;
-            let dx = self.bf16_nhwc_output(y.shape4(OP)?)?;
-            // SAFETY: `y`, `dy` and `dx` hold `numel` bf16 values in the same NHWC order on
-            // this device.
-            let status = unsafe {
-                mg_relu_backward_bf16(
-                    y.bf16_channels_last_ptr()? as usize as *const u16,
-                    dy.bf16_channels_last_ptr()? as usize as *const u16,
-                    dx.bf16_channels_last_ptr()? as usize as *mut u16,
-                    y.numel() as i64,
-                    self.stream(),
-                )
-            };
-            kernels::check(OP, status)?;
-            return Ok(dx);
+        if kind == Activation::Relu
+            && let Some(dtype) = self.nhwc_dtype(y)
+        {
+            // dx = dy where y > 0, NHWC of y's type like y (dy converted to it when it is not).
+            return self.nhwc_relu_backward(OP, y, dy, dtype);
         }
         let (x, y, dy) = (self.input(x)?, self.input(y)?, self.input(dy)?);
         let mut dx = self.output(x.shape())?;

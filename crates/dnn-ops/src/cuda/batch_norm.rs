@@ -10,14 +10,14 @@
 //! - backward with batch statistics: `cudnnBatchNormalizationBackward` from the saved mean and
 //!   inverse deviation; with frozen statistics: our kernels of `cuda/batch_norm.cu`.
 //!
-//! A bf16 NHWC input (the mixed-precision activations) is normalised as it is, with fp32
-//! parameters and statistics and a bf16 NHWC result (and input gradient): in training and
-//! backward by our kernels of `cuda/bn_nhwc.cu` (cuDNN's legacy NHWC batch norm ran at ~1/100 of
-//! memory speed: U-Net base 64 trained at 76 img/s with it, 106 with its persistent mode), in
-//! evaluation by `cudnnBatchNormalizationForwardInference` with NHWC bf16 descriptors.
+//! An NHWC activation (bf16 or fp32: the bf16 and NHWC fp32 modes) is normalised as it is, with
+//! fp32 parameters and statistics and an NHWC result (and input gradient) of the same type: in
+//! training and backward by our kernels of `cuda/bn_nhwc.cu` (cuDNN's legacy NHWC batch norm ran
+//! at ~1/100 of memory speed: U-Net base 64 trained at 76 img/s with it, 106 with its persistent
+//! mode), in evaluation by `cudnnBatchNormalizationForwardInference` with NHWC descriptors.
 
 use cudnn_sys as sys;
-use magma_tensor::Tensor;
+use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
 use super::cudnn::{DataLayout, ONE, TensorDesc, ZERO, check, dptr, scale};
@@ -30,11 +30,14 @@ use crate::cpu::CpuBackend;
 use crate::error::Result;
 use magma_tensor::cuda::CudaBuffer;
 
+type Src = *const std::ffi::c_void;
+type Dst = *mut std::ffi::c_void;
+
 unsafe extern "C" {
     fn mg_bn_nhwc_partials(m: i64, c: i64) -> i64;
-    fn mg_bn_nhwc_train(
-        x: *const u16,
-        y: *mut u16,
+    fn mg_bn_nhwc_train_bf16(
+        x: Src,
+        y: Dst,
         m: i64,
         c: i64,
         eps: f32,
@@ -52,14 +55,53 @@ unsafe extern "C" {
         relu: i32,
         stream: Stream,
     ) -> i32;
-    fn mg_bn_nhwc_backward(
-        x: *const u16,
-        dy: *const u16,
-        relu_y: *const u16,
+    fn mg_bn_nhwc_train_f32(
+        x: Src,
+        y: Dst,
+        m: i64,
+        c: i64,
+        eps: f32,
+        momentum: f32,
+        gamma: *const f32,
+        beta: *const f32,
+        running_mean: *mut f32,
+        running_var: *mut f32,
+        save_mean: *mut f32,
+        save_inv_std: *mut f32,
+        scale: *mut f32,
+        shift: *mut f32,
+        partial_a: *mut f64,
+        partial_b: *mut f64,
+        relu: i32,
+        stream: Stream,
+    ) -> i32;
+    fn mg_bn_nhwc_backward_bf16(
+        x: Src,
+        dy: Src,
+        relu_y: Src,
         gamma: *const f32,
         mean: *const f32,
         inv_std: *const f32,
-        dx: *mut u16,
+        dx: Dst,
+        dgamma: *mut f32,
+        dbeta: *mut f32,
+        m: i64,
+        c: i64,
+        k1: *mut f32,
+        k2: *mut f32,
+        k3: *mut f32,
+        partial_a: *mut f64,
+        partial_b: *mut f64,
+        stream: Stream,
+    ) -> i32;
+    fn mg_bn_nhwc_backward_f32(
+        x: Src,
+        dy: Src,
+        relu_y: Src,
+        gamma: *const f32,
+        mean: *const f32,
+        inv_std: *const f32,
+        dx: Dst,
         dgamma: *mut f32,
         dbeta: *mut f32,
         m: i64,
@@ -106,15 +148,17 @@ fn descriptors(
     ))
 }
 
-/// The bf16 NHWC data descriptor of `x` and the fp32 per-channel descriptor.
-fn bf16_descriptors(
+/// The NHWC data descriptor of `x` (of element type `dtype`) and the fp32 per-channel
+/// descriptor.
+fn nhwc_descriptors(
     lib: &'static sys::CudnnLibrary,
     op: &'static str,
     x: &Tensor,
+    dtype: DType,
 ) -> Result<(TensorDesc, TensorDesc)> {
     let (n, c, h, w) = x.dims4(op)?;
     Ok((
-        TensorDesc::with_layout(lib, op, &[n, c, h, w], DataLayout::NhwcBf16)?,
+        TensorDesc::with_layout(lib, op, &[n, c, h, w], DataLayout::nhwc_of(dtype))?,
         TensorDesc::nchw(lib, op, &[1, c, 1, 1])?,
     ))
 }
@@ -145,11 +189,12 @@ impl CudaBackend {
 }
 
 impl CudaBackend {
-    /// Training-mode batch norm of a bf16 NHWC input (our kernels): a bf16 NHWC result, fp32
-    /// statistics; with `relu`, the result of a ReLU applied after it (fused).
+    /// Training-mode batch norm of an NHWC activation of `dtype` (our kernels): an NHWC result of
+    /// the same type, fp32 statistics; with `relu`, the result of a ReLU applied after it (fused).
     #[allow(clippy::too_many_arguments)]
-    fn batch_norm_train_bf16(
+    fn batch_norm_train_nhwc(
         &self,
+        dtype: DType,
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
@@ -161,20 +206,25 @@ impl CudaBackend {
         const OP: &str = "batch_norm_train";
         let (n, c, h, w) = x.dims4(OP)?;
         let m = n * h * w;
-        let y = self.bf16_nhwc_output([n, c, h, w])?;
+        let y = self.nhwc_output([n, c, h, w], dtype)?;
         let (gamma, beta) = (self.input(gamma)?, self.input(beta)?);
         let rm = self.in_place(running_mean)?;
         let rv = self.in_place(running_var)?;
         let (mut mean, mut inv_std) = (self.output(&[c])?, self.output(&[c])?);
         let (mut scale_t, mut shift_t) = (self.output(&[c])?, self.output(&[c])?);
         let (partial_a, partial_b) = self.bn_partials(m, c)?;
-        // SAFETY: `x` and `y` hold m·c bf16 values (NHWC = [m][c]) on this device; the eight
-        // per-channel vectors hold `c` fp32 values each (running statistics owned alone, updated
-        // in place); the partial buffers hold `mg_bn_nhwc_partials(m, c)` fp64 values each.
+        let train = match dtype {
+            DType::BF16 => mg_bn_nhwc_train_bf16,
+            _ => mg_bn_nhwc_train_f32,
+        };
+        // SAFETY: `x` and `y` hold m·c values of `dtype` (NHWC = [m][c]) on this device; the
+        // eight per-channel vectors hold `c` fp32 values each (running statistics owned alone,
+        // updated in place); the partial buffers hold `mg_bn_nhwc_partials(m, c)` fp64 values
+        // each.
         let status = unsafe {
-            mg_bn_nhwc_train(
-                x.bf16_channels_last_ptr()? as usize as *const u16,
-                y.bf16_channels_last_ptr()? as usize as *mut u16,
+            train(
+                x.channels_last_ptr()? as usize as Src,
+                y.channels_last_ptr()? as usize as Dst,
                 m as i64,
                 c as i64,
                 attrs.eps,
@@ -204,11 +254,12 @@ impl CudaBackend {
         Ok((self.device.alloc(2 * len)?, self.device.alloc(2 * len)?))
     }
 
-    /// The batch-statistics backward of a bf16 NHWC input (our kernels): `dy` as bf16 NHWC too,
-    /// `dx` bf16 NHWC, the parameter gradients fp32. `relu_y`: the (bf16 NHWC) output of a ReLU
-    /// fused after the norm, `dy` being its gradient.
-    fn batch_norm_backward_bf16(
+    /// The batch-statistics backward of an NHWC activation of `dtype` (our kernels): `dy` as
+    /// such too (converted when it is not), `dx` likewise, the parameter gradients fp32.
+    /// `relu_y`: the (NHWC) output of a ReLU fused after the norm, `dy` being its gradient.
+    fn batch_norm_backward_nhwc(
         &self,
+        dtype: DType,
         x: &Tensor,
         dy: &Tensor,
         relu_y: Option<&Tensor>,
@@ -218,25 +269,30 @@ impl CudaBackend {
         const OP: &str = "batch_norm_backward";
         let (n, c, h, w) = x.dims4(OP)?;
         let m = n * h * w;
-        let dy = self.to_bf16_nhwc(OP, dy)?;
+        let dy = self.to_nhwc(OP, dy, dtype)?;
         let gamma = self.input(gamma)?;
         let (mean, inv_std) = (self.input(&saved.mean)?, self.input(&saved.inv_std)?);
-        let dx = self.bf16_nhwc_output([n, c, h, w])?;
+        let dx = self.nhwc_output([n, c, h, w], dtype)?;
         let (mut dgamma, mut dbeta) = (self.output(&[c])?, self.output(&[c])?);
         let (k1, k2, k3) = (self.output(&[c])?, self.output(&[c])?, self.output(&[c])?);
         let (partial_a, partial_b) = self.bn_partials(m, c)?;
-        // SAFETY: `x`, `dy` and `dx` hold m·c bf16 values (NHWC = [m][c]) on this device; the
-        // per-channel vectors hold `c` fp32 values each (`k1..k3`, `dgamma`, `dbeta` written);
-        // the partial buffers hold `mg_bn_nhwc_partials(m, c)` fp64 values each.
+        let backward = match dtype {
+            DType::BF16 => mg_bn_nhwc_backward_bf16,
+            _ => mg_bn_nhwc_backward_f32,
+        };
+        // SAFETY: `x`, `dy`, `dx` (and `relu_y` when given) hold m·c values of `dtype` (NHWC =
+        // [m][c]) on this device; the per-channel vectors hold `c` fp32 values each (`k1..k3`,
+        // `dgamma`, `dbeta` written); the partial buffers hold `mg_bn_nhwc_partials(m, c)` fp64
+        // values each.
         let status = unsafe {
-            mg_bn_nhwc_backward(
-                x.bf16_channels_last_ptr()? as usize as *const u16,
-                dy.bf16_channels_last_ptr()? as usize as *const u16,
-                relu_y.map_or(Ok(0), |y| y.bf16_channels_last_ptr())? as usize as *const u16,
+            backward(
+                x.channels_last_ptr()? as usize as Src,
+                dy.channels_last_ptr()? as usize as Src,
+                relu_y.map_or(Ok(0), |y| y.channels_last_ptr())? as usize as Src,
                 ptr(&gamma)?,
                 ptr(&mean)?,
                 ptr(&inv_std)?,
-                dx.bf16_channels_last_ptr()? as usize as *mut u16,
+                dx.channels_last_ptr()? as usize as Dst,
                 dgamma.device_ptr_mut()? as usize as *mut f32,
                 dbeta.device_ptr_mut()? as usize as *mut f32,
                 m as i64,
@@ -283,8 +339,11 @@ impl NormOps for CudaBackend {
         const OP: &str = "batch_norm_train";
         let dims = train_dims(x, gamma, beta, running_mean, running_var)?;
         let c = dims.1;
-        if self.is_bf16_nhwc(x) && x.numel() > 0 {
-            return self.batch_norm_train_bf16(
+        if let Some(dtype) = self.nhwc_dtype(x)
+            && x.numel() > 0
+        {
+            return self.batch_norm_train_nhwc(
+                dtype,
                 x,
                 gamma,
                 beta,
@@ -350,26 +409,30 @@ impl NormOps for CudaBackend {
         const OP: &str = "batch_norm_eval";
         let dims =
             CpuBackend::check_batch_norm(OP, x, [gamma, beta, running_mean, running_var], false)?;
-        let bf16 = self.is_bf16_nhwc(x) && x.numel() > 0;
-        let x = if bf16 { x.clone() } else { self.input(x)? };
+        let nhwc = self.nhwc_dtype(x).filter(|_| x.numel() > 0);
+        let x = if nhwc.is_some() {
+            x.clone()
+        } else {
+            self.input(x)?
+        };
         let (rm, rv) = (self.input(running_mean)?, self.input(running_var)?);
         let inv_std = self.inv_std(OP, &rv, attrs.eps)?;
-        let mut y = if bf16 {
-            self.bf16_nhwc_output(x.shape4(OP)?)?
+        let mut y = if let Some(dtype) = nhwc {
+            self.nhwc_output(x.shape4(OP)?, dtype)?
         } else {
             self.output(x.shape())?
         };
         if x.numel() > 0 {
             let (gamma, beta) = (self.input(gamma)?, self.input(beta)?);
-            let (x_ptr, y_ptr) = if bf16 {
-                (x.bf16_channels_last_ptr()?, y.bf16_channels_last_ptr()?)
+            let (x_ptr, y_ptr) = if nhwc.is_some() {
+                (x.channels_last_ptr()?, y.channels_last_ptr()?)
             } else {
                 (x.device_ptr()?, y.device_ptr_mut()?)
             };
             let state = self.lock_state()?;
             let lib = state.handle.lib;
-            let (x_desc, c_desc) = if bf16 {
-                bf16_descriptors(lib, OP, &x)?
+            let (x_desc, c_desc) = if let Some(dtype) = nhwc {
+                nhwc_descriptors(lib, OP, &x, dtype)?
             } else {
                 descriptors(lib, OP, dims)?
             };
@@ -410,8 +473,11 @@ impl NormOps for CudaBackend {
         const OP: &str = "batch_norm_backward";
         let dims = CpuBackend::check_batch_norm_backward(x, dy, gamma, saved)?;
         let (outer, c, inner) = dims;
-        if batch_statistics && self.is_bf16_nhwc(x) && x.numel() > 0 {
-            return self.batch_norm_backward_bf16(x, dy, None, gamma, saved);
+        if batch_statistics
+            && let Some(dtype) = self.nhwc_dtype(x)
+            && x.numel() > 0
+        {
+            return self.batch_norm_backward_nhwc(dtype, x, dy, None, gamma, saved);
         }
         let (x, dy) = (self.input(x)?, self.input(dy)?);
         if x.numel() == 0 {
@@ -486,7 +552,7 @@ impl NormOps for CudaBackend {
     }
 }
 
-/// Batch norm + ReLU of a bf16 NHWC activation in one pass each way (the ReLU applied by the
+/// Batch norm + ReLU of an NHWC activation (bf16 or fp32) in one pass each way (the ReLU applied by the
 /// norm's own kernels); anything else composes the two ops.
 impl FusedOps for CudaBackend {
     fn batch_norm_relu_train(
@@ -498,9 +564,12 @@ impl FusedOps for CudaBackend {
         running_var: &mut Tensor,
         attrs: &BatchNormAttrs,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        if self.is_bf16_nhwc(x) && x.numel() > 0 {
+        if let Some(dtype) = self.nhwc_dtype(x)
+            && x.numel() > 0
+        {
             train_dims(x, gamma, beta, running_mean, running_var)?;
-            return self.batch_norm_train_bf16(
+            return self.batch_norm_train_nhwc(
+                dtype,
                 x,
                 gamma,
                 beta,
@@ -521,9 +590,13 @@ impl FusedOps for CudaBackend {
         gamma: &Tensor,
         saved: &BatchNormSaved,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        if self.is_bf16_nhwc(x) && self.is_bf16_nhwc(y) && x.numel() > 0 && x.shape() == y.shape() {
+        if let Some(dtype) = self.nhwc_dtype(x)
+            && self.nhwc_dtype(y) == Some(dtype)
+            && x.numel() > 0
+            && x.shape() == y.shape()
+        {
             CpuBackend::check_batch_norm_backward(x, dy, gamma, saved)?;
-            return self.batch_norm_backward_bf16(x, dy, Some(y), gamma, saved);
+            return self.batch_norm_backward_nhwc(dtype, x, dy, Some(y), gamma, saved);
         }
         relu_then_batch_norm_backward(self, x, y, dy, gamma, saved)
     }

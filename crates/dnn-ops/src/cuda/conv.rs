@@ -4,16 +4,18 @@
 //! `cudnnConvolutionForward`, and its weight gradient is `cudnnConvolutionBackwardFilter` with
 //! the input and the output gradient swapped.
 //!
-//! In bf16 mode (and in the NHWC fp32 layout) the operands are converted to NHWC (filters KRSC)
-//! in the target type by one tiled transpose each (`cuda/layout.cu`), cuDNN runs with fp32
-//! accumulation, and the result comes back to NCHW fp32 with the convolution's bias added in the
-//! same pass — except in bf16 mode where the forward passes and the data gradients of bf16
-//! activations stay bf16 NHWC (the bias added by a bf16 kernel), the mixed-precision path.
+//! In bf16 mode and in the NHWC fp32 layout (TF32 by default) the activations are NHWC tensors
+//! of the layout's type: a forward pass or data gradient of an NHWC activation writes an NHWC
+//! result (the bias added by an NHWC kernel), filters are converted to KRSC once per pass
+//! ([`ConvOps::conv_weight`]), and any other operand is converted by one tiled transpose
+//! (`cuda/layout.cu`); filter gradients come back to NCHW fp32. cuDNN accumulates in fp32.
 //!
 //! The algorithm of every problem (kind, shapes, attributes, math, layout) is searched once with
 //! `cudnnFind*AlgorithmEx` and cached in [`AlgoCache`]: the fastest successful algorithm,
-//! preferring deterministic ones (unless [`CudaBackend::with_deterministic`] or
-//! `MAGMA_CUDA_DETERMINISTIC=0` lifts that, as PyTorch's default `cudnn.deterministic = False`). The search runs with a temporary workspace of at most
+//! among the deterministic ones when [`CudaBackend::with_deterministic`] or
+//! `MAGMA_CUDA_DETERMINISTIC=1` asks for them (PyTorch's `cudnn.deterministic = True`; by
+//! default any algorithm, as PyTorch's default). The search runs with a temporary workspace of
+//! at most
 //! [`SEARCH_WORKSPACE_CAP`]; each call then takes the chosen algorithm's workspace from the
 //! device's cache and gives it back once queued.
 
@@ -596,9 +598,9 @@ impl CudaBackend {
 
     /// One primitive on operands `a` and `b` into a new tensor of `out_shape`, plus `bias` per
     /// channel when given; zeros (plus bias) where an operand is empty (cuDNN refuses zero-sized
-    /// tensors). The result is NCHW fp32, or bf16 NHWC when `bf16_out` is asked and the
-    /// primitive runs in bf16 (the mixed-precision activations); `converted` are
-    /// NHWC copies of the operands made already.
+    /// tensors). The result is NCHW fp32, or an NHWC activation of the layout's element type
+    /// when `nhwc_out` is asked and the primitive runs in NHWC (the activations of the bf16 and
+    /// NHWC fp32 modes); `converted` are NHWC copies of the operands made already.
     #[allow(clippy::too_many_arguments)]
     fn conv_primitive(
         &self,
@@ -610,7 +612,7 @@ impl CudaBackend {
         (a, b): (&Tensor, &Tensor),
         bias: Option<&Tensor>,
         converted: [Option<&CudaBuffer>; 2],
-        bf16_out: bool,
+        nhwc_out: bool,
     ) -> Result<Tensor> {
         let empty = |s: &[usize; 4]| s.contains(&0);
         if empty(&out_shape) {
@@ -625,10 +627,9 @@ impl CudaBackend {
         if layout != DataLayout::NchwF32 {
             let key = self.conv_key(kind, shapes, attrs, layout);
             if !self.lock_state()?.conv_algos.nhwc_refused.contains(&key) {
-                let bf16_out = bf16_out && layout == DataLayout::NhwcBf16;
                 let operands = [(a, converted[0]), (b, converted[1])];
                 match self.conv_nhwc(
-                    op, kind, shapes, out_shape, attrs, layout, operands, bias, bf16_out,
+                    op, kind, shapes, out_shape, attrs, layout, operands, bias, nhwc_out,
                 ) {
                     Ok(out) => return Ok(out),
                     // Refused before any algorithm ran for this problem: cuDNN has none in
@@ -673,10 +674,10 @@ impl CudaBackend {
         }
     }
 
-    /// The primitive in an NHWC `layout`: each operand used as it is when it is a bf16 NHWC
-    /// tensor already or has a converted copy, converted otherwise; the result written as a bf16
-    /// NHWC tensor (`bf16_out`, the bias added in place) or converted back to NCHW fp32 with the
-    /// bias added.
+    /// The primitive in an NHWC `layout`: each operand used as it is when it is an NHWC tensor
+    /// of the layout's type already or has a converted copy, converted otherwise; the result
+    /// written as an NHWC activation (`nhwc_out`, the bias added in place) or converted back to
+    /// NCHW fp32 with the bias added.
     #[allow(clippy::too_many_arguments)]
     fn conv_nhwc(
         &self,
@@ -688,8 +689,11 @@ impl CudaBackend {
         layout: DataLayout,
         operands: [(&Tensor, Option<&CudaBuffer>); 2],
         bias: Option<&Tensor>,
-        bf16_out: bool,
+        nhwc_out: bool,
     ) -> Result<Tensor> {
+        let dtype = layout
+            .nhwc_dtype()
+            .expect("conv_nhwc runs in an NHWC layout");
         // Conversions made here live until the primitive has been queued; dropping them then
         // returns the memory to the device's cache, ordered after the kernels on the one stream.
         let mut owned = Vec::new();
@@ -697,9 +701,7 @@ impl CudaBackend {
         for (slot, (t, pre)) in ptrs.iter_mut().zip(operands) {
             *slot = match pre {
                 Some(c) => c.device_ptr(),
-                None if layout == DataLayout::NhwcBf16 && self.is_bf16_nhwc(t) => {
-                    t.bf16_channels_last_ptr()?
-                }
+                None if self.nhwc_dtype(t) == Some(dtype) => t.channels_last_ptr()?,
                 None => {
                     let buf = self.nhwc_copy(op, &self.input(t)?, layout)?;
                     let p = buf.device_ptr();
@@ -708,16 +710,16 @@ impl CudaBackend {
                 }
             };
         }
-        if bf16_out {
-            let out = self.bf16_nhwc_output(out_shape)?;
+        if nhwc_out {
+            let out = self.nhwc_output(out_shape, dtype)?;
             let ptrs = Operands {
                 a: ptrs[0],
                 b: ptrs[1],
-                out: out.bf16_channels_last_ptr()?,
+                out: out.channels_last_ptr()?,
             };
             self.run_conv(op, kind, shapes, attrs, layout, ptrs)?;
             if let Some(bias) = bias {
-                self.add_channel_bias_bf16(op, &out, bias, &out)?;
+                self.add_channel_bias_nhwc(op, &out, bias, &out)?;
             }
             return Ok(out);
         }
@@ -735,8 +737,8 @@ impl CudaBackend {
     }
 
     /// The NHWC copy of `dy` both gradients of one convolution share, when both are needed and
-    /// the convolutions run in NHWC and `dy` is not a bf16 NHWC tensor already (`None`
-    /// otherwise: each primitive converts what it needs).
+    /// the convolutions run in NHWC and `dy` is not an NHWC tensor of the layout's type already
+    /// (`None` otherwise: each primitive converts what it needs).
     fn shared_nhwc(
         &self,
         op: &'static str,
@@ -747,7 +749,7 @@ impl CudaBackend {
         if layout == DataLayout::NchwF32
             || !(need[0] && need[1])
             || dy.numel() == 0
-            || (layout == DataLayout::NhwcBf16 && self.is_bf16_nhwc(dy))
+            || self.nhwc_dtype(dy) == layout.nhwc_dtype()
         {
             return Ok(None);
         }
@@ -762,9 +764,13 @@ fn numel4(shape: &[usize; 4]) -> usize {
 
 impl ConvOps for CudaBackend {
     fn conv_weight(&self, w: &Tensor) -> Result<Tensor> {
-        if self.conv_layout() == DataLayout::NhwcBf16 && w.rank() == 4 && w.numel() > 0 {
-            // KRSC bf16: the operand layout of the bf16 convolutions, made once per pass.
-            return self.to_bf16_nhwc("conv_weight", w);
+        if let Some(dtype) = self.conv_layout().nhwc_dtype()
+            && w.rank() == 4
+            && w.numel() > 0
+        {
+            // KRSC in the layout's type: the operand layout of the NHWC convolutions, made once
+            // per pass instead of once per convolution.
+            return self.to_nhwc("conv_weight", w, dtype);
         }
         Ok(w.clone())
     }
@@ -907,7 +913,7 @@ impl ConvOps for CudaBackend {
                     (dy, w),
                     None,
                     [dy_nhwc.as_ref(), None],
-                    self.is_bf16_nhwc(x),
+                    self.is_nhwc(x),
                 )
             })
             .transpose()?;
@@ -956,7 +962,7 @@ impl ConvOps for CudaBackend {
                     (dy, w),
                     None,
                     [dy_nhwc.as_ref(), None],
-                    self.is_bf16_nhwc(x),
+                    self.is_nhwc(x),
                 )
             })
             .transpose()?;

@@ -159,6 +159,23 @@ pub(crate) enum DataLayout {
 }
 
 impl DataLayout {
+    /// The element type of NHWC activations handed over in this layout (`None`: NCHW).
+    pub(crate) fn nhwc_dtype(self) -> Option<magma_tensor::DType> {
+        match self {
+            DataLayout::NchwF32 => None,
+            DataLayout::NhwcF32 => Some(magma_tensor::DType::F32),
+            DataLayout::NhwcBf16 => Some(magma_tensor::DType::BF16),
+        }
+    }
+
+    /// The NHWC layout of elements of `dtype`.
+    pub(crate) fn nhwc_of(dtype: magma_tensor::DType) -> Self {
+        match dtype {
+            magma_tensor::DType::BF16 => DataLayout::NhwcBf16,
+            _ => DataLayout::NhwcF32,
+        }
+    }
+
     pub(crate) fn format(self) -> sys::cudnnTensorFormat_t {
         match self {
             DataLayout::NchwF32 => sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,

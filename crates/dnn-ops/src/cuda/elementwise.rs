@@ -2,9 +2,9 @@
 //! on the GPU (kernels in `cuda/elementwise.cu`), and the small helpers the other kernel-backed
 //! op files share (shape checks as the CPU words them, scratch buffers of 8-byte words).
 //!
-//! On bf16 NHWC activations (the mixed-precision path; kernels in `cuda/bf16.cu`) `add` of two of
+//! On NHWC activations (the bf16 and NHWC fp32 modes; kernels of `nhwc.rs`) `add` of two of
 //! them, `add_channel_bias` and `sum_per_channel` (the bias gradient) read them as they are: the
-//! first two give bf16 NHWC results, the sum an fp32 one.
+//! first two give NHWC results of the same type, the sum an fp32 one.
 
 use magma_tensor::Tensor;
 
@@ -33,24 +33,6 @@ unsafe extern "C" {
         outer: i64,
         c: i64,
         inner: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_add_bf16(a: *const u16, b: *const u16, y: *mut u16, n: i64, s: Stream) -> i32;
-    fn mg_add_channel_bias_nhwc_bf16(
-        x: *const u16,
-        bias: *const f32,
-        y: *mut u16,
-        m: i64,
-        c: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_sum_per_channel_nhwc_partials(m: i64, c: i64) -> i64;
-    fn mg_sum_per_channel_nhwc_bf16(
-        x: *const u16,
-        out: *mut f32,
-        partials: *mut f64,
-        m: i64,
-        c: i64,
         s: Stream,
     ) -> i32;
     fn mg_reduce_blocks(n: i64) -> i64;
@@ -112,51 +94,14 @@ pub(super) fn reduce_blocks(n: usize) -> usize {
     usize::try_from(blocks).expect("positive block count")
 }
 
-/// The bf16 address of a bf16 NHWC activation.
-fn bf16(t: &Tensor) -> Result<*const u16> {
-    Ok(t.bf16_channels_last_ptr()? as usize as *const u16)
-}
-
 impl CudaBackend {
-    /// `x + bias[c]` on a bf16 NHWC `x`, in place into a new bf16 NHWC tensor `y` (which may be
-    /// `x`'s own storage: the kernel reads each element before writing it).
-    pub(crate) fn add_channel_bias_bf16(
-        &self,
-        op: &'static str,
-        x: &Tensor,
-        bias: &Tensor,
-        y: &Tensor,
-    ) -> Result<()> {
-        let [n, c, h, w] = x.shape4(op)?;
-        let bias = self.input(bias)?;
-        // SAFETY: `x` and `y` hold n·h·w rows of c bf16 on this device, `bias` c fp32.
-        check(op, unsafe {
-            mg_add_channel_bias_nhwc_bf16(
-                bf16(x)?,
-                src(&bias)?,
-                y.bf16_channels_last_ptr()? as usize as *mut u16,
-                ll(n * h * w),
-                ll(c),
-                self.stream(),
-            )
-        })
-    }
-
     fn binary(&self, op: &'static str, code: i32, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         same_shape(op, a, b)?;
-        if code == 0 && self.is_bf16_nhwc(a) && self.is_bf16_nhwc(b) {
-            let y = self.bf16_nhwc_output(a.shape4(op)?)?;
-            // SAFETY: `a`, `b` and `y` hold `numel` bf16 values each, in the same NHWC order.
-            check(op, unsafe {
-                mg_add_bf16(
-                    bf16(a)?,
-                    bf16(b)?,
-                    y.bf16_channels_last_ptr()? as usize as *mut u16,
-                    ll(a.numel()),
-                    self.stream(),
-                )
-            })?;
-            return Ok(y);
+        if code == 0
+            && let Some(dtype) = self.nhwc_dtype(a)
+            && self.nhwc_dtype(b) == Some(dtype)
+        {
+            return self.nhwc_add(op, a, b, dtype);
         }
         let (a, b) = (self.input(a)?, self.input(b)?);
         let mut y = self.output(a.shape())?;
@@ -202,9 +147,11 @@ impl ElementwiseOps for CudaBackend {
         if bias.shape() != [c] {
             return shape_err("add_channel_bias", "bias", bias.shape(), format!("[{c}]"));
         }
-        if self.is_bf16_nhwc(x) && x.numel() > 0 {
-            let y = self.bf16_nhwc_output(x.shape4("add_channel_bias")?)?;
-            self.add_channel_bias_bf16("add_channel_bias", x, bias, &y)?;
+        if let Some(dtype) = self.nhwc_dtype(x)
+            && x.numel() > 0
+        {
+            let y = self.nhwc_output(x.shape4("add_channel_bias")?, dtype)?;
+            self.add_channel_bias_nhwc("add_channel_bias", x, bias, &y)?;
             return Ok(y);
         }
         let (x, bias) = (self.input(x)?, self.input(bias)?);
@@ -229,27 +176,11 @@ impl ElementwiseOps for CudaBackend {
 
     fn sum_per_channel(&self, x: &Tensor) -> Result<Tensor> {
         let (outer, c, inner) = channel_dims(x.shape(), "sum_per_channel")?;
+        if c > 0 && self.is_nhwc(x) {
+            return self.nhwc_sum_per_channel("sum_per_channel", x);
+        }
         let mut out = self.output(&[c])?;
         if c == 0 {
-            return Ok(out);
-        }
-        if self.is_bf16_nhwc(x) {
-            let m = outer * inner;
-            // SAFETY: a pure host function of its arguments.
-            let words = unsafe { mg_sum_per_channel_nhwc_partials(ll(m), ll(c)) };
-            let mut partials = scratch_words(self, usize::try_from(words).expect("positive"))?;
-            // SAFETY: `x` holds m rows of c bf16, `out` c fp32, `partials` the launcher's count
-            // of doubles.
-            check("sum_per_channel", unsafe {
-                mg_sum_per_channel_nhwc_bf16(
-                    bf16(x)?,
-                    dst(&mut out)?,
-                    dst(&mut partials)? as *mut f64,
-                    ll(m),
-                    ll(c),
-                    self.stream(),
-                )
-            })?;
             return Ok(out);
         }
         let x = self.input(x)?;

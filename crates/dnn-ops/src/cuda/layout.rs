@@ -1,10 +1,13 @@
 //! Conversions between our NCHW fp32 tensors and the NHWC operands of cuDNN's tensor-core paths
-//! (kernels in `cuda/layout.cu`), and the bf16 NHWC activations of the mixed-precision mode.
+//! (kernels in `cuda/layout.cu`), and the NHWC activations of the bf16 and NHWC fp32 modes.
 //!
-//! In bf16 mode a convolution without bias writes its result as a bf16 NHWC tensor
-//! ([`magma_tensor::DType::BF16`]); batch norm and ReLU keep it so, and the next convolution
-//! reads it as it is. Every other op gets its operands through [`CudaBackend::input`], which
-//! widens a bf16 tensor to NCHW fp32 first, so an op that has no bf16 path still computes the
+//! When the convolutions run in NHWC (bf16 mixed precision; TF32 by default), a convolution
+//! writes its result as an NHWC activation of the mode's element type (bf16: a
+//! [`magma_tensor::DType::BF16`] tensor; fp32: a channels-last fp32 tensor); batch norm, ReLU,
+//! max pooling, channel concat / split, sums and channel biases keep it so, and the next
+//! convolution reads it as it is — no layout conversion between the layers, as PyTorch's
+//! channels-last. Every other op gets its operands through [`CudaBackend::input`], which turns
+//! an NHWC activation into NCHW fp32 first, so an op without an NHWC path still computes the
 //! right values (in fp32, like PyTorch's autocast runs such ops).
 
 use magma_tensor::cuda::CudaBuffer;
@@ -48,43 +51,58 @@ fn nc_hw(shape: &[usize]) -> [i64; 3] {
 }
 
 impl CudaBackend {
-    /// Whether `t` is a whole bf16 NHWC tensor on this device (a mixed-precision activation).
-    pub(crate) fn is_bf16_nhwc(&self, t: &Tensor) -> bool {
-        t.dtype() == DType::BF16
-            && t.bf16_channels_last_ptr().is_ok()
-            && matches!(t.storage(), Storage::Device(b) if b.ordinal() == self.device.ordinal())
+    /// The element type of `t` when it is an NHWC activation on this device: a whole bf16 NHWC
+    /// tensor (bf16 mode), or a whole fp32 channels-last tensor that is not also NCHW-contiguous
+    /// (the NHWC fp32 mode: TF32 by default). `None` for everything else.
+    pub(crate) fn nhwc_dtype(&self, t: &Tensor) -> Option<DType> {
+        let on_device =
+            matches!(t.storage(), Storage::Device(b) if b.ordinal() == self.device.ordinal());
+        if !on_device || t.channels_last_ptr().is_err() {
+            return None;
+        }
+        match t.dtype() {
+            DType::BF16 => Some(DType::BF16),
+            DType::F32 if !t.is_contiguous() => Some(DType::F32),
+            _ => None,
+        }
     }
 
-    /// A new bf16 NHWC tensor of logical shape `shape`, every element to be written by the caller.
-    pub(crate) fn bf16_nhwc_output(&self, shape: [usize; 4]) -> Result<Tensor> {
+    /// Whether `t` is an NHWC activation on this device (bf16 or fp32).
+    pub(crate) fn is_nhwc(&self, t: &Tensor) -> bool {
+        self.nhwc_dtype(t).is_some()
+    }
+
+    /// A new NHWC tensor of logical shape `shape` and element type `dtype`, every element to be
+    /// written by the caller.
+    pub(crate) fn nhwc_output(&self, shape: [usize; 4], dtype: DType) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
-        let storage = Storage::Device(Box::new(self.device.alloc(numel.div_ceil(2))?));
-        Ok(Tensor::from_device_bf16_channels_last(storage, shape)?)
+        let words = match dtype {
+            DType::BF16 => numel.div_ceil(2),
+            _ => numel,
+        };
+        let storage = Storage::Device(Box::new(self.device.alloc(words)?));
+        Ok(Tensor::from_device_channels_last(storage, shape, dtype)?)
     }
 
-    /// `t` as a bf16 NHWC tensor: itself when it is one, converted from NCHW fp32 otherwise.
-    pub(crate) fn to_bf16_nhwc(&self, op: &'static str, t: &Tensor) -> Result<Tensor> {
-        if self.is_bf16_nhwc(t) {
+    /// `t` as an NHWC activation of `dtype`: itself when it is one, converted otherwise.
+    pub(crate) fn to_nhwc(&self, op: &'static str, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        if self.nhwc_dtype(t) == Some(dtype) {
             return Ok(t.clone());
         }
         let f = self.input(t)?;
         let shape = f.shape4(op)?;
-        let out = self.bf16_nhwc_output(shape)?;
-        self.convert_to_nhwc(op, &f, out.bf16_channels_last_ptr()?, DataLayout::NhwcBf16)?;
+        let out = self.nhwc_output(shape, dtype)?;
+        let layout = DataLayout::nhwc_of(dtype);
+        self.convert_to_nhwc(op, &f, out.channels_last_ptr()?, layout)?;
         Ok(out)
     }
 
-    /// The NCHW fp32 values of a bf16 NHWC tensor (what [`CudaBackend::input`] hands to ops
-    /// without a bf16 path).
-    pub(crate) fn widen_bf16(&self, op: &'static str, t: &Tensor) -> Result<Tensor> {
+    /// The NCHW fp32 values of an NHWC activation of element type `dtype` (what
+    /// [`CudaBackend::input`] hands to ops without an NHWC path).
+    pub(crate) fn to_nchw(&self, op: &'static str, t: &Tensor, dtype: DType) -> Result<Tensor> {
         let mut out = self.output(t.shape())?;
-        self.write_nchw(
-            op,
-            t.bf16_channels_last_ptr()?,
-            &mut out,
-            DataLayout::NhwcBf16,
-            None,
-        )?;
+        let layout = DataLayout::nhwc_of(dtype);
+        self.write_nchw(op, t.channels_last_ptr()?, &mut out, layout, None)?;
         Ok(out)
     }
 

@@ -9,10 +9,12 @@
 //! is queued on the device's one stream; reading a result (`to_vec`, `item`) waits for it.
 //!
 //! Convolutions run in plain fp32 unless [`CudaBackend::with_precision`] asks for TF32 or bf16
-//! mixed precision ([`Precision`]). bf16 and TF32 convolutions run in NHWC (converted on the way
-//! in and out: cuDNN's tensor-core kernels are NHWC), fp32 ones in NCHW (cuDNN's NHWC FMA kernels
-//! are slower: 59 vs 118 img/s for U-Net base 64 on the H100); `MAGMA_CUDA_CONV_NHWC=0|1` or
-//! [`CudaBackend::with_conv_nhwc`] overrides the fp32/TF32 choice (a tuning switch).
+//! mixed precision ([`Precision`]). bf16 and TF32 convolutions run in NHWC (cuDNN's tensor-core
+//! kernels are NHWC), and so do the activations between them (bf16 or fp32 NHWC tensors that
+//! batch norm, ReLU, pooling, concat / split and bias keep as they are: `layout.rs`), fp32 ones in
+//! NCHW (cuDNN's NHWC FMA kernels are slower: 59 vs 118 img/s for U-Net base 64 on the H100);
+//! `MAGMA_CUDA_CONV_NHWC=0|1` or [`CudaBackend::with_conv_nhwc`] overrides the fp32/TF32 choice
+//! (a tuning switch).
 
 mod activation;
 mod batch_norm;
@@ -24,6 +26,7 @@ mod layout;
 mod loss;
 mod matmul;
 mod metrics;
+mod nhwc;
 mod optim;
 mod pool;
 mod resize;
@@ -50,7 +53,7 @@ pub struct CudaBackend {
     /// fp32 no.
     conv_nhwc: Option<bool>,
     /// Whether convolution algorithms are chosen among the deterministic ones when any
-    /// succeeds (`MAGMA_CUDA_DETERMINISTIC`, default yes).
+    /// succeeds (`MAGMA_CUDA_DETERMINISTIC=1`; default no, as PyTorch).
     deterministic: bool,
 }
 
@@ -98,7 +101,7 @@ impl CudaBackend {
                 Ok("0") => Some(false),
                 _ => None,
             },
-            deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() != Ok("0"),
+            deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() == Ok("1"),
         })
     }
 
@@ -126,13 +129,20 @@ impl CudaBackend {
         self
     }
 
-    /// Chooses each convolution's algorithm among the deterministic ones when any succeeds (the
-    /// default: runs repeat bit for bit), or the fastest of all (`false`, PyTorch's default
-    /// `torch.backends.cudnn.deterministic = False`). Default: `MAGMA_CUDA_DETERMINISTIC=0|1`,
-    /// else deterministic.
+    /// Chooses each convolution's algorithm among the deterministic ones when any succeeds
+    /// (`true`: runs, and resumed runs, repeat bit for bit, as PyTorch's
+    /// `torch.backends.cudnn.deterministic = True`), or the fastest of all (`false`, PyTorch's
+    /// default; cuDNN's fastest fp32 backward kernels accumulate with atomics, so the last bits
+    /// of a gradient vary from run to run). Default: `MAGMA_CUDA_DETERMINISTIC=1`, else the
+    /// fastest.
     pub fn with_deterministic(mut self, deterministic: bool) -> Self {
         self.deterministic = deterministic;
         self
+    }
+
+    /// Whether convolution algorithms are restricted to deterministic ones.
+    pub fn deterministic(&self) -> bool {
+        self.deterministic
     }
 
     /// Whether TF32 is allowed.
@@ -160,12 +170,12 @@ impl CudaBackend {
         Ok(self.lock_state()?.handle.version())
     }
 
-    /// `input` as a contiguous fp32 tensor on this device (uploaded or copied when it is not; a
-    /// bf16 activation widened).
+    /// `input` as a contiguous fp32 tensor on this device (uploaded or copied when it is not; an
+    /// NHWC activation turned into NCHW fp32).
     pub(crate) fn input(&self, tensor: &Tensor) -> Result<Tensor> {
         self.device.bind()?;
-        if self.is_bf16_nhwc(tensor) {
-            return self.widen_bf16("input", tensor);
+        if let Some(dtype) = self.nhwc_dtype(tensor) {
+            return self.to_nchw("input", tensor, dtype);
         }
         Ok(self.device.upload(tensor)?)
     }

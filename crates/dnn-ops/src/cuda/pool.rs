@@ -6,11 +6,11 @@
 //! border, so cuDNN's `COUNT_INCLUDE_PADDING` divides by `kh·kw` exactly as PyTorch does, and
 //! `COUNT_EXCLUDE_PADDING` by the clipped window, as the CPU's `count_include_pad = false`.
 //!
-//! Max pooling of a bf16 NHWC activation (the mixed-precision path) stays bf16 NHWC, forward and
-//! backward, by our own kernels with the same windows and tie rule.
+//! Max pooling of an NHWC activation (bf16 or fp32: the bf16 and NHWC fp32 modes) stays NHWC of
+//! its type, forward and backward, by our own kernels with the same windows and tie rule.
 
 use cudnn_sys as sys;
-use magma_tensor::Tensor;
+use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
 use super::cudnn::{ONE, PoolDesc, TensorDesc, ZERO, check, dptr, scale};
@@ -20,10 +20,30 @@ use crate::backend::PoolOps;
 use crate::cpu::CpuBackend;
 use crate::error::{OpError, Result};
 
+type Src = *const std::ffi::c_void;
+type Dst = *mut std::ffi::c_void;
+
 unsafe extern "C" {
     fn mg_max_pool2d_nhwc_bf16(
-        x: *const u16,
-        y: *mut u16,
+        x: Src,
+        y: Dst,
+        n: i64,
+        c: i64,
+        h: i32,
+        w: i32,
+        ho: i32,
+        wo: i32,
+        kh: i32,
+        kw: i32,
+        sh: i32,
+        sw: i32,
+        ph: i32,
+        pw: i32,
+        stream: Stream,
+    ) -> i32;
+    fn mg_max_pool2d_nhwc_f32(
+        x: Src,
+        y: Dst,
         n: i64,
         c: i64,
         h: i32,
@@ -39,9 +59,27 @@ unsafe extern "C" {
         stream: Stream,
     ) -> i32;
     fn mg_max_pool2d_backward_nhwc_bf16(
-        x: *const u16,
-        dy: *const u16,
-        dx: *mut u16,
+        x: Src,
+        dy: Src,
+        dx: Dst,
+        n: i64,
+        c: i64,
+        h: i32,
+        w: i32,
+        ho: i32,
+        wo: i32,
+        kh: i32,
+        kw: i32,
+        sh: i32,
+        sw: i32,
+        ph: i32,
+        pw: i32,
+        stream: Stream,
+    ) -> i32;
+    fn mg_max_pool2d_backward_nhwc_f32(
+        x: Src,
+        dy: Src,
+        dx: Dst,
         n: i64,
         c: i64,
         h: i32,
@@ -118,23 +156,28 @@ fn geometry(
 }
 
 impl CudaBackend {
-    /// Max pooling of a non-empty bf16 NHWC activation into a bf16 NHWC result.
-    fn max_pool2d_bf16(
+    /// Max pooling of a non-empty NHWC activation of `dtype` into an NHWC result of that type.
+    fn max_pool2d_nhwc(
         &self,
+        dtype: DType,
         x: &Tensor,
         y_shape: [usize; 4],
         attrs: &Pool2dAttrs,
     ) -> Result<Tensor> {
         const OP: &str = "max_pool2d";
         let [n, c, h, w] = x.shape4(OP)?;
-        let y = self.bf16_nhwc_output(y_shape)?;
+        let y = self.nhwc_output(y_shape, dtype)?;
         let g = geometry(OP, [h, w], [y_shape[2], y_shape[3]], attrs)?;
-        // SAFETY: `x` holds n·h·w·c bf16 values and `y` n·ho·wo·c, NHWC on this device; every
-        // window read lies inside its image (clipped to it).
+        let pool = match dtype {
+            DType::BF16 => mg_max_pool2d_nhwc_bf16,
+            _ => mg_max_pool2d_nhwc_f32,
+        };
+        // SAFETY: `x` holds n·h·w·c values of `dtype` and `y` n·ho·wo·c, NHWC on this device;
+        // every window read lies inside its image (clipped to it).
         let status = unsafe {
-            mg_max_pool2d_nhwc_bf16(
-                x.bf16_channels_last_ptr()? as usize as *const u16,
-                y.bf16_channels_last_ptr()? as usize as *mut u16,
+            pool(
+                x.channels_last_ptr()? as usize as Src,
+                y.channels_last_ptr()? as usize as Dst,
                 n as i64,
                 c as i64,
                 g[0],
@@ -154,10 +197,11 @@ impl CudaBackend {
         Ok(y)
     }
 
-    /// The max-pooling backward of a bf16 NHWC activation: `dy` as bf16 NHWC (converted when it
-    /// is not), `dx` bf16 NHWC.
-    fn max_pool2d_backward_bf16(
+    /// The max-pooling backward of an NHWC activation of `dtype`: `dy` as such (converted when
+    /// it is not), `dx` likewise.
+    fn max_pool2d_backward_nhwc(
         &self,
+        dtype: DType,
         x: &Tensor,
         dy: &Tensor,
         [ho, wo]: [usize; 2],
@@ -165,16 +209,20 @@ impl CudaBackend {
     ) -> Result<Tensor> {
         const OP: &str = "max_pool2d_backward";
         let [n, c, h, w] = x.shape4(OP)?;
-        let dy = self.to_bf16_nhwc(OP, dy)?;
-        let dx = self.bf16_nhwc_output([n, c, h, w])?;
+        let dy = self.to_nhwc(OP, dy, dtype)?;
+        let dx = self.nhwc_output([n, c, h, w], dtype)?;
         let g = geometry(OP, [h, w], [ho, wo], attrs)?;
-        // SAFETY: `x` and `dx` hold n·h·w·c bf16 values and `dy` n·ho·wo·c, NHWC on this
+        let backward = match dtype {
+            DType::BF16 => mg_max_pool2d_backward_nhwc_bf16,
+            _ => mg_max_pool2d_backward_nhwc_f32,
+        };
+        // SAFETY: `x` and `dx` hold n·h·w·c values of `dtype` and `dy` n·ho·wo·c, NHWC on this
         // device; the kernel writes every element of `dx` and reads only inside the others.
         let status = unsafe {
-            mg_max_pool2d_backward_nhwc_bf16(
-                x.bf16_channels_last_ptr()? as usize as *const u16,
-                dy.bf16_channels_last_ptr()? as usize as *const u16,
-                dx.bf16_channels_last_ptr()? as usize as *mut u16,
+            backward(
+                x.channels_last_ptr()? as usize as Src,
+                dy.channels_last_ptr()? as usize as Src,
+                dx.channels_last_ptr()? as usize as Dst,
                 n as i64,
                 c as i64,
                 g[0],
@@ -209,8 +257,10 @@ impl CudaBackend {
             // Windows that lie wholly in the padding of an empty image.
             return self.zeros(&y_shape);
         }
-        if op == "max_pool2d" && self.is_bf16_nhwc(x) {
-            return self.max_pool2d_bf16(x, y_shape, attrs);
+        if op == "max_pool2d"
+            && let Some(dtype) = self.nhwc_dtype(x)
+        {
+            return self.max_pool2d_nhwc(dtype, x, y_shape, attrs);
         }
         let x = self.input(x)?;
         let mut y = self.output(&y_shape)?;
@@ -261,8 +311,8 @@ impl PoolOps for CudaBackend {
         if x.numel() == 0 || ho * wo == 0 {
             return self.zeros(x.shape());
         }
-        if self.is_bf16_nhwc(x) {
-            return self.max_pool2d_backward_bf16(x, dy, [ho, wo], attrs);
+        if let Some(dtype) = self.nhwc_dtype(x) {
+            return self.max_pool2d_backward_nhwc(dtype, x, dy, [ho, wo], attrs);
         }
         let (x, dy) = (self.input(x)?, self.input(dy)?);
         let mut dx = self.output(x.shape())?;

@@ -1,11 +1,11 @@
 //! Concatenation, splitting, padding and cropping on the GPU (kernels in `cuda/shape.cu`):
 //! concat and split along any dimension are strided row copies, pad2d and crop2d gathers.
 //!
-//! bf16 NHWC activations (the mixed-precision path) are concatenated and split along channels
-//! as they are, when every channel count is even: each pixel is a row of channels, and two bf16
-//! make one 32-bit word of the same row copy.
+//! NHWC activations (bf16 or fp32: the bf16 and NHWC fp32 modes) are concatenated and split
+//! along channels as they are: each pixel is a row of channels, copied in 32-bit words (two bf16
+//! per word, so bf16 needs even channel counts).
 
-use magma_tensor::Tensor;
+use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
 use super::elementwise::{dst, ll, src};
@@ -101,59 +101,72 @@ impl CudaBackend {
     }
 }
 
+/// 32-bit words per `c` channels of an NHWC activation of `dtype`, when a row of them is a
+/// whole number of words (bf16: an even `c`).
+fn channel_words(c: usize, dtype: DType) -> Option<usize> {
+    match dtype {
+        DType::BF16 => c.is_multiple_of(2).then_some(c / 2),
+        _ => Some(c),
+    }
+}
+
 impl CudaBackend {
-    /// Whether `parts` concatenate along channels as bf16 NHWC (every one a bf16 NHWC activation
-    /// with an even channel count).
-    fn bf16_channel_parts(&self, parts: &[&Tensor], dim: usize) -> bool {
-        dim == 1
-            && !parts.is_empty()
-            && parts
-                .iter()
-                .all(|p| self.is_bf16_nhwc(p) && p.shape()[1] % 2 == 0)
+    /// The element type when `parts` concatenate along channels as NHWC activations: every one
+    /// an NHWC activation of the same type, with whole words per pixel.
+    fn nhwc_channel_parts(&self, parts: &[&Tensor], dim: usize) -> Option<DType> {
+        let dtype = self.nhwc_dtype(parts.first()?)?;
+        (dim == 1
+            && parts.iter().all(|p| {
+                self.nhwc_dtype(p) == Some(dtype) && channel_words(p.shape()[1], dtype).is_some()
+            }))
+        .then_some(dtype)
     }
 
-    /// Concatenation along channels of bf16 NHWC parts (checked by the caller) into a bf16 NHWC
-    /// result.
-    fn concat_bf16(&self, parts: &[&Tensor], out_shape: &[usize]) -> Result<Tensor> {
+    /// Concatenation along channels of NHWC parts of `dtype` (checked by the caller) into an
+    /// NHWC result: each pixel is a row of channels, copied as 32-bit words.
+    fn concat_nhwc(&self, parts: &[&Tensor], out_shape: &[usize], dtype: DType) -> Result<Tensor> {
         const OP: &str = "concat";
         let [n, total, h, w] = [out_shape[0], out_shape[1], out_shape[2], out_shape[3]];
-        let out = self.bf16_nhwc_output([n, total, h, w])?;
-        let to = out.bf16_channels_last_ptr()?;
+        let out = self.nhwc_output([n, total, h, w], dtype)?;
+        let to = out.channels_last_ptr()?;
+        let words = |c| channel_words(c, dtype).expect("checked by nhwc_channel_parts");
         let mut at = 0;
         for p in parts {
             let c = p.shape()[1];
             let copy = RowCopy {
                 rows: n * h * w,
-                row_len: c / 2,
-                from: [c / 2, 0],
-                to: [total / 2, at / 2],
+                row_len: words(c),
+                from: [words(c), 0],
+                to: [words(total), words(at)],
             };
-            // SAFETY: the part holds n·h·w rows of c bf16 (c/2 words), the result n·h·w rows of
-            // `total` bf16; channels at..at + c ≤ total of each row are written.
-            unsafe { self.copy_words(OP, p.bf16_channels_last_ptr()?, to, copy)? };
+            // SAFETY: the part holds n·h·w rows of c channels (words(c) words), the result
+            // n·h·w rows of `total`; channels at..at + c ≤ total of each row are written.
+            unsafe { self.copy_words(OP, p.channels_last_ptr()?, to, copy)? };
             at += c;
         }
         Ok(out)
     }
 
-    /// Splitting a bf16 NHWC tensor along channels into bf16 NHWC parts of even `sizes`.
-    fn split_bf16(&self, x: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
+    /// Splitting an NHWC activation of `dtype` along channels into NHWC parts of `sizes` (each
+    /// a whole number of words per pixel, checked by the caller).
+    fn split_nhwc(&self, x: &Tensor, sizes: &[usize], dtype: DType) -> Result<Vec<Tensor>> {
         const OP: &str = "split";
         let [n, total, h, w] = x.shape4(OP)?;
-        let from = x.bf16_channels_last_ptr()?;
+        let from = x.channels_last_ptr()?;
+        let words = |c| channel_words(c, dtype).expect("checked by the caller");
         let mut start = 0;
         let mut parts = Vec::with_capacity(sizes.len());
         for &c in sizes {
-            let part = self.bf16_nhwc_output([n, c, h, w])?;
+            let part = self.nhwc_output([n, c, h, w], dtype)?;
             let copy = RowCopy {
                 rows: n * h * w,
-                row_len: c / 2,
-                from: [total / 2, start / 2],
-                to: [c / 2, 0],
+                row_len: words(c),
+                from: [words(total), words(start)],
+                to: [words(c), 0],
             };
-            // SAFETY: `x` holds n·h·w rows of `total` bf16, the part as many rows of c; channels
-            // start..start + c ≤ total of each row are read.
-            unsafe { self.copy_words(OP, from, part.bf16_channels_last_ptr()?, copy)? };
+            // SAFETY: `x` holds n·h·w rows of `total` channels, the part as many rows of c;
+            // channels start..start + c ≤ total of each row are read.
+            unsafe { self.copy_words(OP, from, part.channels_last_ptr()?, copy)? };
             parts.push(part);
             start += c;
         }
@@ -164,8 +177,10 @@ impl CudaBackend {
 impl ShapeOps for CudaBackend {
     fn concat(&self, parts: &[&Tensor], dim: usize) -> Result<Tensor> {
         let (out_shape, outer, inner) = concat_shape(parts, dim)?;
-        if out_shape.len() == 4 && self.bf16_channel_parts(parts, dim) {
-            return self.concat_bf16(parts, &out_shape);
+        if out_shape.len() == 4
+            && let Some(dtype) = self.nhwc_channel_parts(parts, dim)
+        {
+            return self.concat_nhwc(parts, &out_shape, dtype);
         }
         let total = out_shape[dim];
         let mut out = self.output(&out_shape)?;
@@ -191,8 +206,12 @@ impl ShapeOps for CudaBackend {
 
     fn split(&self, x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
         let (outer, size, inner) = split_extents(x, dim, sizes)?;
-        if dim == 1 && self.is_bf16_nhwc(x) && sizes.iter().all(|c| c % 2 == 0) {
-            return self.split_bf16(x, sizes);
+        if dim == 1
+            && let Some(dtype) = self.nhwc_dtype(x)
+            && sizes.iter().all(|&c| channel_words(c, dtype).is_some())
+            && channel_words(x.shape()[1], dtype).is_some()
+        {
+            return self.split_nhwc(x, sizes, dtype);
         }
         let x = self.input(x)?;
         let mut start = 0;
