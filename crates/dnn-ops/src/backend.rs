@@ -166,6 +166,11 @@ pub struct BatchNormSaved {
     pub mean: Tensor,
     /// Per-channel `1 / sqrt(var + eps)` of the biased batch variance.
     pub inv_std: Tensor,
+    /// A training pass fused with a ReLU may keep its per-channel coefficients `(scale, shift)`
+    /// (`y = max(0, x·scale + shift)`) so that its backward recomputes the ReLU's mask from the
+    /// input instead of reading the output (the CUDA fp32 NHWC kernels: one operand less to read);
+    /// `None` otherwise.
+    pub relu_mask: Option<(Tensor, Tensor)>,
 }
 
 /// The running statistics of a batch-norm layer (buffers, not trained parameters).

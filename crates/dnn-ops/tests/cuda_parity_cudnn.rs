@@ -787,6 +787,7 @@ fn bad_shapes_give_the_cpu_typed_errors() {
     let saved = BatchNormSaved {
         mean: z(&[3]),
         inv_std: Tensor::ones(&[3]),
+        relu_mask: None,
     };
     same_error(
         "batch_norm_backward dy",
@@ -796,6 +797,7 @@ fn bad_shapes_give_the_cpu_typed_errors() {
     let short = BatchNormSaved {
         mean: z(&[2]),
         inv_std: Tensor::ones(&[3]),
+        relu_mask: None,
     };
     same_error(
         "batch_norm_backward saved",

@@ -337,6 +337,7 @@ impl CpuBackend {
             BatchNormSaved {
                 mean: Tensor::from_vec(mean, &[c])?,
                 inv_std: Tensor::from_vec(inv_std, &[c])?,
+                relu_mask: None,
             },
         ))
     }

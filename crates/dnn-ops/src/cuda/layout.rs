@@ -30,6 +30,42 @@ unsafe extern "C" {
         hw: i64,
         s: Stream,
     ) -> i32;
+    fn mg_nchw_to_nhwc_padded_bf16(
+        x: *const f32,
+        y: *mut u16,
+        n: i64,
+        c: i64,
+        cp: i64,
+        hw: i64,
+        s: Stream,
+    ) -> i32;
+    fn mg_nchw_to_nhwc_padded_f32(
+        x: *const f32,
+        y: *mut f32,
+        n: i64,
+        c: i64,
+        cp: i64,
+        hw: i64,
+        s: Stream,
+    ) -> i32;
+    fn mg_nhwc_padded_bf16_to_nchw(
+        y: *const u16,
+        x: *mut f32,
+        n: i64,
+        c: i64,
+        cp: i64,
+        hw: i64,
+        s: Stream,
+    ) -> i32;
+    fn mg_nhwc_padded_f32_to_nchw(
+        y: *const f32,
+        x: *mut f32,
+        n: i64,
+        c: i64,
+        cp: i64,
+        hw: i64,
+        s: Stream,
+    ) -> i32;
     fn mg_nhwc_f32_to_nchw(
         y: *const f32,
         x: *mut f32,
@@ -123,6 +159,66 @@ impl CudaBackend {
         let out = self.scratch(x.numel(), layout)?;
         self.convert_to_nhwc(op, x, out.device_ptr(), layout)?;
         Ok(out)
+    }
+
+    /// A copy of the contiguous NCHW fp32 device tensor `x` (4-D, C channels) in NHWC of
+    /// `layout`'s type with `cp` ≥ C channels per pixel, channels C..cp zero.
+    pub(crate) fn nhwc_copy_padded(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        layout: DataLayout,
+        cp: usize,
+    ) -> Result<CudaBuffer> {
+        let [n, c, hw] = nc_hw(x.shape());
+        debug_assert!(cp as i64 >= c, "padding never drops channels");
+        let out = self.scratch(x.numel() / (c.max(1) as usize) * cp, layout)?;
+        let (src, dst, s) = (x.device_ptr()?, out.device_ptr(), self.stream());
+        let cp = cp as i64;
+        let status = match layout {
+            // SAFETY: `src` holds n·c·hw fp32 values, `dst` room for n·cp·hw bf16 values, both on
+            // this device; the kernel is queued on the backend's stream.
+            DataLayout::NhwcBf16 => unsafe {
+                mg_nchw_to_nhwc_padded_bf16(src as _, dst as _, n, c, cp, hw, s)
+            },
+            // SAFETY: as above, with fp32 on both sides.
+            DataLayout::NhwcF32 => unsafe {
+                mg_nchw_to_nhwc_padded_f32(src as _, dst as _, n, c, cp, hw, s)
+            },
+            DataLayout::NchwF32 => unreachable!("NCHW operands are used as they are"),
+        };
+        kernels::check(op, status)?;
+        Ok(out)
+    }
+
+    /// Writes the NHWC values at `src` (of `layout`'s type, `cp` channels per pixel) into the
+    /// NCHW fp32 `out` of C ≤ cp channels: the padding channels C..cp are left out.
+    pub(crate) fn write_nchw_padded(
+        &self,
+        op: &'static str,
+        src: u64,
+        out: &mut Tensor,
+        layout: DataLayout,
+        cp: usize,
+    ) -> Result<()> {
+        if out.numel() == 0 {
+            return Ok(());
+        }
+        let [n, c, hw] = nc_hw(out.shape());
+        let (dst, s, cp) = (out.device_ptr_mut()?, self.stream(), cp as i64);
+        let status = match layout {
+            // SAFETY: `src` holds n·cp·hw bf16 values, `dst` room for n·c·hw fp32 values, both on
+            // this device.
+            DataLayout::NhwcBf16 => unsafe {
+                mg_nhwc_padded_bf16_to_nchw(src as _, dst as _, n, c, cp, hw, s)
+            },
+            // SAFETY: as above, with fp32 on both sides.
+            DataLayout::NhwcF32 => unsafe {
+                mg_nhwc_padded_f32_to_nchw(src as _, dst as _, n, c, cp, hw, s)
+            },
+            DataLayout::NchwF32 => unreachable!("NCHW results are used as they are"),
+        };
+        kernels::check(op, status)
     }
 
     /// Writes the contiguous NCHW fp32 device tensor `x` (4-D) to `dst` in NHWC of `layout`'s
