@@ -1,5 +1,5 @@
-// Batch normalisation (training) of NHWC activations, bf16 or fp32 (act.cuh): x is an [m][c] matrix (m = n·h·w rows
-// of c channels). cuDNN's legacy NHWC batch-norm kernels were ~100x slower than memory speed on
+// Batch normalisation (training) of NHWC activations, bf16 or fp32 (act.cuh): x is an [m][c]
+// matrix (m = n·h·w rows of c channels). cuDNN's legacy NHWC batch-norm kernels were ~100x slower than memory speed on
 // the H100 for these shapes, so the NHWC paths have their own:
 //
 //   stats:    per-channel partial sums of x and x² over row chunks (fp64), then one thread per
@@ -11,10 +11,12 @@
 //             dx = gamma·inv_std·(dy - dbeta/m - x̂·dgamma/m).
 //
 // Fused with a following ReLU (the U-Net's conv → BN → ReLU): the apply writes max(0, ·) (NaN
-// passes), and the backward, given the ReLU's output y, reads dy only where y > 0.
+// passes), and the backward reads dy only where the ReLU passed: where x·scale + shift > 0,
+// recomputed with the forward's coefficients when given (fp32), else where its output y > 0.
 //
 // Grids depend on the sizes only and partials are combined in a fixed order, so results are
 // bit-reproducible from run to run.
+#include <initializer_list>
 #include <type_traits>
 
 #include "act.cuh"
@@ -99,8 +101,8 @@ __global__ void partial_sums_kernel(const T* __restrict__ x, const T* __restrict
   }
 }
 
-// The same sums for an even channel count, a channel pair per thread (one 32-bit load per row
-// for each operand, so a warp reads 128 contiguous bytes); each channel's rows are added in the
+// The same sums for an even channel count, a channel pair per thread (one 32-bit bf16 or 64-bit
+// fp32 load per row for each operand, so a warp reads 128 or 256 contiguous bytes); each channel's rows are added in the
 // same order as above, so the partials are the same bits.
 template <typename T, int kMode>
 __global__ void partial_sums_pairs_kernel(const typename Act<T>::Pair* __restrict__ x,
@@ -272,8 +274,8 @@ __global__ void stats_finalize_kernel(const double* __restrict__ partial_a,
 inline unsigned int warp_blocks(long long c) { return (unsigned int)((c * 32 + 255) / 256); }
 
 // Elementwise kernels walk (row, channel pair): c even, so a pair never straddles two rows and
-// one 32-bit load or store moves two bf16; the channel is an index within the row, no division
-// of the flat index.
+// one load or store moves two channels (32 bits of bf16, 64 of fp32); the channel is an index
+// within the row, no division of the flat index.
 // max(0, v) with NaN passing (as the ReLU kernels): only values below zero become zero.
 __device__ inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
 
@@ -471,6 +473,15 @@ __global__ void backward_apply_quad_kernel(
   }
 }
 
+// Whether every pointer (null ones included) allows 16-byte accesses: the callers' vectors may be
+// views at any offset; the quad kernels need all of them aligned.
+inline bool aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
 // Row chunks of a reduction over m rows: enough blocks to fill the GPU, a function of m only.
 long long chunks_for(long long m) {
   long long chunks = (m + 1023) / 1024;
@@ -497,7 +508,7 @@ int bn_train(const T* x, T* y, long long m, long long c, float eps, float moment
   status = mg::launch_status();
   if (status != 0) return status;
   constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-  if (!kBf16 && c % 4 == 0 && c / 4 <= 2147483647LL) {
+  if (!kBf16 && c % 4 == 0 && c / 4 <= 2147483647LL && aligned16({x, y, scale, shift})) {
     // Four fp32 channels per 16-byte access.
     const long long quads = m * c / 4;
     const auto* x4 = reinterpret_cast<const float4*>(x);
@@ -563,7 +574,8 @@ int bn_backward(const T* x, const T* dy, const T* relu_y, const float* mscale,
   status = mg::launch_status();
   if (status != 0) return status;
   constexpr bool kF32 = std::is_same<T, float>::value;
-  if (kF32 && c % 4 == 0 && c / 4 <= 2147483647LL) {
+  if (kF32 && c % 4 == 0 && c / 4 <= 2147483647LL &&
+      aligned16({x, dy, relu_y, mscale, mshift, mean, inv_std, k1, k2, k3, dx})) {
     const long long quads = m * c / 4;
     auto q = [](const void* p) { return reinterpret_cast<const float4*>(p); };
     backward_apply_quad_kernel<<<mg::blocks_for(quads), mg::kThreads, 0, stream>>>(

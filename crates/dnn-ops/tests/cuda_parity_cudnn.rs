@@ -1123,6 +1123,52 @@ fn check_nhwc_batch_norm(gpu: &CudaBackend, mode: &NhwcMode) {
             &dx_cf,
             mode.round.max(1e-4),
         );
+        if mode.dtype == magma_tensor::DType::F32 {
+            // fp32 recomputes the ReLU's mask from x with the forward's coefficients.
+            let (scale, shift) = saved_f.relu_mask.clone().expect("fp32 keeps the mask");
+            // Per-channel vectors given as views at an odd offset (no 16-byte accesses
+            // possible): the same bits through the pair kernels.
+            let offset_view = |t: &Tensor| {
+                let host = t.to_vec().unwrap();
+                let mut padded = vec![0.0];
+                padded.extend(host);
+                let dev = gpu
+                    .add(
+                        &Tensor::from_vec(padded, &[c + 1]).unwrap(),
+                        &Tensor::zeros(&[c + 1]),
+                    )
+                    .unwrap();
+                dev.narrow(0, 1, c).unwrap()
+            };
+            let shifted = dnn_ops::backend::BatchNormSaved {
+                mean: offset_view(&saved_f.mean),
+                inv_std: offset_view(&saved_f.inv_std),
+                relu_mask: Some((offset_view(&scale), offset_view(&shift))),
+            };
+            let (dx_o, dg_o, _) = gpu
+                .batch_norm_relu_backward(&x, &yf, &dy, &gamma, &shifted)
+                .unwrap();
+            assert_eq!(
+                dx_o.to_vec().unwrap(),
+                dxf.to_vec().unwrap(),
+                "offset views {name}"
+            );
+            assert_eq!(
+                dg_o.to_vec().unwrap(),
+                dgf.to_vec().unwrap(),
+                "offset views {name}"
+            );
+            // Coefficients of the wrong length are refused, as other saved vectors are.
+            let short = dnn_ops::backend::BatchNormSaved {
+                relu_mask: Some((scale.narrow(0, 0, c - 1).unwrap(), shift)),
+                ..saved_f.clone()
+            };
+            assert!(
+                gpu.batch_norm_relu_backward(&x, &yf, &dy, &gamma, &short)
+                    .is_err(),
+                "a short ReLU mask must be refused ({name})"
+            );
+        }
     }
 }
 

@@ -70,7 +70,11 @@ pub struct BenchUnetArgs {
 impl BenchUnetArgs {
     /// `--deterministic` or MAGMA_CUDA_DETERMINISTIC=1.
     fn is_deterministic(&self) -> bool {
-        self.deterministic || std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() == Ok("1")
+        self.deterministic
+            || matches!(
+                std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref(),
+                Ok("1" | "true")
+            )
     }
 }
 

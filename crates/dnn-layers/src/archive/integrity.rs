@@ -107,6 +107,19 @@ fn bad(path: &Path, reason: impl Into<String>) -> IntegrityError {
     }
 }
 
+/// Whether two hex digests are equal, compared as a fold of their bytes' differences instead of
+/// `memcmp`. libFuzzer records both operands of every `memcmp` and splices them into its inputs:
+/// with `!=` on strings, the raw-mode fuzz targets (damaged files) learnt the digest of their own
+/// input and forged valid headers within seconds, which fuzzes libhdf5 itself behind a valid
+/// checksum (the sealed mode's job, kept out of CI's smoke run; see fuzz/known-libhdf5).
+fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -230,7 +243,7 @@ pub fn check(path: &Path, policy: Policy) -> Result<Checked, IntegrityError> {
             found: HEADER_LEN + read,
         });
     }
-    if computed != stored {
+    if !same_digest(&computed, &stored) {
         return Err(IntegrityError::Mismatch {
             path: path.to_path_buf(),
             stored,

@@ -299,7 +299,20 @@ impl CudaBackend {
         // A fused ReLU's mask: recomputed from x with the forward's coefficients when the
         // forward kept them (one operand less to read), else read from its output.
         let mask = match (relu_y, &saved.relu_mask) {
-            (Some(_), Some((scale, shift))) => Some((self.input(scale)?, self.input(shift)?)),
+            // Exact in fp32 only: a bf16 output may round a tiny positive value to zero.
+            (Some(_), Some((scale, shift))) if dtype == DType::F32 => {
+                for v in [scale, shift] {
+                    if v.shape() != [c] {
+                        return crate::error::shape_err(
+                            OP,
+                            "saved ReLU mask coefficients",
+                            v.shape(),
+                            format!("[{c}]"),
+                        );
+                    }
+                }
+                Some((self.input(scale)?, self.input(shift)?))
+            }
             _ => None,
         };
         let relu_y = if mask.is_some() { None } else { relu_y };

@@ -625,11 +625,13 @@ impl CudaBackend {
         }
         let layout = self.conv_layout();
         if layout != DataLayout::NchwF32 {
-            let key = self.conv_key(kind, shapes, attrs, layout);
+            let operands = [(a, converted[0]), (b, converted[1])];
+            let pad = self.input_padding(kind, shapes, layout, operands[0]);
+            // The key of the problem cuDNN is given (padded when the input is).
+            let key = self.conv_key(kind, padded(shapes, pad), attrs, layout);
             if !self.lock_state()?.conv_algos.nhwc_refused.contains(&key) {
-                let operands = [(a, converted[0]), (b, converted[1])];
                 match self.conv_nhwc(
-                    op, kind, shapes, out_shape, attrs, layout, operands, bias, nhwc_out,
+                    op, kind, shapes, pad, out_shape, attrs, layout, operands, bias, nhwc_out,
                 ) {
                     Ok(out) => return Ok(out),
                     // Refused before any algorithm ran for this problem: cuDNN has none in
@@ -684,6 +686,7 @@ impl CudaBackend {
         op: &'static str,
         kind: ConvKind,
         shapes: ([usize; 4], [usize; 4], [usize; 4]),
+        pad: Option<usize>,
         out_shape: [usize; 4],
         attrs: &Conv2dAttrs,
         layout: DataLayout,
@@ -694,20 +697,10 @@ impl CudaBackend {
         let dtype = layout
             .nhwc_dtype()
             .expect("conv_nhwc runs in an NHWC layout");
-        // A bf16 forward pass or filter gradient whose input has a few channels that the tensor
-        // cores' alignment does not divide (the network's first convolution: 3), and that is
-        // converted here anyway, runs with those channels zero-padded in the converted input
-        // (and in a forward pass's filter); the padded channels multiply zeros, and a padded
-        // filter gradient is cut back. cuDNN otherwise takes slower kernels for such problems.
-        let pad = padded_channels(kind, shapes, dtype)
-            .filter(|_| operands[0].1.is_none() && self.nhwc_dtype(operands[0].0) != Some(dtype));
-        let shapes = match pad {
-            Some(cp) => {
-                let ([n, _, h, w], [k, _, r, s], y) = shapes;
-                ([n, cp, h, w], [k, cp, r, s], y)
-            }
-            None => shapes,
-        };
+        // `pad` ([`CudaBackend::input_padding`]): the input's channels zero-padded to that
+        // count in its conversion (and in a forward pass's filter); the padded channels multiply
+        // zeros, and a padded filter gradient is cut back.
+        let shapes = padded(shapes, pad);
         // Conversions made here live until the primitive has been queued; dropping them then
         // returns the memory to the device's cache, ordered after the kernels on the one stream.
         let mut owned = Vec::new();
@@ -723,7 +716,7 @@ impl CudaBackend {
                     p
                 }
                 (Some(c), None) => c.device_ptr(),
-                (None, None) if self.nhwc_dtype(t) == Some(dtype) => t.channels_last_ptr()?,
+                (None, None) if self.nhwc_memory(t, dtype).is_some() => t.channels_last_ptr()?,
                 (None, None) => {
                     let buf = self.nhwc_copy(op, &self.input(t)?, layout)?;
                     let p = buf.device_ptr();
@@ -768,6 +761,22 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// The channel count a bf16 forward pass or filter gradient pads its input to: when the
+    /// input has a few channels that the tensor cores' alignment does not divide (the network's
+    /// first convolution: 3) and is converted for the call anyway (no NHWC activation, no copy
+    /// made already). cuDNN otherwise takes slower kernels for such problems.
+    fn input_padding(
+        &self,
+        kind: ConvKind,
+        shapes: ([usize; 4], [usize; 4], [usize; 4]),
+        layout: DataLayout,
+        input: (&Tensor, Option<&CudaBuffer>),
+    ) -> Option<usize> {
+        let dtype = layout.nhwc_dtype()?;
+        padded_channels(kind, shapes, dtype)
+            .filter(|_| input.1.is_none() && self.nhwc_dtype(input.0) != Some(dtype))
+    }
+
     /// The NHWC copy of `dy` both gradients of one convolution share, when both are needed and
     /// the convolutions run in NHWC and `dy` is not an NHWC tensor of the layout's type already
     /// (`None` otherwise: each primitive converts what it needs).
@@ -787,6 +796,20 @@ impl CudaBackend {
         }
         let dy = self.input(dy)?;
         Ok(Some(self.nhwc_copy(op, &dy, layout)?))
+    }
+}
+
+/// `shapes` with the input's (and filter's) channels padded to `pad` when given.
+fn padded(
+    shapes: ([usize; 4], [usize; 4], [usize; 4]),
+    pad: Option<usize>,
+) -> ([usize; 4], [usize; 4], [usize; 4]) {
+    match pad {
+        Some(cp) => {
+            let ([n, _, h, w], [k, _, r, s], y) = shapes;
+            ([n, cp, h, w], [k, cp, r, s], y)
+        }
+        None => shapes,
     }
 }
 

@@ -103,6 +103,17 @@ impl CudaBackend {
         }
     }
 
+    /// The device address of `t` when its memory is NHWC of `dtype` on this device: an NHWC
+    /// activation of that type, or an fp32 tensor whose NCHW and NHWC orders coincide (one
+    /// channel, or 1×1 images and filters).
+    pub(crate) fn nhwc_memory(&self, t: &Tensor, dtype: DType) -> Option<u64> {
+        let on_device =
+            matches!(t.storage(), Storage::Device(b) if b.ordinal() == self.device.ordinal());
+        (on_device && t.dtype() == dtype)
+            .then(|| t.channels_last_ptr().ok())
+            .flatten()
+    }
+
     /// Whether `t` is an NHWC activation on this device (bf16 or fp32).
     pub(crate) fn is_nhwc(&self, t: &Tensor) -> bool {
         self.nhwc_dtype(t).is_some()

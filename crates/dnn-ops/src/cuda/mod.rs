@@ -101,7 +101,10 @@ impl CudaBackend {
                 Ok("0") => Some(false),
                 _ => None,
             },
-            deterministic: std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref() == Ok("1"),
+            deterministic: matches!(
+                std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref(),
+                Ok("1" | "true")
+            ),
         })
     }
 
