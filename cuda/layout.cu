@@ -142,10 +142,13 @@ inline bool grid_for(long long n, long long c, long long hw, dim3* grid) {
   return true;
 }
 
+// NHWC with `cp` ≥ c channels per pixel (padding, zero when written) on the NHWC side; the tiled
+// transpose serves the unpadded conversions of large enough shapes, the gather the rest.
 template <typename T>
-int to_nhwc(const float* x, T* y, long long n, long long c, long long hw, cudaStream_t stream) {
-  if (n * c * hw == 0) return 0;
-  if (use_gather(c, hw)) return gather_to_nhwc(x, y, n, c, c, hw, stream);
+int to_nhwc(const float* x, T* y, long long n, long long c, long long cp, long long hw,
+            cudaStream_t stream) {
+  if (n * cp * hw == 0) return 0;
+  if (cp != c || use_gather(c, hw)) return gather_to_nhwc(x, y, n, c, cp, hw, stream);
   dim3 grid;
   if (!grid_for(n, c, hw, &grid)) return (int)cudaErrorInvalidConfiguration;
   nchw_to_nhwc_kernel<T><<<grid, dim3(kTile, kRows), 0, stream>>>(x, y, c, hw);
@@ -153,10 +156,10 @@ int to_nhwc(const float* x, T* y, long long n, long long c, long long hw, cudaSt
 }
 
 template <typename T>
-int to_nchw(const T* y, float* x, const float* bias, long long n, long long c, long long hw,
-            cudaStream_t stream) {
+int to_nchw(const T* y, float* x, const float* bias, long long n, long long c, long long cp,
+            long long hw, cudaStream_t stream) {
   if (n * c * hw == 0) return 0;
-  if (use_gather(c, hw)) return gather_to_nchw(y, x, bias, n, c, c, hw, stream);
+  if (cp != c || use_gather(c, hw)) return gather_to_nchw(y, x, bias, n, c, cp, hw, stream);
   dim3 grid;
   if (!grid_for(n, c, hw, &grid)) return (int)cudaErrorInvalidConfiguration;
   nhwc_to_nchw_kernel<T><<<grid, dim3(kTile, kRows), 0, stream>>>(y, x, bias, c, hw);
@@ -165,45 +168,25 @@ int to_nchw(const T* y, float* x, const float* bias, long long n, long long c, l
 
 }  // namespace
 
+// `cp`: channels per NHWC pixel (≥ c; c..cp are zero padding, written as zeros and skipped when
+// read).
 MG_EXPORT int mg_nchw_to_nhwc_bf16(const float* x, __nv_bfloat16* y, long long n, long long c,
-                                   long long hw, cudaStream_t stream) {
-  return to_nhwc(x, y, n, c, hw, stream);
+                                   long long cp, long long hw, cudaStream_t stream) {
+  return to_nhwc(x, y, n, c, cp, hw, stream);
 }
 
 MG_EXPORT int mg_nchw_to_nhwc_f32(const float* x, float* y, long long n, long long c,
-                                  long long hw, cudaStream_t stream) {
-  return to_nhwc(x, y, n, c, hw, stream);
+                                  long long cp, long long hw, cudaStream_t stream) {
+  return to_nhwc(x, y, n, c, cp, hw, stream);
 }
 
 MG_EXPORT int mg_nhwc_bf16_to_nchw(const __nv_bfloat16* y, float* x, const float* bias,
-                                   long long n, long long c, long long hw, cudaStream_t stream) {
-  return to_nchw(y, x, bias, n, c, hw, stream);
+                                   long long n, long long c, long long cp, long long hw,
+                                   cudaStream_t stream) {
+  return to_nchw(y, x, bias, n, c, cp, hw, stream);
 }
 
 MG_EXPORT int mg_nhwc_f32_to_nchw(const float* y, float* x, const float* bias, long long n,
-                                  long long c, long long hw, cudaStream_t stream) {
-  return to_nchw(y, x, bias, n, c, hw, stream);
-}
-
-// The padded conversions (`cp` ≥ c channels on the NHWC side, the extra ones zero).
-MG_EXPORT int mg_nchw_to_nhwc_padded_bf16(const float* x, __nv_bfloat16* y, long long n,
-                                          long long c, long long cp, long long hw,
-                                          cudaStream_t stream) {
-  return gather_to_nhwc(x, y, n, c, cp, hw, stream);
-}
-
-MG_EXPORT int mg_nchw_to_nhwc_padded_f32(const float* x, float* y, long long n, long long c,
-                                         long long cp, long long hw, cudaStream_t stream) {
-  return gather_to_nhwc(x, y, n, c, cp, hw, stream);
-}
-
-MG_EXPORT int mg_nhwc_padded_bf16_to_nchw(const __nv_bfloat16* y, float* x, long long n,
-                                          long long c, long long cp, long long hw,
-                                          cudaStream_t stream) {
-  return gather_to_nchw(y, x, nullptr, n, c, cp, hw, stream);
-}
-
-MG_EXPORT int mg_nhwc_padded_f32_to_nchw(const float* y, float* x, long long n, long long c,
-                                         long long cp, long long hw, cudaStream_t stream) {
-  return gather_to_nchw(y, x, nullptr, n, c, cp, hw, stream);
+                                  long long c, long long cp, long long hw, cudaStream_t stream) {
+  return to_nchw(y, x, bias, n, c, cp, hw, stream);
 }

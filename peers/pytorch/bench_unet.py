@@ -30,7 +30,9 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
-def measure(dev, base, size, batch, mode, iters, warm, compiled=False, deterministic=False):
+def setup(dev, base, size, batch, mode, compiled=False, deterministic=False):
+    """The model, its training step and its inference pass on one random batch, as measured
+    (also used by profile_step.py)."""
     torch.manual_seed(0)
     tf32 = mode == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -39,9 +41,6 @@ def measure(dev, base, size, batch, mode, iters, warm, compiled=False, determini
     # PyTorch's default is False (the fastest algorithms); --deterministic matches our
     # `bench-unet --deterministic`.
     torch.backends.cudnn.deterministic = deterministic
-    if dev == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
     channels_last = dev == "cuda" and mode in ("tf32", "bf16")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     m = UNet(base=base, depth=4).to(dev).to(memory_format=fmt)
@@ -68,6 +67,14 @@ def measure(dev, base, size, batch, mode, iters, warm, compiled=False, determini
         with amp():
             return net(x)
 
+    return m, step, infer, channels_last
+
+
+def measure(dev, base, size, batch, mode, iters, warm, compiled=False, deterministic=False):
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    m, step, infer, channels_last = setup(dev, base, size, batch, mode, compiled, deterministic)
     m.train()
     for _ in range(warm):
         step()

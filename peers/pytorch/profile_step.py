@@ -6,15 +6,13 @@ torch.profiler: CUDA time summed per kernel name, largest first — the PyTorch 
 """
 import argparse
 import collections
-import contextlib
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from unet_pets import UNet  # noqa: E402
+from bench_unet import setup  # noqa: E402
 
 
 def main():
@@ -24,27 +22,7 @@ def main():
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
     base, size, batch = map(int, a.config.split(":"))
-    tf32 = a.mode == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.benchmark = True
-    fmt = torch.channels_last if a.mode in ("tf32", "bf16") else torch.contiguous_format
-    m = UNet(base=base, depth=4).cuda().to(memory_format=fmt)
-    opt = torch.optim.Adam(m.parameters(), 1e-3)
-    x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=fmt)
-    y = torch.randint(0, 3, (batch, size, size), device="cuda")
-    if a.mode == "bf16":
-        amp = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
-    else:
-        amp = contextlib.nullcontext
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with amp():
-            loss = F.cross_entropy(m(x).float(), y)
-        loss.backward()
-        opt.step()
-
+    _, step, _, _ = setup("cuda", base, size, batch, a.mode)
     for _ in range(5):
         step()
     torch.cuda.synchronize()

@@ -4,14 +4,7 @@
 # the fastest convolution algorithms by default (PyTorch's default; `--deterministic` on both
 # sides for the like-for-like deterministic comparison). All GPU tests; bench-unet
 # fp32/tf32/bf16 beside PyTorch (bf16 also torch.compile); fp32/tf32 again with --deterministic.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-root="$(cd "$(dirname "$0")/../.." && pwd)"; cd "$root"
-bin="$root/gpu-bundle/xtask-tasks"
-nvidia-smi -L
-(cd gpu-bundle && timeout 240 ./run.sh > "$OUT/tests.log" 2>&1; echo "run.sh exit $?" >> "$OUT/tests.log")
-grep -hE 'run.sh: (PASS|FAIL|[0-9])|FAILED|panicked' "$OUT/tests.log" | tail -12
-export LD_LIBRARY_PATH=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib | paste -sd:)
+source "$(dirname "$0")/common.sh"
 timeout 300 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32,tf32,bf16 --iters 20 --warm 5 --peer python3 --peer-compile bf16 --json "$OUT/bench_fast.json" > "$OUT/bench_fast.log" 2>&1; echo "exit $?" >> "$OUT/bench_fast.log"
 grep -E "note|\| 64|exit|rror" "$OUT/bench_fast.log" | tail -9
 timeout 180 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32,tf32 --iters 20 --warm 5 --peer python3 --deterministic --json "$OUT/bench_det.json" > "$OUT/bench_det.log" 2>&1; echo "exit $?" >> "$OUT/bench_det.log"

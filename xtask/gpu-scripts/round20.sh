@@ -4,14 +4,7 @@
 # filters' conversions were compute-bound on 64-bit division), batch-norm statistics back to 4
 # rows in flight. All GPU tests; bench-unet fp32/tf32/bf16 beside PyTorch (bf16 also
 # torch.compile); the TF32 and bf16 kernel profiles.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-root="$(cd "$(dirname "$0")/../.." && pwd)"; cd "$root"
-bin="$root/gpu-bundle/xtask-tasks"
-nvidia-smi -L
-(cd gpu-bundle && timeout 240 ./run.sh > "$OUT/tests.log" 2>&1; echo "run.sh exit $?" >> "$OUT/tests.log")
-grep -hE 'run.sh: (PASS|FAIL|[0-9])|FAILED|panicked' "$OUT/tests.log" | tail -12
-export LD_LIBRARY_PATH=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib | paste -sd:)
+source "$(dirname "$0")/common.sh"
 timeout 300 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32,tf32,bf16 --iters 20 --warm 5 --peer python3 --peer-compile bf16 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1; echo "exit $?" >> "$OUT/bench.log"
 grep -E "\| 64|exit|rror" "$OUT/bench.log" | tail -4
 MODES="tf32 bf16" timeout 200 bash xtask/gpu-scripts/profile.sh > "$OUT/profile.txt" 2>&1

@@ -3,15 +3,8 @@
 # only (bf16 reads the ReLU's output again, faster there). All GPU tests; bench-unet
 # fp32/tf32/bf16 beside PyTorch (bf16 also torch.compile); fp32 again with --deterministic on
 # both sides.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-root="$(cd "$(dirname "$0")/../.." && pwd)"; cd "$root"
-bin="$root/gpu-bundle/xtask-tasks"
-nvidia-smi -L
-(cd gpu-bundle && timeout 240 ./run.sh > "$OUT/tests.log" 2>&1; echo "run.sh exit $?" >> "$OUT/tests.log")
-grep -hE 'run.sh: (PASS|FAIL|[0-9])|FAILED|panicked' "$OUT/tests.log" | tail -12
+source "$(dirname "$0")/common.sh"
 grep -hE "chain .*relative error" "$OUT/tests.log" | head -24
-export LD_LIBRARY_PATH=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib | paste -sd:)
 timeout 300 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32,tf32,bf16 --iters 20 --warm 5 --peer python3 --peer-compile bf16 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1; echo "exit $?" >> "$OUT/bench.log"
 grep -E "\| 64|exit|rror" "$OUT/bench.log" | tail -4
 timeout 120 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32 --iters 20 --warm 5 --peer python3 --deterministic --json "$OUT/bench_det.json" > "$OUT/bench_det.log" 2>&1; echo "exit $?" >> "$OUT/bench_det.log"

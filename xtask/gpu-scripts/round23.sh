@@ -2,14 +2,7 @@
 # Round 23 (issue #11): the review fixes (padded bf16 convolutions keyed by the padded problem,
 # quad batch-norm kernels only on 16-byte aligned operands, the saved ReLU mask checked, 1×1 fp32
 # filters used as KRSC as they are). All GPU tests; bench-unet tf32/bf16 beside PyTorch.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-root="$(cd "$(dirname "$0")/../.." && pwd)"; cd "$root"
-bin="$root/gpu-bundle/xtask-tasks"
-nvidia-smi -L
-(cd gpu-bundle && timeout 240 ./run.sh > "$OUT/tests.log" 2>&1; echo "run.sh exit $?" >> "$OUT/tests.log")
-grep -hE 'run.sh: (PASS|FAIL|[0-9])|FAILED|panicked' "$OUT/tests.log" | tail -12
+source "$(dirname "$0")/common.sh"
 grep -hE "test result" "$OUT/tests.log"
-export LD_LIBRARY_PATH=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib | paste -sd:)
 timeout 200 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32,tf32,bf16 --iters 20 --warm 5 --peer python3 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1; echo "exit $?" >> "$OUT/bench.log"
 grep -E "\| 64|exit|rror|note: .*has no" "$OUT/bench.log" | tail -5

@@ -11,6 +11,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Whether `MAGMA_CUDA_DETERMINISTIC` asks for deterministic convolution algorithms (`1` or
+/// `true`; a GPU backend otherwise takes the fastest, as PyTorch by default).
+pub fn deterministic_from_env() -> bool {
+    matches!(
+        std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref(),
+        Ok("1" | "true")
+    )
+}
+
 /// The math of the convolutions (and matrix products) of a GPU backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {

@@ -60,27 +60,35 @@ impl Device {
                     .into(),
             )),
             Device::Cpu => Ok(Box::new(CpuBackend::new())),
-            Device::Cuda { ordinal } => cuda_backend(ordinal, precision, deterministic),
+            Device::Cuda { ordinal } => boxed_cuda_backend(ordinal, precision, deterministic),
         }
     }
 }
 
+/// The CUDA backend of GPU `ordinal` in `precision`; `deterministic` asks for deterministic
+/// convolution algorithms (as does `MAGMA_CUDA_DETERMINISTIC=1`), otherwise the fastest.
 #[cfg(feature = "cuda")]
-fn cuda_backend(
+pub fn cuda_backend(
+    ordinal: usize,
+    precision: Precision,
+    deterministic: bool,
+) -> Result<dnn_ops::CudaBackend> {
+    let backend = dnn_ops::CudaBackend::new(ordinal)?.with_precision(precision);
+    let deterministic = deterministic || backend.deterministic();
+    Ok(backend.with_deterministic(deterministic))
+}
+
+#[cfg(feature = "cuda")]
+fn boxed_cuda_backend(
     ordinal: usize,
     precision: Precision,
     deterministic: bool,
 ) -> Result<Box<dyn Backend>> {
-    let backend = dnn_ops::CudaBackend::new(ordinal)?.with_precision(precision);
-    Ok(Box::new(if deterministic {
-        backend.with_deterministic(true)
-    } else {
-        backend
-    }))
+    Ok(Box::new(cuda_backend(ordinal, precision, deterministic)?))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend(
+fn boxed_cuda_backend(
     ordinal: usize,
     _precision: Precision,
     _deterministic: bool,

@@ -20,4 +20,6 @@ pub mod report;
 pub mod train;
 
 pub use device::Device;
+#[cfg(feature = "cuda")]
+pub use device::cuda_backend;
 pub use error::{Result, UnetError};

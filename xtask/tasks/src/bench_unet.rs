@@ -70,11 +70,7 @@ pub struct BenchUnetArgs {
 impl BenchUnetArgs {
     /// `--deterministic` or MAGMA_CUDA_DETERMINISTIC=1.
     fn is_deterministic(&self) -> bool {
-        self.deterministic
-            || matches!(
-                std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref(),
-                Ok("1" | "true")
-            )
+        self.deterministic || dnn_ops::precision::deterministic_from_env()
     }
 }
 

@@ -104,12 +104,11 @@ impl DeviceArgs {
     #[cfg(feature = "nccl")]
     fn cuda_backend(&self, ordinal: usize) -> Result<dnn_ops::CudaBackend> {
         self.backend()?; // sizes the CPU pool and checks the flags the same way
-        let backend = dnn_ops::CudaBackend::new(ordinal)?.with_precision(self.precision());
-        Ok(if self.deterministic {
-            backend.with_deterministic(true)
-        } else {
-            backend
-        })
+        Ok(unet::cuda_backend(
+            ordinal,
+            self.precision(),
+            self.deterministic,
+        )?)
     }
 }
 

@@ -21,7 +21,7 @@ use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
 use super::cudnn::{DataLayout, ONE, TensorDesc, ZERO, check, dptr, scale};
-use super::kernels::{self, Stream};
+use super::kernels::{self, ActDst, ActSrc, Stream, nhwc_launchers};
 use crate::attrs::BatchNormAttrs;
 use crate::backend::{
     BatchNormSaved, FusedOps, NormOps, batch_norm_then_relu, relu_then_batch_norm_backward,
@@ -30,93 +30,21 @@ use crate::cpu::CpuBackend;
 use crate::error::Result;
 use magma_tensor::cuda::CudaBuffer;
 
-type Src = *const std::ffi::c_void;
-type Dst = *mut std::ffi::c_void;
+nhwc_launchers!(bn_train_nhwc = mg_bn_nhwc_train_bf16 | mg_bn_nhwc_train_f32(
+    x: ActSrc, y: ActDst, m: i64, c: i64, eps: f32, momentum: f32, gamma: *const f32,
+    beta: *const f32, running_mean: *mut f32, running_var: *mut f32, save_mean: *mut f32,
+    save_inv_std: *mut f32, scale: *mut f32, shift: *mut f32, partial_a: *mut f64,
+    partial_b: *mut f64, relu: i32, stream: Stream,
+));
+nhwc_launchers!(bn_backward_nhwc = mg_bn_nhwc_backward_bf16 | mg_bn_nhwc_backward_f32(
+    x: ActSrc, dy: ActSrc, relu_y: ActSrc, mask_scale: *const f32, mask_shift: *const f32,
+    gamma: *const f32, mean: *const f32, inv_std: *const f32, dx: ActDst, dgamma: *mut f32,
+    dbeta: *mut f32, m: i64, c: i64, k1: *mut f32, k2: *mut f32, k3: *mut f32,
+    partial_a: *mut f64, partial_b: *mut f64, stream: Stream,
+));
 
 unsafe extern "C" {
     fn mg_bn_nhwc_partials(m: i64, c: i64) -> i64;
-    fn mg_bn_nhwc_train_bf16(
-        x: Src,
-        y: Dst,
-        m: i64,
-        c: i64,
-        eps: f32,
-        momentum: f32,
-        gamma: *const f32,
-        beta: *const f32,
-        running_mean: *mut f32,
-        running_var: *mut f32,
-        save_mean: *mut f32,
-        save_inv_std: *mut f32,
-        scale: *mut f32,
-        shift: *mut f32,
-        partial_a: *mut f64,
-        partial_b: *mut f64,
-        relu: i32,
-        stream: Stream,
-    ) -> i32;
-    fn mg_bn_nhwc_train_f32(
-        x: Src,
-        y: Dst,
-        m: i64,
-        c: i64,
-        eps: f32,
-        momentum: f32,
-        gamma: *const f32,
-        beta: *const f32,
-        running_mean: *mut f32,
-        running_var: *mut f32,
-        save_mean: *mut f32,
-        save_inv_std: *mut f32,
-        scale: *mut f32,
-        shift: *mut f32,
-        partial_a: *mut f64,
-        partial_b: *mut f64,
-        relu: i32,
-        stream: Stream,
-    ) -> i32;
-    fn mg_bn_nhwc_backward_bf16(
-        x: Src,
-        dy: Src,
-        relu_y: Src,
-        mask_scale: *const f32,
-        mask_shift: *const f32,
-        gamma: *const f32,
-        mean: *const f32,
-        inv_std: *const f32,
-        dx: Dst,
-        dgamma: *mut f32,
-        dbeta: *mut f32,
-        m: i64,
-        c: i64,
-        k1: *mut f32,
-        k2: *mut f32,
-        k3: *mut f32,
-        partial_a: *mut f64,
-        partial_b: *mut f64,
-        stream: Stream,
-    ) -> i32;
-    fn mg_bn_nhwc_backward_f32(
-        x: Src,
-        dy: Src,
-        relu_y: Src,
-        mask_scale: *const f32,
-        mask_shift: *const f32,
-        gamma: *const f32,
-        mean: *const f32,
-        inv_std: *const f32,
-        dx: Dst,
-        dgamma: *mut f32,
-        dbeta: *mut f32,
-        m: i64,
-        c: i64,
-        k1: *mut f32,
-        k2: *mut f32,
-        k3: *mut f32,
-        partial_a: *mut f64,
-        partial_b: *mut f64,
-        stream: Stream,
-    ) -> i32;
     fn mg_bn_inv_std(var: *const f32, inv_std: *mut f32, c: i64, eps: f32, stream: Stream) -> i32;
     fn mg_bn_frozen_backward(
         x: *const f32,
@@ -217,18 +145,15 @@ impl CudaBackend {
         let (mut mean, mut inv_std) = (self.output(&[c])?, self.output(&[c])?);
         let (mut scale_t, mut shift_t) = (self.output(&[c])?, self.output(&[c])?);
         let (partial_a, partial_b) = self.bn_partials(m, c)?;
-        let train = match dtype {
-            DType::BF16 => mg_bn_nhwc_train_bf16,
-            _ => mg_bn_nhwc_train_f32,
-        };
+        let train = bn_train_nhwc(dtype);
         // SAFETY: `x` and `y` hold m·c values of `dtype` (NHWC = [m][c]) on this device; the
         // eight per-channel vectors hold `c` fp32 values each (running statistics owned alone,
         // updated in place); the partial buffers hold `mg_bn_nhwc_partials(m, c)` fp64 values
         // each.
         let status = unsafe {
             train(
-                x.channels_last_ptr()? as usize as Src,
-                y.channels_last_ptr()? as usize as Dst,
+                x.channels_last_ptr()? as usize as ActSrc,
+                y.channels_last_ptr()? as usize as ActDst,
                 m as i64,
                 c as i64,
                 attrs.eps,
@@ -292,10 +217,7 @@ impl CudaBackend {
         let (mut dgamma, mut dbeta) = (self.output(&[c])?, self.output(&[c])?);
         let (k1, k2, k3) = (self.output(&[c])?, self.output(&[c])?, self.output(&[c])?);
         let (partial_a, partial_b) = self.bn_partials(m, c)?;
-        let backward = match dtype {
-            DType::BF16 => mg_bn_nhwc_backward_bf16,
-            _ => mg_bn_nhwc_backward_f32,
-        };
+        let backward = bn_backward_nhwc(dtype);
         // A fused ReLU's mask: recomputed from x with the forward's coefficients when the
         // forward kept them (one operand less to read), else read from its output.
         let mask = match (relu_y, &saved.relu_mask) {
@@ -326,15 +248,15 @@ impl CudaBackend {
         // values each.
         let status = unsafe {
             backward(
-                x.channels_last_ptr()? as usize as Src,
-                dy.channels_last_ptr()? as usize as Src,
-                relu_y.map_or(Ok(0), |y| y.channels_last_ptr())? as usize as Src,
+                x.channels_last_ptr()? as usize as ActSrc,
+                dy.channels_last_ptr()? as usize as ActSrc,
+                relu_y.map_or(Ok(0), |y| y.channels_last_ptr())? as usize as ActSrc,
                 mask_scale,
                 mask_shift,
                 ptr(&gamma)?,
                 ptr(&mean)?,
                 ptr(&inv_std)?,
-                dx.channels_last_ptr()? as usize as Dst,
+                dx.channels_last_ptr()? as usize as ActDst,
                 dgamma.device_ptr_mut()? as usize as *mut f32,
                 dbeta.device_ptr_mut()? as usize as *mut f32,
                 m as i64,

@@ -708,17 +708,17 @@ impl CudaBackend {
         for (i, (slot, (t, pre))) in ptrs.iter_mut().zip(operands).enumerate() {
             // The input, and a forward pass's filter (`[K, C, R, S]`: K images of C channels).
             let padded = pad.filter(|_| i == 0 || kind == ConvKind::Forward);
-            *slot = match (pre, padded) {
-                (_, Some(cp)) => {
+            // Used as it is: a copy made already, or memory in the layout's NHWC type.
+            let ready = match (pre, padded) {
+                (Some(c), None) => Some(c.device_ptr()),
+                (None, None) => self.nhwc_memory(t, dtype),
+                (_, Some(_)) => None,
+            };
+            *slot = match ready {
+                Some(p) => p,
+                None => {
+                    let cp = padded.unwrap_or(t.shape()[1]);
                     let buf = self.nhwc_copy_padded(op, &self.input(t)?, layout, cp)?;
-                    let p = buf.device_ptr();
-                    owned.push(buf);
-                    p
-                }
-                (Some(c), None) => c.device_ptr(),
-                (None, None) if self.nhwc_memory(t, dtype).is_some() => t.channels_last_ptr()?,
-                (None, None) => {
-                    let buf = self.nhwc_copy(op, &self.input(t)?, layout)?;
                     let p = buf.device_ptr();
                     owned.push(buf);
                     p
@@ -762,9 +762,11 @@ impl CudaBackend {
     }
 
     /// The channel count a bf16 forward pass or filter gradient pads its input to: when the
-    /// input has a few channels that the tensor cores' alignment does not divide (the network's
-    /// first convolution: 3) and is converted for the call anyway (no NHWC activation, no copy
-    /// made already). cuDNN otherwise takes slower kernels for such problems.
+    /// input has fewer than 32 channels that the tensor cores' alignment (8 bf16, 16 bytes) does
+    /// not divide (the network's first convolution: 3) and is converted for the call anyway (no
+    /// NHWC activation, no copy made already); cuDNN otherwise takes slower kernels for such
+    /// problems. fp32 is not padded: cuDNN picked the same FMA kernels for 4 channels as for 3
+    /// in TF32, and a slower filter gradient (0.48 vs 0.27 ms for the first layer).
     fn input_padding(
         &self,
         kind: ConvKind,
@@ -772,9 +774,15 @@ impl CudaBackend {
         layout: DataLayout,
         input: (&Tensor, Option<&CudaBuffer>),
     ) -> Option<usize> {
-        let dtype = layout.nhwc_dtype()?;
-        padded_channels(kind, shapes, dtype)
-            .filter(|_| input.1.is_none() && self.nhwc_dtype(input.0) != Some(dtype))
+        const ALIGN: usize = 8;
+        let c = shapes.0[1];
+        (layout == DataLayout::NhwcBf16
+            && matches!(kind, ConvKind::Forward | ConvKind::BackwardFilter)
+            && c < 32
+            && !c.is_multiple_of(ALIGN)
+            && input.1.is_none()
+            && self.nhwc_dtype(input.0) != Some(magma_tensor::DType::BF16))
+        .then(|| c.next_multiple_of(ALIGN))
     }
 
     /// The NHWC copy of `dy` both gradients of one convolution share, when both are needed and
@@ -811,24 +819,6 @@ fn padded(
         }
         None => shapes,
     }
-}
-
-/// The padded channel count of a bf16 forward pass or filter gradient whose input has fewer
-/// than 32 channels that the tensor cores' alignment (8 bf16, 16 bytes) does not divide; `None`
-/// for every other problem. (fp32 is not padded: cuDNN picked the same FMA kernels for 4
-/// channels as for 3 in TF32, and a slower filter gradient: 0.48 vs 0.27 ms for the first layer.)
-fn padded_channels(
-    kind: ConvKind,
-    shapes: ([usize; 4], [usize; 4], [usize; 4]),
-    dtype: magma_tensor::DType,
-) -> Option<usize> {
-    let c = shapes.0[1];
-    let align = 8;
-    (dtype == magma_tensor::DType::BF16
-        && matches!(kind, ConvKind::Forward | ConvKind::BackwardFilter)
-        && c < 32
-        && !c.is_multiple_of(align))
-    .then(|| c.next_multiple_of(align))
 }
 
 fn numel4(shape: &[usize; 4]) -> usize {

@@ -19,18 +19,8 @@ use super::kernels::{self, Stream};
 use crate::error::Result;
 
 unsafe extern "C" {
-    fn mg_nchw_to_nhwc_bf16(x: *const f32, y: *mut u16, n: i64, c: i64, hw: i64, s: Stream) -> i32;
-    fn mg_nchw_to_nhwc_f32(x: *const f32, y: *mut f32, n: i64, c: i64, hw: i64, s: Stream) -> i32;
-    fn mg_nhwc_bf16_to_nchw(
-        y: *const u16,
-        x: *mut f32,
-        bias: *const f32,
-        n: i64,
-        c: i64,
-        hw: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_nchw_to_nhwc_padded_bf16(
+    // `cp`: channels per NHWC pixel (≥ c; the extra ones zero padding).
+    fn mg_nchw_to_nhwc_bf16(
         x: *const f32,
         y: *mut u16,
         n: i64,
@@ -39,7 +29,7 @@ unsafe extern "C" {
         hw: i64,
         s: Stream,
     ) -> i32;
-    fn mg_nchw_to_nhwc_padded_f32(
+    fn mg_nchw_to_nhwc_f32(
         x: *const f32,
         y: *mut f32,
         n: i64,
@@ -48,18 +38,10 @@ unsafe extern "C" {
         hw: i64,
         s: Stream,
     ) -> i32;
-    fn mg_nhwc_padded_bf16_to_nchw(
+    fn mg_nhwc_bf16_to_nchw(
         y: *const u16,
         x: *mut f32,
-        n: i64,
-        c: i64,
-        cp: i64,
-        hw: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_nhwc_padded_f32_to_nchw(
-        y: *const f32,
-        x: *mut f32,
+        bias: *const f32,
         n: i64,
         c: i64,
         cp: i64,
@@ -72,6 +54,7 @@ unsafe extern "C" {
         bias: *const f32,
         n: i64,
         c: i64,
+        cp: i64,
         hw: i64,
         s: Stream,
     ) -> i32;
@@ -91,16 +74,9 @@ impl CudaBackend {
     /// tensor (bf16 mode), or a whole fp32 channels-last tensor that is not also NCHW-contiguous
     /// (the NHWC fp32 mode: TF32 by default). `None` for everything else.
     pub(crate) fn nhwc_dtype(&self, t: &Tensor) -> Option<DType> {
-        let on_device =
-            matches!(t.storage(), Storage::Device(b) if b.ordinal() == self.device.ordinal());
-        if !on_device || t.channels_last_ptr().is_err() {
-            return None;
-        }
-        match t.dtype() {
-            DType::BF16 => Some(DType::BF16),
-            DType::F32 if !t.is_contiguous() => Some(DType::F32),
-            _ => None,
-        }
+        let dtype = t.dtype();
+        let activation = dtype == DType::BF16 || (dtype == DType::F32 && !t.is_contiguous());
+        (activation && self.nhwc_memory(t, dtype).is_some()).then_some(dtype)
     }
 
     /// The device address of `t` when its memory is NHWC of `dtype` on this device: an NHWC
@@ -140,7 +116,7 @@ impl CudaBackend {
         let shape = f.shape4(op)?;
         let out = self.nhwc_output(shape, dtype)?;
         let layout = DataLayout::nhwc_of(dtype);
-        self.convert_to_nhwc(op, &f, out.channels_last_ptr()?, layout)?;
+        self.convert_to_nhwc(op, &f, out.channels_last_ptr()?, layout, shape[1])?;
         Ok(out)
     }
 
@@ -167,13 +143,10 @@ impl CudaBackend {
         x: &Tensor,
         layout: DataLayout,
     ) -> Result<CudaBuffer> {
-        let out = self.scratch(x.numel(), layout)?;
-        self.convert_to_nhwc(op, x, out.device_ptr(), layout)?;
-        Ok(out)
+        self.nhwc_copy_padded(op, x, layout, x.shape()[1])
     }
 
-    /// A copy of the contiguous NCHW fp32 device tensor `x` (4-D, C channels) in NHWC of
-    /// `layout`'s type with `cp` ≥ C channels per pixel, channels C..cp zero.
+    /// [`CudaBackend::nhwc_copy`] with `cp` ≥ C channels per pixel, channels C..cp zero.
     pub(crate) fn nhwc_copy_padded(
         &self,
         op: &'static str,
@@ -181,76 +154,36 @@ impl CudaBackend {
         layout: DataLayout,
         cp: usize,
     ) -> Result<CudaBuffer> {
-        let [n, c, hw] = nc_hw(x.shape());
-        debug_assert!(cp as i64 >= c, "padding never drops channels");
-        let out = self.scratch(x.numel() / (c.max(1) as usize) * cp, layout)?;
-        let (src, dst, s) = (x.device_ptr()?, out.device_ptr(), self.stream());
-        let cp = cp as i64;
-        let status = match layout {
-            // SAFETY: `src` holds n·c·hw fp32 values, `dst` room for n·cp·hw bf16 values, both on
-            // this device; the kernel is queued on the backend's stream.
-            DataLayout::NhwcBf16 => unsafe {
-                mg_nchw_to_nhwc_padded_bf16(src as _, dst as _, n, c, cp, hw, s)
-            },
-            // SAFETY: as above, with fp32 on both sides.
-            DataLayout::NhwcF32 => unsafe {
-                mg_nchw_to_nhwc_padded_f32(src as _, dst as _, n, c, cp, hw, s)
-            },
-            DataLayout::NchwF32 => unreachable!("NCHW operands are used as they are"),
-        };
-        kernels::check(op, status)?;
+        let [n, _, h, w] = x.shape4(op)?;
+        let out = self.scratch(n * cp * h * w, layout)?;
+        self.convert_to_nhwc(op, x, out.device_ptr(), layout, cp)?;
         Ok(out)
     }
 
-    /// Writes the NHWC values at `src` (of `layout`'s type, `cp` channels per pixel) into the
-    /// NCHW fp32 `out` of C ≤ cp channels: the padding channels C..cp are left out.
-    pub(crate) fn write_nchw_padded(
-        &self,
-        op: &'static str,
-        src: u64,
-        out: &mut Tensor,
-        layout: DataLayout,
-        cp: usize,
-    ) -> Result<()> {
-        if out.numel() == 0 {
-            return Ok(());
-        }
-        let [n, c, hw] = nc_hw(out.shape());
-        let (dst, s, cp) = (out.device_ptr_mut()?, self.stream(), cp as i64);
-        let status = match layout {
-            // SAFETY: `src` holds n·cp·hw bf16 values, `dst` room for n·c·hw fp32 values, both on
-            // this device.
-            DataLayout::NhwcBf16 => unsafe {
-                mg_nhwc_padded_bf16_to_nchw(src as _, dst as _, n, c, cp, hw, s)
-            },
-            // SAFETY: as above, with fp32 on both sides.
-            DataLayout::NhwcF32 => unsafe {
-                mg_nhwc_padded_f32_to_nchw(src as _, dst as _, n, c, cp, hw, s)
-            },
-            DataLayout::NchwF32 => unreachable!("NCHW results are used as they are"),
-        };
-        kernels::check(op, status)
-    }
-
-    /// Writes the contiguous NCHW fp32 device tensor `x` (4-D) to `dst` in NHWC of `layout`'s
-    /// type (`dst` must hold `x.numel()` such elements).
+    /// Writes the contiguous NCHW fp32 device tensor `x` (4-D, C channels) to `dst` in NHWC of
+    /// `layout`'s type with `cp` ≥ C channels per pixel (`dst` must hold n·cp·h·w elements;
+    /// channels C..cp are written as zeros).
     fn convert_to_nhwc(
         &self,
         op: &'static str,
         x: &Tensor,
         dst: u64,
         layout: DataLayout,
+        cp: usize,
     ) -> Result<()> {
         let [n, c, hw] = nc_hw(x.shape());
-        let (src, s) = (x.device_ptr()?, self.stream());
+        debug_assert!(cp as i64 >= c, "padding never drops channels");
+        let (src, s, cp) = (x.device_ptr()?, self.stream(), cp as i64);
         let status = match layout {
-            // SAFETY: `src` holds n·c·hw fp32 values and `dst` room for as many bf16 values, both
+            // SAFETY: `src` holds n·c·hw fp32 values and `dst` room for n·cp·hw bf16 values, both
             // on this device; the kernel is queued on the backend's stream.
             DataLayout::NhwcBf16 => unsafe {
-                mg_nchw_to_nhwc_bf16(src as _, dst as _, n, c, hw, s)
+                mg_nchw_to_nhwc_bf16(src as _, dst as _, n, c, cp, hw, s)
             },
             // SAFETY: as above, with fp32 on both sides.
-            DataLayout::NhwcF32 => unsafe { mg_nchw_to_nhwc_f32(src as _, dst as _, n, c, hw, s) },
+            DataLayout::NhwcF32 => unsafe {
+                mg_nchw_to_nhwc_f32(src as _, dst as _, n, c, cp, hw, s)
+            },
             DataLayout::NchwF32 => unreachable!("NCHW operands are used as they are"),
         };
         kernels::check(op, status)
@@ -266,21 +199,48 @@ impl CudaBackend {
         layout: DataLayout,
         bias: Option<&Tensor>,
     ) -> Result<()> {
+        let c = out.shape().get(1).copied().unwrap_or(0);
+        self.nhwc_to_nchw(op, src, out, layout, bias, c)
+    }
+
+    /// Writes the NHWC values at `src` (of `layout`'s type, `cp` channels per pixel) into the
+    /// NCHW fp32 `out` of C ≤ cp channels: the padding channels C..cp are left out.
+    pub(crate) fn write_nchw_padded(
+        &self,
+        op: &'static str,
+        src: u64,
+        out: &mut Tensor,
+        layout: DataLayout,
+        cp: usize,
+    ) -> Result<()> {
+        self.nhwc_to_nchw(op, src, out, layout, None, cp)
+    }
+
+    /// The body of [`CudaBackend::write_nchw`] and [`CudaBackend::write_nchw_padded`].
+    fn nhwc_to_nchw(
+        &self,
+        op: &'static str,
+        src: u64,
+        out: &mut Tensor,
+        layout: DataLayout,
+        bias: Option<&Tensor>,
+        cp: usize,
+    ) -> Result<()> {
         if out.numel() == 0 {
             return Ok(());
         }
         let [n, c, hw] = nc_hw(out.shape());
         let bias = bias.map(|b| b.device_ptr()).transpose()?.unwrap_or(0);
-        let (dst, s) = (out.device_ptr_mut()?, self.stream());
+        let (dst, s, cp) = (out.device_ptr_mut()?, self.stream(), cp as i64);
         let status = match layout {
-            // SAFETY: `src` holds n·c·hw bf16 values, `dst` room for as many fp32 values and
+            // SAFETY: `src` holds n·cp·hw bf16 values, `dst` room for n·c·hw fp32 values and
             // `bias` (when not null) `c` values, all on this device.
             DataLayout::NhwcBf16 => unsafe {
-                mg_nhwc_bf16_to_nchw(src as _, dst as _, bias as _, n, c, hw, s)
+                mg_nhwc_bf16_to_nchw(src as _, dst as _, bias as _, n, c, cp, hw, s)
             },
             // SAFETY: as above, with fp32 on both sides.
             DataLayout::NhwcF32 => unsafe {
-                mg_nhwc_f32_to_nchw(src as _, dst as _, bias as _, n, c, hw, s)
+                mg_nhwc_f32_to_nchw(src as _, dst as _, bias as _, n, c, cp, hw, s)
             },
             DataLayout::NchwF32 => unreachable!("NCHW results are used as they are"),
         };

@@ -101,10 +101,7 @@ impl CudaBackend {
                 Ok("0") => Some(false),
                 _ => None,
             },
-            deterministic: matches!(
-                std::env::var("MAGMA_CUDA_DETERMINISTIC").as_deref(),
-                Ok("1" | "true")
-            ),
+            deterministic: crate::precision::deterministic_from_env(),
         })
     }
 

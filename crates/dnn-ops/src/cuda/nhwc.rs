@@ -4,102 +4,46 @@
 //! gradient) read the activations as they are; the first three write an NHWC activation of the
 //! same type, the sum an fp32 vector.
 //!
-//! Each kernel has a `_bf16` and an `_f32` launcher with the same parameters; [`Kernels::of`]
-//! picks the pair of a tensor's element type.
-
-use std::ffi::c_void;
+//! Each kernel has a `_bf16` and an `_f32` launcher with the same parameters
+//! ([`super::kernels::nhwc_launchers`]); `*_kernel(dtype)` picks the one of a tensor's element
+//! type.
 
 use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
 use super::elementwise::{dst, ll, scratch_words, src};
-use super::kernels::{Stream, check};
+use super::kernels::{ActDst, ActSrc, Stream, check, nhwc_launchers};
 use crate::error::Result;
 
-type Src = *const c_void;
-type Dst = *mut c_void;
+nhwc_launchers!(relu_kernel = mg_relu_bf16 | mg_relu_f32(
+    x: ActSrc, y: ActDst, n: i64, s: Stream,
+));
+nhwc_launchers!(relu_backward_kernel = mg_relu_backward_bf16 | mg_relu_backward_f32(
+    y: ActSrc, dy: ActSrc, dx: ActDst, n: i64, s: Stream,
+));
+nhwc_launchers!(add_kernel = mg_add_bf16 | mg_add_f32(
+    a: ActSrc, b: ActSrc, y: ActDst, n: i64, s: Stream,
+));
+nhwc_launchers!(channel_bias_kernel =
+    mg_add_channel_bias_nhwc_bf16 | mg_add_channel_bias_nhwc_f32(
+    x: ActSrc, bias: *const f32, y: ActDst, m: i64, c: i64, s: Stream,
+));
+nhwc_launchers!(channel_sum_kernel = mg_sum_per_channel_nhwc_bf16 | mg_sum_per_channel_nhwc_f32(
+    x: ActSrc, out: *mut f32, partials: *mut f64, m: i64, c: i64, s: Stream,
+));
 
 unsafe extern "C" {
-    fn mg_relu_bf16(x: Src, y: Dst, n: i64, s: Stream) -> i32;
-    fn mg_relu_f32(x: Src, y: Dst, n: i64, s: Stream) -> i32;
-    fn mg_relu_backward_bf16(y: Src, dy: Src, dx: Dst, n: i64, s: Stream) -> i32;
-    fn mg_relu_backward_f32(y: Src, dy: Src, dx: Dst, n: i64, s: Stream) -> i32;
-    fn mg_add_bf16(a: Src, b: Src, y: Dst, n: i64, s: Stream) -> i32;
-    fn mg_add_f32(a: Src, b: Src, y: Dst, n: i64, s: Stream) -> i32;
-    fn mg_add_channel_bias_nhwc_bf16(
-        x: Src,
-        bias: *const f32,
-        y: Dst,
-        m: i64,
-        c: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_add_channel_bias_nhwc_f32(
-        x: Src,
-        bias: *const f32,
-        y: Dst,
-        m: i64,
-        c: i64,
-        s: Stream,
-    ) -> i32;
     fn mg_sum_per_channel_nhwc_partials(m: i64, c: i64) -> i64;
-    fn mg_sum_per_channel_nhwc_bf16(
-        x: Src,
-        out: *mut f32,
-        partials: *mut f64,
-        m: i64,
-        c: i64,
-        s: Stream,
-    ) -> i32;
-    fn mg_sum_per_channel_nhwc_f32(
-        x: Src,
-        out: *mut f32,
-        partials: *mut f64,
-        m: i64,
-        c: i64,
-        s: Stream,
-    ) -> i32;
-}
-
-/// The launchers of one element type.
-struct Kernels {
-    relu: unsafe extern "C" fn(Src, Dst, i64, Stream) -> i32,
-    relu_backward: unsafe extern "C" fn(Src, Src, Dst, i64, Stream) -> i32,
-    add: unsafe extern "C" fn(Src, Src, Dst, i64, Stream) -> i32,
-    add_channel_bias: unsafe extern "C" fn(Src, *const f32, Dst, i64, i64, Stream) -> i32,
-    sum_per_channel: unsafe extern "C" fn(Src, *mut f32, *mut f64, i64, i64, Stream) -> i32,
-}
-
-impl Kernels {
-    /// The launchers for activations of `dtype` (bf16, else fp32).
-    fn of(dtype: DType) -> Self {
-        match dtype {
-            DType::BF16 => Self {
-                relu: mg_relu_bf16,
-                relu_backward: mg_relu_backward_bf16,
-                add: mg_add_bf16,
-                add_channel_bias: mg_add_channel_bias_nhwc_bf16,
-                sum_per_channel: mg_sum_per_channel_nhwc_bf16,
-            },
-            _ => Self {
-                relu: mg_relu_f32,
-                relu_backward: mg_relu_backward_f32,
-                add: mg_add_f32,
-                add_channel_bias: mg_add_channel_bias_nhwc_f32,
-                sum_per_channel: mg_sum_per_channel_nhwc_f32,
-            },
-        }
-    }
 }
 
 /// The read-only address of an NHWC activation.
-fn act(t: &Tensor) -> Result<Src> {
-    Ok(t.channels_last_ptr()? as usize as Src)
+fn act(t: &Tensor) -> Result<ActSrc> {
+    Ok(t.channels_last_ptr()? as usize as ActSrc)
 }
 
 /// The address of an NHWC activation the caller's kernel writes.
-fn act_mut(t: &Tensor) -> Result<Dst> {
-    Ok(t.channels_last_ptr()? as usize as Dst)
+fn act_mut(t: &Tensor) -> Result<ActDst> {
+    Ok(t.channels_last_ptr()? as usize as ActDst)
 }
 
 impl CudaBackend {
@@ -109,7 +53,7 @@ impl CudaBackend {
         // SAFETY: `x` and `y` hold `numel` values of `dtype` in the same NHWC order on this
         // device.
         check(op, unsafe {
-            (Kernels::of(dtype).relu)(act(x)?, act_mut(&y)?, ll(x.numel()), self.stream())
+            relu_kernel(dtype)(act(x)?, act_mut(&y)?, ll(x.numel()), self.stream())
         })?;
         Ok(y)
     }
@@ -128,7 +72,7 @@ impl CudaBackend {
         // SAFETY: `y`, `dy` and `dx` hold `numel` values of `dtype` in the same NHWC order on
         // this device.
         check(op, unsafe {
-            (Kernels::of(dtype).relu_backward)(
+            relu_backward_kernel(dtype)(
                 act(y)?,
                 act(&dy)?,
                 act_mut(&dx)?,
@@ -150,7 +94,7 @@ impl CudaBackend {
         let y = self.nhwc_output(a.shape4(op)?, dtype)?;
         // SAFETY: `a`, `b` and `y` hold `numel` values of `dtype` each, in the same NHWC order.
         check(op, unsafe {
-            (Kernels::of(dtype).add)(act(a)?, act(b)?, act_mut(&y)?, ll(a.numel()), self.stream())
+            add_kernel(dtype)(act(a)?, act(b)?, act_mut(&y)?, ll(a.numel()), self.stream())
         })?;
         Ok(y)
     }
@@ -169,7 +113,7 @@ impl CudaBackend {
         // SAFETY: `x` and `y` hold n·h·w rows of c values of `x`'s type on this device, `bias`
         // c fp32.
         check(op, unsafe {
-            (Kernels::of(x.dtype()).add_channel_bias)(
+            channel_bias_kernel(x.dtype())(
                 act(x)?,
                 src(&bias)?,
                 act_mut(y)?,
@@ -191,7 +135,7 @@ impl CudaBackend {
         // SAFETY: `x` holds m rows of c values of its type, `out` c fp32, `partials` the
         // launcher's count of doubles.
         check(op, unsafe {
-            (Kernels::of(x.dtype()).sum_per_channel)(
+            channel_sum_kernel(x.dtype())(
                 act(x)?,
                 dst(&mut out)?,
                 dst(&mut partials)? as *mut f64,

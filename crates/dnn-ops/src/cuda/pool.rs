@@ -14,86 +14,23 @@ use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
 use super::cudnn::{ONE, PoolDesc, TensorDesc, ZERO, check, dptr, scale};
-use super::kernels::{self, Stream};
+use super::kernels::{self, ActDst, ActSrc, Stream, nhwc_launchers};
 use crate::attrs::Pool2dAttrs;
 use crate::backend::PoolOps;
 use crate::cpu::CpuBackend;
 use crate::error::{OpError, Result};
 
-type Src = *const std::ffi::c_void;
-type Dst = *mut std::ffi::c_void;
+nhwc_launchers!(max_pool_nhwc = mg_max_pool2d_nhwc_bf16 | mg_max_pool2d_nhwc_f32(
+    x: ActSrc, y: ActDst, n: i64, c: i64, h: i32, w: i32, ho: i32, wo: i32, kh: i32, kw: i32,
+    sh: i32, sw: i32, ph: i32, pw: i32, stream: Stream,
+));
+nhwc_launchers!(max_pool_backward_nhwc =
+    mg_max_pool2d_backward_nhwc_bf16 | mg_max_pool2d_backward_nhwc_f32(
+    x: ActSrc, dy: ActSrc, dx: ActDst, n: i64, c: i64, h: i32, w: i32, ho: i32, wo: i32,
+    kh: i32, kw: i32, sh: i32, sw: i32, ph: i32, pw: i32, stream: Stream,
+));
 
 unsafe extern "C" {
-    fn mg_max_pool2d_nhwc_bf16(
-        x: Src,
-        y: Dst,
-        n: i64,
-        c: i64,
-        h: i32,
-        w: i32,
-        ho: i32,
-        wo: i32,
-        kh: i32,
-        kw: i32,
-        sh: i32,
-        sw: i32,
-        ph: i32,
-        pw: i32,
-        stream: Stream,
-    ) -> i32;
-    fn mg_max_pool2d_nhwc_f32(
-        x: Src,
-        y: Dst,
-        n: i64,
-        c: i64,
-        h: i32,
-        w: i32,
-        ho: i32,
-        wo: i32,
-        kh: i32,
-        kw: i32,
-        sh: i32,
-        sw: i32,
-        ph: i32,
-        pw: i32,
-        stream: Stream,
-    ) -> i32;
-    fn mg_max_pool2d_backward_nhwc_bf16(
-        x: Src,
-        dy: Src,
-        dx: Dst,
-        n: i64,
-        c: i64,
-        h: i32,
-        w: i32,
-        ho: i32,
-        wo: i32,
-        kh: i32,
-        kw: i32,
-        sh: i32,
-        sw: i32,
-        ph: i32,
-        pw: i32,
-        stream: Stream,
-    ) -> i32;
-    fn mg_max_pool2d_backward_nhwc_f32(
-        x: Src,
-        dy: Src,
-        dx: Dst,
-        n: i64,
-        c: i64,
-        h: i32,
-        w: i32,
-        ho: i32,
-        wo: i32,
-        kh: i32,
-        kw: i32,
-        sh: i32,
-        sw: i32,
-        ph: i32,
-        pw: i32,
-        stream: Stream,
-    ) -> i32;
     fn mg_max_pool2d_backward(
         x: *const f32,
         dy: *const f32,
@@ -168,16 +105,13 @@ impl CudaBackend {
         let [n, c, h, w] = x.shape4(OP)?;
         let y = self.nhwc_output(y_shape, dtype)?;
         let g = geometry(OP, [h, w], [y_shape[2], y_shape[3]], attrs)?;
-        let pool = match dtype {
-            DType::BF16 => mg_max_pool2d_nhwc_bf16,
-            _ => mg_max_pool2d_nhwc_f32,
-        };
+        let pool = max_pool_nhwc(dtype);
         // SAFETY: `x` holds n·h·w·c values of `dtype` and `y` n·ho·wo·c, NHWC on this device;
         // every window read lies inside its image (clipped to it).
         let status = unsafe {
             pool(
-                x.channels_last_ptr()? as usize as Src,
-                y.channels_last_ptr()? as usize as Dst,
+                x.channels_last_ptr()? as usize as ActSrc,
+                y.channels_last_ptr()? as usize as ActDst,
                 n as i64,
                 c as i64,
                 g[0],
@@ -212,17 +146,14 @@ impl CudaBackend {
         let dy = self.to_nhwc(OP, dy, dtype)?;
         let dx = self.nhwc_output([n, c, h, w], dtype)?;
         let g = geometry(OP, [h, w], [ho, wo], attrs)?;
-        let backward = match dtype {
-            DType::BF16 => mg_max_pool2d_backward_nhwc_bf16,
-            _ => mg_max_pool2d_backward_nhwc_f32,
-        };
+        let backward = max_pool_backward_nhwc(dtype);
         // SAFETY: `x` and `dx` hold n·h·w·c values of `dtype` and `dy` n·ho·wo·c, NHWC on this
         // device; the kernel writes every element of `dx` and reads only inside the others.
         let status = unsafe {
             backward(
-                x.channels_last_ptr()? as usize as Src,
-                dy.channels_last_ptr()? as usize as Src,
-                dx.channels_last_ptr()? as usize as Dst,
+                x.channels_last_ptr()? as usize as ActSrc,
+                dy.channels_last_ptr()? as usize as ActSrc,
+                dx.channels_last_ptr()? as usize as ActDst,
                 n as i64,
                 c as i64,
                 g[0],
