@@ -145,14 +145,46 @@ __global__ void max_pool2d_backward_nhwc_kernel(const T* __restrict__ x, const T
 }
 
 // Non-overlapping windows (stride = window, no padding) of an even channel count: one thread per
-// output pixel and channel pair finds both first maxima in one pass over the window.
-struct PairMax {
-  float best[2] = {-INFINITY, -INFINITY};
-  int at[2] = {0, 0};
-  bool nan[2] = {false, false};
-  __device__ void see(float2 v, int pos) {
-    const float x[2] = {v.x, v.y};
-    for (int k = 0; k < 2; ++k) {
+// output pixel and vector of channels (Raw: a pair, or 16 bytes when the channels and pointers
+// allow) finds the first maxima of all its channels in one pass over the window.
+template <typename T, typename Raw>
+struct ChannelVec {
+  static constexpr int kN = (int)(sizeof(Raw) / sizeof(T));
+  using P = typename Act<T>::Pair;
+  __device__ static void get(const Raw& r, float (&v)[kN]) {
+    const P* p = reinterpret_cast<const P*>(&r);
+#pragma unroll
+    for (int i = 0; i < kN / 2; ++i) {
+      const float2 f = Act<T>::get2(p[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  }
+  __device__ static Raw make(const float (&v)[kN]) {
+    Raw r;
+    P* p = reinterpret_cast<P*>(&r);
+#pragma unroll
+    for (int i = 0; i < kN / 2; ++i) p[i] = Act<T>::make2(v[2 * i], v[2 * i + 1]);
+    return r;
+  }
+};
+
+template <int N>
+struct VecMax {
+  float best[N];
+  int at[N];
+  bool nan[N];
+  __device__ VecMax() {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      best[k] = -INFINITY;
+      at[k] = 0;
+      nan[k] = false;
+    }
+  }
+  __device__ void see(const float (&x)[N], int pos) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
       if (!nan[k] && (x[k] > best[k] || isnan(x[k]))) {
         best[k] = x[k];
         at[k] = pos;
@@ -162,14 +194,15 @@ struct PairMax {
   }
 };
 
+// `vecs`: channel vectors per pixel.
 struct TiledGeom {
-  int h, w, ho, wo, kh, kw, half_c;
+  int h, w, ho, wo, kh, kw, vecs;
 };
 
 // The window of output `pixel` (n, oh, ow) scanned in row-major order; `visit(offset, pos)` gets
-// the pair offset of each input pixel and its index within the window.
+// the vector offset of each input pixel and its index within the window.
 template <typename Visit>
-__device__ inline void tiled_window(const TiledGeom& g, long long pixel, long long pair,
+__device__ inline void tiled_window(const TiledGeom& g, long long pixel, long long vec,
                                     Visit visit) {
   const int ow = (int)(pixel % g.wo);
   const long long t = pixel / g.wo;
@@ -177,41 +210,54 @@ __device__ inline void tiled_window(const TiledGeom& g, long long pixel, long lo
   const long long n = t / g.ho;
   for (int i = 0; i < g.kh; ++i) {
     const long long row = (n * g.h + (long long)oh * g.kh + i) * g.w + (long long)ow * g.kw;
-    for (int j = 0; j < g.kw; ++j) visit((row + j) * g.half_c + pair, i * g.kw + j);
+    for (int j = 0; j < g.kw; ++j) visit((row + j) * g.vecs + vec, i * g.kw + j);
   }
 }
 
-template <typename T>
-__global__ void max_pool2d_tiled_kernel(const typename Act<T>::Pair* __restrict__ x,
-                                        typename Act<T>::Pair* __restrict__ y, long long total,
-                                        TiledGeom g) {
+template <typename T, typename Raw>
+__global__ void max_pool2d_tiled_kernel(const Raw* __restrict__ x, Raw* __restrict__ y,
+                                        long long total, TiledGeom g) {
+  using V = ChannelVec<T, Raw>;
   MG_GRID_STRIDE(idx, total) {
-    const long long pair = idx % g.half_c;
-    PairMax m;
-    tiled_window(g, idx / g.half_c, pair,
-                 [&](long long off, int pos) { m.see(Act<T>::get2(x[off]), pos); });
-    y[idx] = Act<T>::make2(m.best[0], m.best[1]);
+    const long long vec = idx % g.vecs;
+    VecMax<V::kN> m;
+    tiled_window(g, idx / g.vecs, vec, [&](long long off, int pos) {
+      float v[V::kN];
+      V::get(x[off], v);
+      m.see(v, pos);
+    });
+    y[idx] = V::make(m.best);
   }
 }
 
-template <typename T>
-__global__ void max_pool2d_backward_tiled_kernel(const typename Act<T>::Pair* __restrict__ x,
-                                                 const typename Act<T>::Pair* __restrict__ dy,
-                                                 typename Act<T>::Pair* __restrict__ dx,
-                                                 long long total, TiledGeom g) {
+template <typename T, typename Raw>
+__global__ void max_pool2d_backward_tiled_kernel(const Raw* __restrict__ x,
+                                                 const Raw* __restrict__ dy,
+                                                 Raw* __restrict__ dx, long long total,
+                                                 TiledGeom g) {
+  using V = ChannelVec<T, Raw>;
   MG_GRID_STRIDE(idx, total) {
-    const long long pair = idx % g.half_c;
-    const long long pixel = idx / g.half_c;
-    PairMax m;
-    tiled_window(g, pixel, pair,
-                 [&](long long off, int pos) { m.see(Act<T>::get2(x[off]), pos); });
+    const long long vec = idx % g.vecs;
+    const long long pixel = idx / g.vecs;
+    VecMax<V::kN> m;
+    tiled_window(g, pixel, vec, [&](long long off, int pos) {
+      float v[V::kN];
+      V::get(x[off], v);
+      m.see(v, pos);
+    });
     // Widening and rounding back is exact: the routed gradient keeps its bits.
-    const float2 grad = Act<T>::get2(dy[idx]);
-    tiled_window(g, pixel, pair, [&](long long off, int pos) {
-      dx[off] = Act<T>::make2(pos == m.at[0] ? grad.x : 0.0f, pos == m.at[1] ? grad.y : 0.0f);
+    float grad[V::kN];
+    V::get(dy[idx], grad);
+    tiled_window(g, pixel, vec, [&](long long off, int pos) {
+      float out[V::kN];
+#pragma unroll
+      for (int k = 0; k < V::kN; ++k) out[k] = pos == m.at[k] ? grad[k] : 0.0f;
+      dx[off] = V::make(out);
     });
   }
 }
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -228,8 +274,18 @@ static int max_pool2d_nhwc(const T* x, T* y, long long n, long long c, int h, in
   const long long total = n * ho * wo * c;
   if (total == 0) return 0;
   if (tiled(c, kh, kw, sh, sw, ph, pw)) {
+    constexpr int kWide = 16 / (int)sizeof(T);
+    if (c % kWide == 0 && aligned16(x) && aligned16(y)) {
+      // 16 bytes of channels per access.
+      const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / kWide)};
+      max_pool2d_tiled_kernel<T, uint4><<<mg::blocks_for(total / kWide), mg::kThreads, 0,
+                                          stream>>>(reinterpret_cast<const uint4*>(x),
+                                                    reinterpret_cast<uint4*>(y),
+                                                    total / kWide, t);
+      return mg::launch_status();
+    }
     const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / 2)};
-    max_pool2d_tiled_kernel<T><<<mg::blocks_for(total / 2), mg::kThreads, 0, stream>>>(
+    max_pool2d_tiled_kernel<T, P><<<mg::blocks_for(total / 2), mg::kThreads, 0, stream>>>(
         reinterpret_cast<const P*>(x), reinterpret_cast<P*>(y), total / 2, t);
     return mg::launch_status();
   }
@@ -252,10 +308,21 @@ static int max_pool2d_backward_nhwc(const T* x, const T* dy, T* dx, long long n,
       const cudaError_t e = cudaMemsetAsync(dx, 0, total * sizeof(T), stream);
       if (e != cudaSuccess) return (int)e;
     }
+    constexpr int kWide = 16 / (int)sizeof(T);
+    if (c % kWide == 0 && aligned16(x) && aligned16(dy) && aligned16(dx)) {
+      const long long outputs = n * ho * wo * (c / kWide);
+      if (outputs == 0) return 0;
+      const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / kWide)};
+      max_pool2d_backward_tiled_kernel<T, uint4>
+          <<<mg::blocks_for(outputs), mg::kThreads, 0, stream>>>(
+              reinterpret_cast<const uint4*>(x), reinterpret_cast<const uint4*>(dy),
+              reinterpret_cast<uint4*>(dx), outputs, t);
+      return mg::launch_status();
+    }
     const long long outputs = n * ho * wo * (c / 2);
     if (outputs == 0) return 0;
     const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / 2)};
-    max_pool2d_backward_tiled_kernel<T><<<mg::blocks_for(outputs), mg::kThreads, 0, stream>>>(
+    max_pool2d_backward_tiled_kernel<T, P><<<mg::blocks_for(outputs), mg::kThreads, 0, stream>>>(
         reinterpret_cast<const P*>(x), reinterpret_cast<const P*>(dy), reinterpret_cast<P*>(dx),
         outputs, t);
     return mg::launch_status();

@@ -168,7 +168,7 @@ pub struct BatchNormSaved {
     pub inv_std: Tensor,
     /// A training pass fused with a ReLU may keep its per-channel coefficients `(scale, shift)`
     /// (`y = max(0, x·scale + shift)`) so that its backward recomputes the ReLU's mask from the
-    /// input instead of reading the output (the CUDA fp32 NHWC kernels: one operand less to read);
+    /// input instead of reading the output (the CUDA NHWC kernels: one operand less to read);
     /// `None` otherwise.
     pub relu_mask: Option<(Tensor, Tensor)>,
 }

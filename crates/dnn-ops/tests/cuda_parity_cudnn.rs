@@ -1295,6 +1295,25 @@ fn check_nhwc_shape_ops(gpu: &CudaBackend, mode: &NhwcMode) {
     assert_nhwc(&biased, act_type, "add_channel_bias");
     let biased_c = cpu.add_channel_bias(&a_host, &bias).unwrap();
     assert_close("add_channel_bias", &biased, &biased_c, mode.round);
+    // Channel counts that fill 16-byte vectors (the kernels' wide path), and a sum whose length
+    // leaves a tail after the whole vectors.
+    let wide = as_act(&random_tensor(&[2, 24, 5, 3], &mut rng, 0.0));
+    let wide_host = wide.to_host().unwrap();
+    let wide_bias = random_tensor(&[24], &mut rng, 0.0);
+    let biased = gpu.add_channel_bias(&wide, &wide_bias).unwrap();
+    assert_nhwc(&biased, act_type, "wide add_channel_bias");
+    let biased_c = cpu.add_channel_bias(&wide_host, &wide_bias).unwrap();
+    assert_close("wide add_channel_bias", &biased, &biased_c, mode.round);
+    let wide2 = as_act(&random_tensor(&[2, 24, 5, 3], &mut rng, 0.0));
+    let sum = gpu.add(&wide, &wide2).unwrap();
+    let sum_c = cpu.add(&wide_host, &wide2.to_host().unwrap()).unwrap();
+    assert_close("wide add", &sum, &sum_c, mode.round);
+    let tail = as_act(&random_tensor(&[1, 2, 3, 7], &mut rng, 0.0));
+    let sum = gpu.add(&tail, &tail).unwrap();
+    let sum_c = cpu
+        .add(&tail.to_host().unwrap(), &tail.to_host().unwrap())
+        .unwrap();
+    assert_close("add with a tail", &sum, &sum_c, mode.round);
     let big = as_act(&random_tensor(&[3, 70, 33, 31], &mut rng, 0.0));
     for t in [&a, &big] {
         let s = gpu.sum_per_channel(t).unwrap();
@@ -1320,4 +1339,163 @@ fn check_nhwc_shape_ops(gpu: &CudaBackend, mode: &NhwcMode) {
         BF16_TOL
     };
     assert_close("conv2d with bias", &y, &y_c, tol);
+}
+
+/// Pointwise convolutions with few output channels (the segmentation head: 1×1, K ≤ 8) on an
+/// NHWC activation run on their own kernels in each NHWC mode: the logits come back as NCHW
+/// fp32 with the bias added, the input gradient as an NHWC activation of the mode's type, and
+/// every value matches the CPU's on the same inputs — for channel counts below, across and above
+/// the kernels' 32-channel stages and 256-channel lanes, and a batch large enough that the
+/// filter gradient folds many chunks of several tiles each.
+#[test]
+fn small_pointwise_convolutions_match_the_cpu_on_the_same_values() {
+    for mode in nhwc_modes() {
+        let Some(gpu) = backend_in(mode.precision, mode.conv_nhwc) else {
+            return;
+        };
+        check_small_pointwise(&gpu, &mode);
+    }
+}
+
+fn check_small_pointwise(gpu: &CudaBackend, mode: &NhwcMode) {
+    use magma_tensor::DType;
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(59);
+    // bf16 rounds the filters (as cuDNN reads them in that mode) and the input gradient.
+    let tol = if mode.dtype == DType::BF16 { 2e-2 } else { TOL };
+    for (x_shape, k) in [
+        ([2, 12, 9, 11], 3),
+        ([1, 40, 7, 5], 1),
+        ([3, 64, 16, 16], 8),
+        ([1, 300, 6, 7], 5),
+        ([2, 12, 300, 300], 3),
+    ] {
+        let name = format!("{} x {x_shape:?} k {k}", mode.name);
+        let x = as_activation(gpu, &rand(&x_shape, &mut rng), mode.dtype);
+        let x_host = x.to_host().unwrap();
+        let w = random_tensor(&[k, x_shape[1], 1, 1], &mut rng, 0.5);
+        let bias = random_tensor(&[k], &mut rng, 0.5);
+        let attrs = Conv2dAttrs::new();
+        let y_g = gpu.conv2d(&x, &w, Some(&bias), &attrs).unwrap();
+        let y_c = cpu.conv2d(&x_host, &w, Some(&bias), &attrs).unwrap();
+        assert_eq!(y_g.dtype(), DType::F32, "{name}: logits are fp32");
+        assert!(y_g.is_contiguous(), "{name}: logits are NCHW");
+        assert_close(&format!("pointwise y {name}"), &y_g, &y_c, tol);
+
+        let dy = rand(y_c.shape(), &mut rng);
+        let [dx_g, dw_g] = gpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        let [dx_c, dw_c] = cpu
+            .conv2d_backward(&x_host, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        let dx_g = dx_g.unwrap();
+        assert_nhwc(&dx_g, mode.dtype, &format!("{name} dx"));
+        assert_close(&format!("pointwise dx {name}"), &dx_g, &dx_c.unwrap(), tol);
+        let dw_c = dw_c.unwrap();
+        assert_close(&format!("pointwise dw {name}"), &dw_g.unwrap(), &dw_c, tol);
+        let dw_alone = gpu
+            .conv2d_backward_filter(&x, &dy, shape4(&w), &attrs)
+            .unwrap();
+        assert_close(&format!("pointwise dw alone {name}"), &dw_alone, &dw_c, tol);
+        // Only one of the two gradients asked for.
+        let [dx_only, none] = gpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [true, false])
+            .unwrap();
+        assert!(
+            none.is_none() && dx_only.is_some(),
+            "{name}: need respected"
+        );
+    }
+}
+
+/// 3×3 convolutions of few-channel images (the first layer: C ≤ 4, K ∈ {4..16, 32, 64, 128})
+/// run on their own kernels in each NHWC mode: the image is read as loaded (NCHW fp32), the
+/// output is an NHWC activation of the mode's type, and the output and the filter gradient (from
+/// an NHWC output gradient, alone or beside the input gradient; our kernel for fp32 activations,
+/// cuDNN's on the padded input in bf16) match the CPU on the same values — several column tiles
+/// (one partial), several row tiles, each supported padding, with and without bias.
+#[test]
+fn few_channel_convolutions_match_the_cpu_on_the_same_values() {
+    for mode in nhwc_modes() {
+        let Some(gpu) = backend_in(mode.precision, mode.conv_nhwc) else {
+            return;
+        };
+        check_few_channel(&gpu, &mode);
+    }
+}
+
+fn check_few_channel(gpu: &CudaBackend, mode: &NhwcMode) {
+    use magma_tensor::DType;
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(67);
+    let tol = if mode.dtype == DType::BF16 { 2e-2 } else { TOL };
+    for (x_shape, k, padding, with_bias) in [
+        ([2, 3, 37, 70], 64, [1, 1], false),
+        ([1, 1, 20, 9], 4, [0, 0], true),
+        ([2, 4, 18, 130], 128, [2, 1], true),
+        ([1, 3, 5, 6], 12, [1, 2], false),
+        ([1, 2, 33, 64], 32, [1, 1], true),
+        ([1, 3, 17, 65], 16, [1, 0], false),
+    ] {
+        let name = format!("{} x {x_shape:?} k {k} padding {padding:?}", mode.name);
+        let attrs = Conv2dAttrs::new().with_padding(padding);
+        let x = rand(&x_shape, &mut rng);
+        let w = random_tensor(&[k, x_shape[1], 3, 3], &mut rng, 0.2);
+        let bias = with_bias.then(|| random_tensor(&[k], &mut rng, 0.5));
+        let y_g = gpu.conv2d(&x, &w, bias.as_ref(), &attrs).unwrap();
+        let y_c = cpu.conv2d(&x, &w, bias.as_ref(), &attrs).unwrap();
+        assert_nhwc(&y_g, mode.dtype, &format!("{name} y"));
+        assert_close(&format!("few-channel y {name}"), &y_g, &y_c, tol);
+
+        let dy = as_activation(gpu, &rand(y_c.shape(), &mut rng), mode.dtype);
+        let dy_host = dy.to_host().unwrap();
+        let [_, dw_c] = cpu
+            .conv2d_backward(&x, &w, &dy_host, &attrs, [false, true])
+            .unwrap();
+        let dw_c = dw_c.unwrap();
+        let [none, dw_g] = gpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [false, true])
+            .unwrap();
+        assert!(none.is_none(), "{name}: need respected");
+        assert_close(
+            &format!("few-channel dw {name}"),
+            &dw_g.unwrap(),
+            &dw_c,
+            tol,
+        );
+        let dw_alone = gpu
+            .conv2d_backward_filter(&x, &dy, shape4(&w), &attrs)
+            .unwrap();
+        assert_close(
+            &format!("few-channel dw alone {name}"),
+            &dw_alone,
+            &dw_c,
+            tol,
+        );
+        // With the input gradient too (cuDNN's, TF32 math in the TF32 mode).
+        let [dx_g, dw_both] = gpu
+            .conv2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .unwrap();
+        let [dx_c, _] = cpu
+            .conv2d_backward(&x, &w, &dy_host, &attrs, [true, false])
+            .unwrap();
+        let dx_tol = if mode.precision == Precision::Fp32 {
+            TOL
+        } else {
+            2e-2
+        };
+        assert_close(
+            &format!("few-channel dx {name}"),
+            &dx_g.unwrap(),
+            &dx_c.unwrap(),
+            dx_tol,
+        );
+        assert_close(
+            &format!("few-channel dw both {name}"),
+            &dw_both.unwrap(),
+            &dw_c,
+            tol,
+        );
+    }
 }

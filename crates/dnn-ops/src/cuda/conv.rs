@@ -774,8 +774,8 @@ impl CudaBackend {
         layout: DataLayout,
         input: (&Tensor, Option<&CudaBuffer>),
     ) -> Option<usize> {
-        const ALIGN: usize = 8;
         let c = shapes.0[1];
+        const ALIGN: usize = 8;
         (layout == DataLayout::NhwcBf16
             && matches!(kind, ConvKind::Forward | ConvKind::BackwardFilter)
             && c < 32
@@ -846,6 +846,14 @@ impl ConvOps for CudaBackend {
         attrs: &Conv2dAttrs,
     ) -> Result<Tensor> {
         let g = CpuBackend::check_conv2d(x, w, bias, attrs)?;
+        if let Some(dtype) = self.pointwise_dtype(x, g.w_shape(), attrs)
+            && x.numel() > 0
+        {
+            return self.pointwise_forward("conv2d", x, w, bias, dtype);
+        }
+        if let Some(dtype) = self.few_channel_dtype(x, g.w_shape(), attrs) {
+            return self.few_channel_forward("conv2d", x, w, bias, attrs, dtype);
+        }
         let shapes = (g.x_shape(), g.w_shape(), g.y_shape());
         self.conv_primitive(
             "conv2d",
@@ -890,6 +898,15 @@ impl ConvOps for CudaBackend {
         attrs: &Conv2dAttrs,
     ) -> Result<Tensor> {
         let g = CpuBackend::check_conv2d_backward_filter(x, dy, w_shape, attrs)?;
+        if let Some(dtype) = self.pointwise_dtype(x, w_shape, attrs)
+            && x.numel() > 0
+        {
+            return self.pointwise_backward_filter("conv2d_backward_filter", x, dy, w_shape, dtype);
+        }
+        if self.few_channel_filter_applies(x, dy, w_shape, attrs) {
+            const OP: &str = "conv2d_backward_filter";
+            return self.few_channel_backward_filter(OP, x, dy, w_shape, attrs);
+        }
         let shapes = (g.x_shape(), g.w_shape(), g.y_shape());
         self.conv_primitive(
             "conv2d_backward_filter",
@@ -963,7 +980,43 @@ impl ConvOps for CudaBackend {
         let (x_shape, w_shape) = (x.shape4(OP)?, w.shape4(OP)?);
         let data = CpuBackend::check_conv2d_backward_data(dy, w, x_shape, attrs)?;
         CpuBackend::check_conv2d_backward_filter(x, dy, w_shape, attrs)?;
+        if let Some(dtype) = self.pointwise_dtype(x, w_shape, attrs)
+            && x.numel() > 0
+        {
+            let dx = need[0]
+                .then(|| {
+                    self.pointwise_backward_data("conv2d_backward_data", dy, w, x_shape, dtype)
+                })
+                .transpose()?;
+            let dw = need[1]
+                .then(|| {
+                    self.pointwise_backward_filter("conv2d_backward_filter", x, dy, w_shape, dtype)
+                })
+                .transpose()?;
+            return Ok([dx, dw]);
+        }
         let shapes = (data.x_shape(), data.w_shape(), data.y_shape());
+        // The first layer's filter gradient from its NHWC output gradient, by our kernels.
+        if need[1] && self.few_channel_filter_applies(x, dy, w_shape, attrs) {
+            const FILTER: &str = "conv2d_backward_filter";
+            let dw = self.few_channel_backward_filter(FILTER, x, dy, w_shape, attrs)?;
+            let dx = need[0]
+                .then(|| {
+                    self.conv_primitive(
+                        "conv2d_backward_data",
+                        ConvKind::BackwardData,
+                        shapes,
+                        x_shape,
+                        attrs,
+                        (dy, w),
+                        None,
+                        [None, None],
+                        false,
+                    )
+                })
+                .transpose()?;
+            return Ok([dx, Some(dw)]);
+        }
         let dy_nhwc = self.shared_nhwc(OP, dy, need)?;
         let dx = need[0]
             .then(|| {
