@@ -669,7 +669,7 @@ int bn_backward(const T* x, const T* dy, const T* relu_y, const float* mscale,
     backward_apply_quad_kernel<<<mg::blocks_for(quads), mg::kThreads, 0, stream>>>(
         q(x), q(dy), q(relu_y), q(mscale), q(mshift), q(mean), q(inv_std), q(k1), q(k2), q(k3),
         reinterpret_cast<float4*>(dx), quads, (int)(c / 4));
-  } else if (!kF32 && c % 8 == 0 && c / 8 <= 2147483647LL) {
+  } else if (!kF32 && c % 8 == 0 && c / 8 <= 2147483647LL && aligned16({x, dy, relu_y, dx})) {
     const long long groups = m * c / 8;
     // A bounded grid, so each thread walks many groups with its coefficients in registers.
     const unsigned blocks = std::min(mg::blocks_for(groups), 1024u);

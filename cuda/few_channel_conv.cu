@@ -45,14 +45,8 @@ __device__ inline void store4(__nv_bfloat16* p, float a, float b, float c, float
   *reinterpret_cast<uint2*>(p) = v;
 }
 
-// Reads four consecutive values of T as fp32.
+// Reads four consecutive fp32 values (16-byte aligned: k % 4 == 0).
 __device__ inline float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ inline float4 load4(const __nv_bfloat16* p) {
-  const uint2 v = *reinterpret_cast<const uint2*>(p);
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.x));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v.y));
-  return make_float4(a.x, a.y, b.x, b.y);
-}
 
 template <typename T, int PX>
 __global__ void few_channel_forward_kernel(const float* __restrict__ x,
@@ -199,7 +193,7 @@ __global__ void few_channel_fold_kernel(const float* __restrict__ partial, float
   if (lane == 0) dw[out] = (float)s;
 }
 
-bool supported_k(int k) {
+bool supported_k(long long k) {
   return k > 0 && k % 4 == 0 && (k <= 16 || k == 32 || k == 64 || k == 128);
 }
 
@@ -216,7 +210,7 @@ Geometry geometry(long long c, long long h, long long w, long long k, long long 
 }
 
 bool fits(long long n, long long c, long long h, long long w, long long k) {
-  return n > 0 && n <= 65535 && c > 0 && h > 0 && w > 0 && h <= 65535 && w <= (1 << 24) &&
+  return n > 0 && n <= 65535 && c > 0 && c <= kMaxC && h > 0 && w > 0 && h <= 65535 && w <= (1 << 24) &&
          k > 0 && k <= kMaxK;
 }
 
@@ -270,12 +264,12 @@ int backward_filter(const float* x, const T* dy, float* dw, float* partial, long
 
 }  // namespace
 
-// Whether the kernels take a 3×3, stride-1, dilation-1 convolution of c input and k output
-// channels with padding (ph, pw).
-MG_EXPORT int mg_few_channel_conv_supported(long long c, long long k, long long ph,
-                                            long long pw) {
-  return c >= 1 && c <= kMaxC && supported_k((int)k) && ph >= 0 && ph <= 2 && pw >= 0 &&
-         pw <= 2;
+// Whether the kernels take a 3×3, stride-1, dilation-1 convolution of an [n][c][h][w] image into
+// k channels with padding (ph, pw): the channel counts, the padding and the grid's limits.
+MG_EXPORT int mg_few_channel_conv_supported(long long n, long long c, long long h, long long w,
+                                            long long k, long long ph, long long pw) {
+  return fits(n, c, h, w, k) && ph >= 0 && ph <= 2 && pw >= 0 && pw <= 2 &&
+         valid(geometry(c, h, w, k, ph, pw));
 }
 
 // fp32 values the filter gradient's partial buffer needs.

@@ -1,11 +1,10 @@
 // Pointwise (1×1, stride 1, no padding) convolutions with few output channels (K ≤ 8) on NHWC
 // activations of element type T (bf16 or fp32, act.cuh): the segmentation head, whose K is the
 // class count. cuDNN runs these on FMA kernels that were 5–10× slower than memory speed on the
-// H200 (the U-Net's 64 → 3 head at 256²: 404 µs forward in TF32, 766 µs in bf16), and its
-// output had to be converted to NCHW for the loss anyway. Here every pass is one read of the
-// big operand:
+// H200 (the U-Net's 64 → 3 head at 256²: 404 µs forward in TF32, 766 µs in bf16). Here every
+// pass is one read of the big operand:
 //
-//   forward:  y[n][k][hw] = bias[k] + Σ_c x[p][c] · w[k][c]   (p = n·HW + hw; y NCHW fp32)
+//   forward:  y[p][k] = bias[k] + Σ_c x[p][c] · w[k][c]       (p = n·HW + hw; y NHWC of T)
 //   data:     dx[p][c] = Σ_k dy[n][k][hw] · w[k][c]           (dy NCHW fp32; dx NHWC of T)
 //   filter:   dw[k][c] = Σ_p dy[n][k][hw] · x[p][c]           (dw fp32)
 //
@@ -52,8 +51,8 @@ __device__ inline void load_vec(const __nv_bfloat16* p, float (&v)[8]) {
 // words, so the stores and the per-pixel reads are conflict-free).
 template <typename T, int K, bool kVector>
 __global__ void pointwise_forward_kernel(const T* __restrict__ x, const float* __restrict__ w,
-                                         const float* __restrict__ bias, float* __restrict__ y,
-                                         long long pixels, long long hw, int c, int k) {
+                                         const float* __restrict__ bias, T* __restrict__ y,
+                                         long long pixels, int c, int k) {
   __shared__ float tile[kTile][kChunkC + 1];
   __shared__ float ws[K][kChunkC];
   const long long p0 = (long long)blockIdx.x * kTile;
@@ -101,11 +100,11 @@ __global__ void pointwise_forward_kernel(const T* __restrict__ x, const float* _
   }
   const long long p = p0 + t;
   if (p >= pixels) return;
-  const long long n = p / hw, r = p % hw;
-  float* out = y + n * k * hw + r;
+  // The pixel's k outputs are contiguous (NHWC), the block's pixels one contiguous run.
+  T* out = y + p * k;
 #pragma unroll
   for (int j = 0; j < K; ++j) {
-    if (j < k) out[j * hw] = acc[j] + (bias != nullptr ? bias[j] : 0.0f);
+    if (j < k) out[j] = Act<T>::make(acc[j] + (bias != nullptr ? bias[j] : 0.0f));
   }
 }
 
@@ -324,18 +323,18 @@ int with_k(int k, F launch) {
 }
 
 template <typename T>
-int forward(const T* x, const float* w, const float* bias, float* y, long long pixels,
-            long long hw, int c, int k, cudaStream_t stream) {
-  if (!valid(pixels, hw, c, k)) return (int)cudaErrorInvalidValue;
+int forward(const T* x, const float* w, const float* bias, T* y, long long pixels, int c, int k,
+            cudaStream_t stream) {
+  if (!valid(pixels, 1, c, k)) return (int)cudaErrorInvalidValue;
   const unsigned blocks = (unsigned)((pixels + kTile - 1) / kTile);
   const bool vector = c % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   return with_k(k, [&]<int K>() {
     if (vector) {
       pointwise_forward_kernel<T, K, true>
-          <<<blocks, kTile, 0, stream>>>(x, w, bias, y, pixels, hw, c, k);
+          <<<blocks, kTile, 0, stream>>>(x, w, bias, y, pixels, c, k);
     } else {
       pointwise_forward_kernel<T, K, false>
-          <<<blocks, kTile, 0, stream>>>(x, w, bias, y, pixels, hw, c, k);
+          <<<blocks, kTile, 0, stream>>>(x, w, bias, y, pixels, c, k);
     }
     return mg::launch_status();
   });
@@ -397,9 +396,10 @@ MG_EXPORT long long mg_pointwise_filter_partials(long long pixels, long long c) 
 
 #define MG_POINTWISE_LAUNCHERS(SUFFIX, T)                                                      \
   MG_EXPORT int mg_pointwise_forward_##SUFFIX(const void* x, const float* w, const float* bias, \
-                                              float* y, long long pixels, long long hw, int c,  \
-                                              int k, cudaStream_t stream) {                     \
-    return forward<T>(static_cast<const T*>(x), w, bias, y, pixels, hw, c, k, stream);          \
+                                              void* y, long long pixels, int c, int k,          \
+                                              cudaStream_t stream) {                            \
+    return forward<T>(static_cast<const T*>(x), w, bias, static_cast<T*>(y), pixels, c, k,      \
+                      stream);                                                                  \
   }                                                                                             \
   MG_EXPORT int mg_pointwise_backward_data_##SUFFIX(const float* dy, const float* w, void* dx,  \
                                                     long long pixels, long long hw, int c,      \

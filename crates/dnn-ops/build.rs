@@ -43,6 +43,15 @@ fn main() {
              for a check-only build"
         )
     });
+    // C++20 (templated lambdas in the kernels) needs CUDA 12; the strongest fatbin compression
+    // CUDA 12.8.
+    let version = nvcc_version(&nvcc);
+    if version.is_some_and(|v| v < (12, 0)) {
+        panic!(
+            "{} is CUDA {version:?}: the kernels need CUDA 12.0 or newer",
+            nvcc.display()
+        );
+    }
     let cuda_root = nvcc
         .parent()
         .and_then(Path::parent)
@@ -78,10 +87,12 @@ fn main() {
         .include(&kernel_dir)
         .flag("-std=c++20")
         .flag("-O3")
-        .flag("-lineinfo")
-        // The strongest fatbin compression (CUDA 12.8+; the driver inflates it at load time):
-        // 2.9x smaller kernels in each of the binaries the GPU bundle carries.
-        .flag("--compress-mode=size");
+        .flag("-lineinfo");
+    if version.is_some_and(|v| v >= (12, 8)) {
+        // The strongest fatbin compression (the driver inflates it at load time): 2.9x smaller
+        // kernels in each of the binaries the GPU bundle carries.
+        build.flag("--compress-mode=size");
+    }
     for arch in archs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         build.flag(format!("-gencode=arch=compute_{arch},code=sm_{arch}"));
         build.flag(format!("-gencode=arch=compute_{arch},code=compute_{arch}"));
@@ -98,6 +109,20 @@ fn runpath() -> String {
              /usr/lib/x86_64-linux-gnu"
         )
     })
+}
+
+/// `(major, minor)` of `nvcc --version` ("Cuda compilation tools, release 13.0, ..."), `None`
+/// when it cannot be read.
+fn nvcc_version(nvcc: &Path) -> Option<(u32, u32)> {
+    let out = std::process::Command::new(nvcc)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let release = text.split("release ").nth(1)?;
+    let number = release.split([',', ' ', '\n']).next()?;
+    let (major, minor) = number.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 fn find_nvcc(root: &Path) -> Option<PathBuf> {

@@ -300,8 +300,10 @@ fn conv_algorithm_cache_is_hit_on_a_repeat_call() {
     // A backend of its own, so that other tests running in parallel do not move the counts.
     let gpu = CudaBackend::new(0).unwrap();
     let mut rng = SeededRng::new(13);
-    let x = rand(&[2, 3, 10, 9], &mut rng);
-    let w = rand(&[4, 3, 3, 3], &mut rng);
+    // Five input channels: a problem cuDNN serves in every layout (the few-channel kernels take
+    // at most four).
+    let x = rand(&[2, 5, 10, 9], &mut rng);
+    let w = rand(&[4, 5, 3, 3], &mut rng);
     let attrs = Conv2dAttrs::new().with_padding([1, 1]);
     let before = gpu.conv_algo_stats().unwrap();
     assert_eq!((before.cached, before.searches, before.hits), (0, 0, 0));
@@ -324,7 +326,7 @@ fn conv_algorithm_cache_is_hit_on_a_repeat_call() {
     assert_eq!(first.to_vec().unwrap(), second.to_vec().unwrap());
     // Another problem (backward data of the same shapes) is a new search.
     let dy = rand(&[2, 4, 10, 9], &mut rng);
-    gpu.conv2d_backward_data(&dy, &w, [2, 3, 10, 9], &attrs)
+    gpu.conv2d_backward_data(&dy, &w, [2, 5, 10, 9], &attrs)
         .unwrap();
     let after_third = gpu.conv_algo_stats().unwrap();
     assert_eq!((after_third.cached, after_third.searches), (2, 2));
@@ -1024,6 +1026,9 @@ fn check_nhwc_batch_norm(gpu: &CudaBackend, mode: &NhwcMode) {
         ([3, 40, 33, 35], 1u64),
         ([2, 5, 7, 9], 2),
         ([1, 64, 64, 64], 3),
+        // Two eight-channel groups in flight per thread in the bf16 backward (more groups than
+        // its bounded grid has threads).
+        ([4, 64, 96, 96], 4),
     ] {
         let c = shape[1];
         let as_act = |t: &Tensor| as_activation(gpu, t, mode.dtype);
@@ -1201,7 +1206,7 @@ fn check_nhwc_shape_ops(gpu: &CudaBackend, mode: &NhwcMode) {
             .with_stride([1, 1])
             .with_padding([1, 1]),
     ];
-    for shape in [[2, 6, 9, 11], [1, 40, 16, 16]] {
+    for shape in [[2, 6, 9, 11], [1, 40, 16, 16], [1, 24, 9, 7]] {
         // Values on a coarse grid, so that windows hold ties (the first maximum wins).
         let x = as_act(
             &random_tensor(&shape, &mut rng, 0.0)
@@ -1308,7 +1313,7 @@ fn check_nhwc_shape_ops(gpu: &CudaBackend, mode: &NhwcMode) {
     let sum = gpu.add(&wide, &wide2).unwrap();
     let sum_c = cpu.add(&wide_host, &wide2.to_host().unwrap()).unwrap();
     assert_close("wide add", &sum, &sum_c, mode.round);
-    let tail = as_act(&random_tensor(&[1, 2, 3, 7], &mut rng, 0.0));
+    let tail = as_act(&random_tensor(&[1, 3, 3, 7], &mut rng, 0.0));
     let sum = gpu.add(&tail, &tail).unwrap();
     let sum_c = cpu
         .add(&tail.to_host().unwrap(), &tail.to_host().unwrap())
@@ -1342,10 +1347,11 @@ fn check_nhwc_shape_ops(gpu: &CudaBackend, mode: &NhwcMode) {
 }
 
 /// Pointwise convolutions with few output channels (the segmentation head: 1×1, K ≤ 8) on an
-/// NHWC activation run on their own kernels in each NHWC mode: the logits come back as NCHW
-/// fp32 with the bias added, the input gradient as an NHWC activation of the mode's type, and
-/// every value matches the CPU's on the same inputs — for channel counts below, across and above
-/// the kernels' 32-channel stages and 256-channel lanes, and a batch large enough that the
+/// NHWC activation run on their own kernels in each NHWC mode: the output (bias added) and the
+/// input gradient are NHWC activations of the mode's type, and every value matches the CPU's on
+/// the same inputs — with the filter as given and as `conv_weight` hands it to the models, for
+/// channel counts below, across and above the kernels' 32-channel stages, 16-byte vectors and
+/// 256-channel lanes (up to four channel slots a thread), and a batch large enough that the
 /// filter gradient folds many chunks of several tiles each.
 #[test]
 fn small_pointwise_convolutions_match_the_cpu_on_the_same_values() {
@@ -1363,31 +1369,49 @@ fn check_small_pointwise(gpu: &CudaBackend, mode: &NhwcMode) {
     let mut rng = SeededRng::new(59);
     // bf16 rounds the filters (as cuDNN reads them in that mode) and the input gradient.
     let tol = if mode.dtype == DType::BF16 { 2e-2 } else { TOL };
-    for (x_shape, k) in [
+    for (i, (x_shape, k)) in [
         ([2, 12, 9, 11], 3),
         ([1, 40, 7, 5], 1),
         ([3, 64, 16, 16], 8),
         ([1, 300, 6, 7], 5),
+        ([1, 1000, 3, 5], 2),
+        ([1, 1001, 3, 5], 2),
         ([2, 12, 300, 300], 3),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let name = format!("{} x {x_shape:?} k {k}", mode.name);
         let x = as_activation(gpu, &rand(&x_shape, &mut rng), mode.dtype);
         let x_host = x.to_host().unwrap();
-        let w = random_tensor(&[k, x_shape[1], 1, 1], &mut rng, 0.5);
+        let w_raw = random_tensor(&[k, x_shape[1], 1, 1], &mut rng, 0.5);
+        // Every other case with the filter the models pass (KRSC, bf16 in that mode), whose
+        // values the CPU then gets too.
+        let (w, w_host) = if i % 2 == 0 {
+            (w_raw.clone(), w_raw)
+        } else {
+            let krsc = gpu.conv_weight(&w_raw).unwrap();
+            let host = krsc.to_host().unwrap();
+            (krsc, host)
+        };
         let bias = random_tensor(&[k], &mut rng, 0.5);
         let attrs = Conv2dAttrs::new();
         let y_g = gpu.conv2d(&x, &w, Some(&bias), &attrs).unwrap();
-        let y_c = cpu.conv2d(&x_host, &w, Some(&bias), &attrs).unwrap();
-        assert_eq!(y_g.dtype(), DType::F32, "{name}: logits are fp32");
-        assert!(y_g.is_contiguous(), "{name}: logits are NCHW");
+        let y_c = cpu.conv2d(&x_host, &w_host, Some(&bias), &attrs).unwrap();
+        // (One channel is NCHW and NHWC at once: its tensor reports the plain layout.)
+        if k > 1 {
+            assert_nhwc(&y_g, mode.dtype, &format!("{name} y"));
+        }
+        assert_eq!(y_g.dtype(), mode.dtype, "{name} y: element type");
         assert_close(&format!("pointwise y {name}"), &y_g, &y_c, tol);
+        let w_host = &w_host;
 
         let dy = rand(y_c.shape(), &mut rng);
         let [dx_g, dw_g] = gpu
             .conv2d_backward(&x, &w, &dy, &attrs, [true, true])
             .unwrap();
         let [dx_c, dw_c] = cpu
-            .conv2d_backward(&x_host, &w, &dy, &attrs, [true, true])
+            .conv2d_backward(&x_host, w_host, &dy, &attrs, [true, true])
             .unwrap();
         let dx_g = dx_g.unwrap();
         assert_nhwc(&dx_g, mode.dtype, &format!("{name} dx"));
@@ -1437,13 +1461,17 @@ fn check_few_channel(gpu: &CudaBackend, mode: &NhwcMode) {
         ([1, 3, 5, 6], 12, [1, 2], false),
         ([1, 2, 33, 64], 32, [1, 1], true),
         ([1, 3, 17, 65], 16, [1, 0], false),
+        ([1, 3, 9, 10], 8, [1, 1], true),
     ] {
         let name = format!("{} x {x_shape:?} k {k} padding {padding:?}", mode.name);
         let attrs = Conv2dAttrs::new().with_padding(padding);
         let x = rand(&x_shape, &mut rng);
-        let w = random_tensor(&[k, x_shape[1], 3, 3], &mut rng, 0.2);
+        let w_raw = random_tensor(&[k, x_shape[1], 3, 3], &mut rng, 0.2);
+        // The filter as the models pass it (KRSC, bf16 in that mode); the CPU gets its values.
+        let krsc = gpu.conv_weight(&w_raw).unwrap();
+        let w = krsc.to_host().unwrap();
         let bias = with_bias.then(|| random_tensor(&[k], &mut rng, 0.5));
-        let y_g = gpu.conv2d(&x, &w, bias.as_ref(), &attrs).unwrap();
+        let y_g = gpu.conv2d(&x, &krsc, bias.as_ref(), &attrs).unwrap();
         let y_c = cpu.conv2d(&x, &w, bias.as_ref(), &attrs).unwrap();
         assert_nhwc(&y_g, mode.dtype, &format!("{name} y"));
         assert_close(&format!("few-channel y {name}"), &y_g, &y_c, tol);
@@ -1455,7 +1483,7 @@ fn check_few_channel(gpu: &CudaBackend, mode: &NhwcMode) {
             .unwrap();
         let dw_c = dw_c.unwrap();
         let [none, dw_g] = gpu
-            .conv2d_backward(&x, &w, &dy, &attrs, [false, true])
+            .conv2d_backward(&x, &krsc, &dy, &attrs, [false, true])
             .unwrap();
         assert!(none.is_none(), "{name}: need respected");
         assert_close(
@@ -1475,7 +1503,7 @@ fn check_few_channel(gpu: &CudaBackend, mode: &NhwcMode) {
         );
         // With the input gradient too (cuDNN's, TF32 math in the TF32 mode).
         let [dx_g, dw_both] = gpu
-            .conv2d_backward(&x, &w, &dy, &attrs, [true, true])
+            .conv2d_backward(&x, &krsc, &dy, &attrs, [true, true])
             .unwrap();
         let [dx_c, _] = cpu
             .conv2d_backward(&x, &w, &dy_host, &attrs, [true, false])
@@ -1495,6 +1523,55 @@ fn check_few_channel(gpu: &CudaBackend, mode: &NhwcMode) {
             &format!("few-channel dw both {name}"),
             &dw_both.unwrap(),
             &dw_c,
+            tol,
+        );
+    }
+}
+
+/// Filters of many channels move between NCHW and KRSC (the layout gathers): a filter made KRSC
+/// for the NHWC convolutions keeps every value (rounded once in bf16), and a 3×3 convolution of
+/// a 70-channel NHWC activation — its filter converted one way, its filter gradient the other —
+/// matches the CPU.
+#[test]
+fn wide_filters_convert_between_layouts() {
+    for mode in nhwc_modes() {
+        let Some(gpu) = backend_in(mode.precision, mode.conv_nhwc) else {
+            return;
+        };
+        let cpu = CpuBackend::new();
+        let mut rng = SeededRng::new(71);
+        let w = random_tensor(&[5, 70, 3, 3], &mut rng, 0.0);
+        let krsc = gpu.conv_weight(&w).unwrap();
+        assert_nhwc(&krsc, mode.dtype, &format!("{} KRSC filter", mode.name));
+        assert_close(
+            &format!("{} KRSC filter", mode.name),
+            &krsc,
+            &w,
+            if mode.dtype == magma_tensor::DType::BF16 {
+                4e-3
+            } else {
+                0.0
+            },
+        );
+        let x = as_activation(&gpu, &rand(&[2, 70, 6, 7], &mut rng), mode.dtype);
+        let x_host = x.to_host().unwrap();
+        let attrs = Conv2dAttrs::new().with_padding([1, 1]);
+        let dy = rand(&[2, 5, 6, 7], &mut rng);
+        let [_, dw_g] = gpu
+            .conv2d_backward(&x, &krsc, &dy, &attrs, [false, true])
+            .unwrap();
+        let [_, dw_c] = cpu
+            .conv2d_backward(&x_host, &w, &dy, &attrs, [false, true])
+            .unwrap();
+        let tol = if mode.precision == Precision::Fp32 {
+            TOL
+        } else {
+            BF16_TOL
+        };
+        assert_close(
+            &format!("{} wide filter gradient", mode.name),
+            &dw_g.unwrap(),
+            &dw_c.unwrap(),
             tol,
         );
     }

@@ -33,7 +33,15 @@ unsafe extern "C" {
         pw: i64,
         s: Stream,
     ) -> i32;
-    fn mg_few_channel_conv_supported(c: i64, k: i64, ph: i64, pw: i64) -> i32;
+    fn mg_few_channel_conv_supported(
+        n: i64,
+        c: i64,
+        h: i64,
+        w: i64,
+        k: i64,
+        ph: i64,
+        pw: i64,
+    ) -> i32;
     fn mg_few_channel_filter_partials(
         n: i64,
         c: i64,
@@ -58,16 +66,17 @@ impl CudaBackend {
     ) -> Option<DType> {
         let dtype = self.conv_layout().nhwc_dtype()?;
         let [k, c, r, s] = w;
+        let [n, _, h, wd] = <[usize; 4]>::try_from(x.shape()).ok()?;
         let [ph, pw] = attrs.padding;
-        // SAFETY: a pure function of four integers.
-        let supported = unsafe { mg_few_channel_conv_supported(ll(c), ll(k), ll(ph), ll(pw)) };
+        // SAFETY: a pure function of its integers (the geometry's limits included: anything
+        // else stays on cuDNN).
+        let supported = unsafe {
+            mg_few_channel_conv_supported(ll(n), ll(c), ll(h), ll(wd), ll(k), ll(ph), ll(pw))
+        };
         (supported != 0
             && [r, s] == [3, 3]
             && attrs.stride == [1, 1]
             && attrs.dilation == [1, 1]
-            && x.numel() > 0
-            && x.shape()[2] + 2 * ph > 2
-            && x.shape()[3] + 2 * pw > 2
             && self.nhwc_dtype(x).is_none())
         .then_some(dtype)
     }

@@ -1,11 +1,12 @@
 //! Pointwise convolutions with few output channels (`cuda/pointwise.cu`): a 1×1 filter, stride
 //! 1, no padding, K ≤ 8 output channels — the segmentation head, whose K is the class count —
 //! in the NHWC modes (bf16 and NHWC fp32 / TF32), where cuDNN ran them on FMA kernels several
-//! times slower than memory speed. The forward pass reads the NHWC activation and writes the
-//! logits as NCHW fp32 with the bias added (what the loss reads); the data gradient reads the
-//! NCHW fp32 output gradient and writes an NHWC activation; the filter gradient reads both.
-//! The filters are used in fp32 as the layout's convolutions see them (rounded to bf16 in the
-//! bf16 mode, as cuDNN would read them).
+//! times slower than memory speed. The forward pass reads the NHWC activation and writes an NHWC
+//! activation of the same type with the bias added (as every convolution of these modes); the
+//! gradients read the output gradient as NCHW fp32 (what the loss writes; anything else is
+//! converted), the data gradient writes an NHWC activation, the filter gradient fp32. The math
+//! is fp32 on the filters as given (the KRSC copy of `conv_weight`, which the models pass, is
+//! already rounded to bf16 in the bf16 mode).
 
 use magma_tensor::{DType, Tensor};
 
@@ -17,8 +18,8 @@ use crate::attrs::Conv2dAttrs;
 use crate::error::Result;
 
 nhwc_launchers!(forward_kernel = mg_pointwise_forward_bf16 | mg_pointwise_forward_f32(
-    x: ActSrc, w: *const f32, bias: *const f32, y: *mut f32, pixels: i64, hw: i64, c: i32,
-    k: i32, s: Stream,
+    x: ActSrc, w: *const f32, bias: *const f32, y: ActDst, pixels: i64, c: i32, k: i32,
+    s: Stream,
 ));
 nhwc_launchers!(backward_data_kernel =
     mg_pointwise_backward_data_bf16 | mg_pointwise_backward_data_f32(
@@ -67,7 +68,7 @@ impl CudaBackend {
     }
 
     /// `y = x * w + bias` for the NHWC activation `x` (`[N, C, H, W]` of `dtype`) and the 1×1
-    /// filter `w` (`[K, C, 1, 1]`), as a new NCHW fp32 tensor `[N, K, H, W]`.
+    /// filter `w` (`[K, C, 1, 1]`), as a new NHWC activation `[N, K, H, W]` of `dtype`.
     pub(crate) fn pointwise_forward(
         &self,
         op: &'static str,
@@ -80,23 +81,21 @@ impl CudaBackend {
         let k = w.shape()[0];
         let w = self.input(w)?;
         let bias = bias.map(|b| self.input(b)).transpose()?;
-        let mut y = self.output(&[n, k, h, wd])?;
+        let y = self.nhwc_output([n, k, h, wd], dtype)?;
         let bias_ptr = match &bias {
             Some(b) => src(b)?,
             None => std::ptr::null(),
         };
-        let y_ptr = y.device_ptr_mut()? as *mut f32;
         // SAFETY: `x` holds n·h·w rows of c values of `dtype` (NHWC), `w` k·c fp32 values,
-        // `bias` (when not null) k values and `y` room for n·k·h·w fp32 values, all on this
-        // device; the launcher checks k ≤ 8 and c ≤ 1024.
+        // `bias` (when not null) k values and `y` room for n·h·w rows of k values of `dtype`,
+        // all on this device; the launcher checks k ≤ 8 and c ≤ 1024.
         check(op, unsafe {
             forward_kernel(dtype)(
                 x.channels_last_ptr()? as usize as ActSrc,
                 src(&w)?,
                 bias_ptr,
-                y_ptr,
+                y.channels_last_ptr()? as usize as ActDst,
                 ll(n * h * wd),
-                ll(h * wd),
                 c as i32,
                 k as i32,
                 self.stream(),
