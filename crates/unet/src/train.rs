@@ -611,8 +611,8 @@ pub fn train(
 /// [`train`], data-parallel: this process is rank `comm.rank()` of `comm.size()`, every rank
 /// calls this with the same arguments (see the module documentation for what each rank does).
 /// `config.batch` is the batch of one rank; the global batch is `batch × ranks`. Only rank 0
-/// logs (one more line per epoch: the training throughput) and writes files; every rank returns
-/// the same summary. With one rank this is [`train`] plus the throughput line.
+/// logs (the throughput line of each epoch with the per-rank figures) and writes files; every
+/// rank returns the same summary. With one rank this is [`train`] with those figures.
 pub fn train_distributed(
     config: &TrainConfig,
     unet: &UNetConfig,
@@ -640,8 +640,9 @@ pub fn train_distributed(
     )
 }
 
-/// The training loop of [`train`] and [`train_distributed`]; `throughput`: log each epoch's
-/// training throughput after its table row.
+/// The training loop of [`train`] and [`train_distributed`]: after each epoch's table row a line
+/// with its training throughput and the time spent waiting for the loader; `throughput` adds
+/// the per-rank figures and the all-reduce time.
 #[allow(clippy::too_many_arguments)]
 fn run_training(
     config: &TrainConfig,
@@ -746,7 +747,16 @@ fn run_training(
             run.progress && root,
         );
         let (mut loss_sum, mut seen, mut reduce_seconds) = (0.0f64, 0usize, 0.0f64);
-        for (step, batch) in train_loader.epoch(epoch as u64).enumerate() {
+        // Time the training loop waits for the loader's next batch (with the device's queue
+        // drained by the previous step's loss read, the time the device waits for data).
+        let mut loader_seconds = 0.0f64;
+        let mut batches = train_loader.epoch(epoch as u64).enumerate();
+        loop {
+            let waiting = Instant::now();
+            let Some((step, batch)) = batches.next() else {
+                break;
+            };
+            loader_seconds += waiting.elapsed().as_secs_f64();
             let batch = batch?;
             model.set_dropout_seed(mix_seed(rank_seed(config.seed, rank), epoch, step));
             // With --skip-nonfinite, the batch-norm running statistics are kept so that a
@@ -842,15 +852,21 @@ fn run_training(
             lr: optimizer.learning_rate(),
         };
         log(&table_row(&metrics));
-        if throughput {
-            log(&format!(
-                "      training: {seen} images on {ranks} ranks in {train_seconds:.1} s = {:.2} \
-                 images/s ({:.2} per rank); gradient all-reduce {reduce_seconds:.2} s on rank 0 \
-                 (with waiting for the slowest rank)",
-                seen as f64 / train_seconds,
+        let ranks_part = if throughput {
+            format!(
+                " on {ranks} ranks ({:.2} per rank); gradient all-reduce {reduce_seconds:.2} s \
+                 on rank 0 (with waiting for the slowest rank)",
                 seen as f64 / train_seconds / ranks as f64
-            ));
-        }
+            )
+        } else {
+            String::new()
+        };
+        log(&format!(
+            "      training: {seen} images in {train_seconds:.1} s = {:.2} images/s, {:.2} s of \
+             it waiting for the loader{ranks_part}",
+            seen as f64 / train_seconds,
+            loader_seconds
+        ));
         history.push(metrics);
         let improved = val.miou > best_miou;
         if improved {
