@@ -28,5 +28,33 @@ struct Act<float> {
   __device__ static Pair make2(float a, float b) { return make_float2(a, b); }
 };
 
+// `Raw` (a Pair, or uint4: 16 bytes) holding kN consecutive channels of T, widened to fp32 and
+// rounded back (the same rounding as the Pair accessors, so the same bits).
+template <typename T, typename Raw>
+struct ChannelVec {
+  static constexpr int kN = (int)(sizeof(Raw) / sizeof(T));
+  using P = typename Act<T>::Pair;
+  __device__ static void get(const Raw& r, float (&v)[kN]) {
+    const P* p = reinterpret_cast<const P*>(&r);
+#pragma unroll
+    for (int i = 0; i < kN / 2; ++i) {
+      const float2 f = Act<T>::get2(p[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  }
+  __device__ static Raw make(const float (&v)[kN]) {
+    Raw r;
+    P* p = reinterpret_cast<P*>(&r);
+#pragma unroll
+    for (int i = 0; i < kN / 2; ++i) p[i] = Act<T>::make2(v[2 * i], v[2 * i + 1]);
+    return r;
+  }
+};
+
+// Sixteen bytes of activations: 8 bf16 or 4 fp32 channels.
+template <typename T>
+using Vec16 = ChannelVec<T, uint4>;
+
 }  // namespace mg
 

@@ -17,7 +17,6 @@
 // Grids depend on the sizes only and partials are combined in a fixed order, so results are
 // bit-reproducible from run to run.
 #include <algorithm>
-#include <initializer_list>
 #include <type_traits>
 
 #include "act.cuh"
@@ -231,18 +230,8 @@ int launch_partial_sums(const T* x, const T* dy, const T* relu_y, const float* m
 __device__ inline void warp_fold(const double* __restrict__ partial_a,
                                  const double* __restrict__ partial_b, long long chunks,
                                  long long c, long long ch, double* a, double* b) {
-  const int lane = threadIdx.x & 31;
-  double s = 0.0, t = 0.0;
-  for (long long k = lane; k < chunks; k += 32) {
-    s += partial_a[k * c + ch];
-    t += partial_b[k * c + ch];
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    s += __shfl_down_sync(0xffffffffu, s, o);
-    t += __shfl_down_sync(0xffffffffu, t, o);
-  }
-  *a = s;
-  *b = t;
+  *a = mg::warp_strided_sum(partial_a + ch, chunks, c);
+  *b = mg::warp_strided_sum(partial_b + ch, chunks, c);
 }
 
 // One warp per channel (blockDim.x = 256: 8 channels per block).
@@ -559,15 +548,6 @@ __global__ void backward_apply_quad_kernel(
   }
 }
 
-// Whether every pointer (null ones included) allows 16-byte accesses: the callers' vectors may be
-// views at any offset; the quad kernels need all of them aligned.
-inline bool aligned16(std::initializer_list<const void*> ptrs) {
-  for (const void* p : ptrs) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  }
-  return true;
-}
-
 // Row chunks of a reduction over m rows: enough blocks to fill the GPU, a function of m only.
 // Chunks of 128 rows up to 1024 chunks (with 1024-row chunks the U-Net's deep levels ran a few
 // hundred blocks and their statistics took ~30 µs whatever their size).
@@ -596,7 +576,7 @@ int bn_train(const T* x, T* y, long long m, long long c, float eps, float moment
   status = mg::launch_status();
   if (status != 0) return status;
   constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
-  if (!kBf16 && c % 4 == 0 && c / 4 <= 2147483647LL && aligned16({x, y, scale, shift})) {
+  if (!kBf16 && c % 4 == 0 && c / 4 <= 2147483647LL && mg::aligned16({x, y, scale, shift})) {
     // Four fp32 channels per 16-byte access.
     const long long quads = m * c / 4;
     const auto* x4 = reinterpret_cast<const float4*>(x);
@@ -663,13 +643,13 @@ int bn_backward(const T* x, const T* dy, const T* relu_y, const float* mscale,
   if (status != 0) return status;
   constexpr bool kF32 = std::is_same<T, float>::value;
   if (kF32 && c % 4 == 0 && c / 4 <= 2147483647LL &&
-      aligned16({x, dy, relu_y, mscale, mshift, mean, inv_std, k1, k2, k3, dx})) {
+      mg::aligned16({x, dy, relu_y, mscale, mshift, mean, inv_std, k1, k2, k3, dx})) {
     const long long quads = m * c / 4;
     auto q = [](const void* p) { return reinterpret_cast<const float4*>(p); };
     backward_apply_quad_kernel<<<mg::blocks_for(quads), mg::kThreads, 0, stream>>>(
         q(x), q(dy), q(relu_y), q(mscale), q(mshift), q(mean), q(inv_std), q(k1), q(k2), q(k3),
         reinterpret_cast<float4*>(dx), quads, (int)(c / 4));
-  } else if (!kF32 && c % 8 == 0 && c / 8 <= 2147483647LL && aligned16({x, dy, relu_y, dx})) {
+  } else if (!kF32 && c % 8 == 0 && c / 8 <= 2147483647LL && mg::aligned16({x, dy, relu_y, dx})) {
     const long long groups = m * c / 8;
     // A bounded grid, so each thread walks many groups with its coefficients in registers.
     const unsigned blocks = std::min(mg::blocks_for(groups), 1024u);

@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <initializer_list>
+
 #define MG_EXPORT extern "C"
 
 namespace mg {
@@ -106,6 +108,24 @@ __device__ inline double sum_partials(const double* partials, long long count) {
   double acc = 0.0;
   for (long long i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
   return block_sum(acc);
+}
+
+// Σ_b p[b · stride] for b < count by one warp: lanes stride the terms, a fixed shuffle tree
+// combines them (the same order every run); valid in lane 0. Every lane of the warp must call it.
+template <typename T>
+__device__ inline double warp_strided_sum(const T* p, long long count, long long stride) {
+  double s = 0.0;
+  for (long long b = threadIdx.x & 31; b < count; b += 32) s += (double)p[b * stride];
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+  return s;
+}
+
+// Whether every pointer (null ones included) allows 16-byte accesses.
+inline bool aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 // Whether a validated label `v` (an integer-valued float) is the ignored one.

@@ -185,12 +185,9 @@ __global__ void few_channel_filter_partials_kernel(const float* __restrict__ x,
 __global__ void few_channel_fold_kernel(const float* __restrict__ partial, float* __restrict__ dw,
                                         long long blocks, long long outputs) {
   const long long out = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
   if (out >= outputs) return;
-  double s = 0.0;
-  for (long long b = lane; b < blocks; b += 32) s += (double)partial[b * outputs + out];
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
-  if (lane == 0) dw[out] = (float)s;
+  const double s = mg::warp_strided_sum(partial + out, blocks, outputs);
+  if ((threadIdx.x & 31) == 0) dw[out] = (float)s;
 }
 
 bool supported_k(long long k) {

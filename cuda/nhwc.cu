@@ -10,6 +10,7 @@
 namespace {
 
 using mg::Act;
+using mg::Vec16;
 
 // Pairs of elements per access; the odd last element (odd n) by the kernel's thread 0.
 template <typename T>
@@ -82,29 +83,6 @@ __global__ void add_channel_bias_nhwc_kernel(const T* x, const float* __restrict
   MG_GRID_STRIDE(i, total) { y[i] = Act<T>::make(Act<T>::get(x[i]) + bias[i % c]); }
 }
 
-// Sixteen bytes of activations (8 bf16 or 4 fp32) widened to fp32 and back, for the kernels that
-// move one 16-byte vector per thread when every operand is 16-byte aligned.
-template <typename T>
-struct Vec16 {
-  static constexpr int kN = 16 / (int)sizeof(T);
-  __device__ static void get(const uint4& w, float (&v)[kN]) {
-    const typename Act<T>::Pair* p = reinterpret_cast<const typename Act<T>::Pair*>(&w);
-#pragma unroll
-    for (int i = 0; i < kN / 2; ++i) {
-      const float2 f = Act<T>::get2(p[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
-    }
-  }
-  __device__ static uint4 make(const float (&v)[kN]) {
-    uint4 w;
-    typename Act<T>::Pair* p = reinterpret_cast<typename Act<T>::Pair*>(&w);
-#pragma unroll
-    for (int i = 0; i < kN / 2; ++i) p[i] = Act<T>::make2(v[2 * i], v[2 * i + 1]);
-    return w;
-  }
-};
-
 // y = a + b over whole 16-byte vectors (the caller adds the tail); the same rounding as the pair
 // kernel, so the same bits.
 template <typename T>
@@ -137,8 +115,6 @@ __global__ void add_channel_bias_vec_kernel(const uint4* x, const float* __restr
     y[i] = Vec16<T>::make(v);
   }
 }
-
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 constexpr int kSumChannels = 32;  // channels per block (threadIdx.x)
 constexpr int kSumLanes = 8;      // row lanes per block (threadIdx.y)
@@ -173,12 +149,9 @@ __global__ void channel_partials_nhwc_kernel(const T* __restrict__ x, long long 
 __global__ void channel_fold_kernel(const double* __restrict__ partial, long long chunks,
                                     long long c, float* __restrict__ out) {
   const long long ch = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
   if (ch >= c) return;
-  double t = 0.0;
-  for (long long k = lane; k < chunks; k += 32) t += partial[k * c + ch];
-  for (int o = 16; o > 0; o >>= 1) t += __shfl_down_sync(0xffffffffu, t, o);
-  if (lane == 0) out[ch] = (float)t;
+  const double t = mg::warp_strided_sum(partial + ch, chunks, c);
+  if ((threadIdx.x & 31) == 0) out[ch] = (float)t;
 }
 
 // Row chunks of the per-channel sum: a function of m only.
@@ -193,7 +166,7 @@ template <typename T>
 int add(const T* a, const T* b, T* y, long long n, cudaStream_t stream) {
   if (n == 0) return 0;
   constexpr int N = Vec16<T>::kN;
-  if (n >= N && aligned16(a) && aligned16(b) && aligned16(y)) {
+  if (n >= N && mg::aligned16({a, b, y})) {
     // Whole vectors, then the tail (< N elements) by the pair kernel.
     const long long vecs = n / N, done = vecs * N;
     add_vec_kernel<T><<<mg::blocks_for(vecs), mg::kThreads, 0, stream>>>(
@@ -215,7 +188,7 @@ int add_channel_bias(const T* x, const float* bias, T* y, long long m, long long
   const long long total = m * c;
   if (total == 0) return 0;
   constexpr int N = Vec16<T>::kN;
-  if (c % N == 0 && c / N <= 2147483647LL && aligned16(x) && aligned16(y)) {
+  if (c % N == 0 && c / N <= 2147483647LL && mg::aligned16({x, y})) {
     add_channel_bias_vec_kernel<T><<<mg::blocks_for(total / N), mg::kThreads, 0, stream>>>(
         reinterpret_cast<const uint4*>(x), bias, reinterpret_cast<uint4*>(y), total / N,
         (int)(c / N));

@@ -25,25 +25,12 @@ constexpr int kMaxCPerThread = 4;  // channel slots per thread in the filter gra
 
 // Elements of T in one 16-byte access.
 template <typename T>
-constexpr int kVec = 16 / (int)sizeof(T);
+constexpr int kVec = mg::Vec16<T>::kN;
 
 // Widens the kVec<T> values at `p` (16-byte aligned) to fp32.
-__device__ inline void load_vec(const float* p, float (&v)[4]) {
-  const float4 q = *reinterpret_cast<const float4*>(p);
-  v[0] = q.x;
-  v[1] = q.y;
-  v[2] = q.z;
-  v[3] = q.w;
-}
-__device__ inline void load_vec(const __nv_bfloat16* p, float (&v)[8]) {
-  const uint4 q = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&q);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
+template <typename T>
+__device__ inline void load_vec(const T* p, float (&v)[kVec<T>]) {
+  mg::Vec16<T>::get(*reinterpret_cast<const uint4*>(p), v);
 }
 
 // y = x·wᵀ + bias, one pixel per thread, x staged through shared memory 32 channels at a time
@@ -163,6 +150,26 @@ __global__ void pointwise_backward_data_kernel(const float* __restrict__ dy,
   }
 }
 
+// The filter-gradient kernels' last step for one channel slot: every thread stages its sums
+// `acc` in `red`, and each first-lane thread (its index `t` < span) adds the `count` pixel lanes'
+// sums of its channel `ch` in lane order (lane l's thread is l·span + t) into out[j·c + ch].
+// Every thread of the block must call it.
+template <int K>
+__device__ inline void fold_lanes(float (*red)[K + 1], const float (&acc)[K], bool first_lane,
+                                  int span, int count, int ch, int c, int k, float* out) {
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < K; ++j) red[threadIdx.x][j] = acc[j];
+  __syncthreads();
+  if (first_lane && ch < c) {
+    for (int j = 0; j < k; ++j) {
+      float sum = 0.0f;
+      for (int l = 0; l < count; ++l) sum += red[l * span + threadIdx.x][j];
+      out[(long long)j * c + ch] = sum;
+    }
+  }
+}
+
 // partial[chunk][j][ch] = Σ over the chunk's pixels of dy[j]·x[ch]; a chunk is `tiles` tiles.
 template <typename T, int K>
 __global__ void pointwise_filter_partials_kernel(const T* __restrict__ x,
@@ -202,18 +209,8 @@ __global__ void pointwise_filter_partials_kernel(const T* __restrict__ x,
   float* out = partial + (long long)blockIdx.x * kMaxK * c;
 #pragma unroll
   for (int s = 0; s < kMaxCPerThread; ++s) {
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < K; ++j) red[threadIdx.x][j] = acc[s][j];
-    __syncthreads();
-    const int ch = lanes.ch0 + s * lanes.span;
-    if (lanes.lane == 0 && ch < c) {
-      for (int j = 0; j < k; ++j) {
-        float sum = 0.0f;
-        for (int l = 0; l < lanes.count; ++l) sum += red[l * lanes.span + lanes.ch0][j];
-        out[(long long)j * c + ch] = sum;
-      }
-    }
+    fold_lanes<K>(red, acc[s], lanes.lane == 0, lanes.span, lanes.count,
+                  lanes.ch0 + s * lanes.span, c, k, out);
   }
 }
 
@@ -272,17 +269,7 @@ __global__ void pointwise_filter_partials_vec_kernel(const T* __restrict__ x,
   float* out = partial + (long long)blockIdx.x * kMaxK * c;
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < K; ++j) red[threadIdx.x][j] = acc[v][j];
-    __syncthreads();
-    if (active && lane == 0) {
-      for (int j = 0; j < k; ++j) {
-        float sum = 0.0f;
-        for (int l = 0; l < lanes; ++l) sum += red[l * per_row + threadIdx.x][j];
-        out[(long long)j * c + ch0 + v] = sum;
-      }
-    }
+    fold_lanes<K>(red, acc[v], active && lane == 0, per_row, lanes, ch0 + v, c, k, out);
   }
 }
 
@@ -291,13 +278,10 @@ __global__ void pointwise_filter_partials_vec_kernel(const T* __restrict__ x,
 __global__ void pointwise_filter_fold_kernel(const float* __restrict__ partial, float* __restrict__ dw,
                                              int chunks, int c, int k) {
   const long long out = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
   if (out >= (long long)k * c) return;
-  const long long j = out / c, ch = out % c;
-  double s = 0.0;
-  for (int b = lane; b < chunks; b += 32) s += (double)partial[((long long)b * kMaxK + j) * c + ch];
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
-  if (lane == 0) dw[out] = (float)s;
+  // Output j·c + ch of chunk b sits at b·kMaxK·c + j·c + ch.
+  const double s = mg::warp_strided_sum(partial + out, chunks, (long long)kMaxK * c);
+  if ((threadIdx.x & 31) == 0) dw[out] = (float)s;
 }
 
 // Tiles per filter-gradient chunk: about 4 blocks per SM of an H100/H200 for big images, a
@@ -327,7 +311,7 @@ int forward(const T* x, const float* w, const float* bias, T* y, long long pixel
             cudaStream_t stream) {
   if (!valid(pixels, 1, c, k)) return (int)cudaErrorInvalidValue;
   const unsigned blocks = (unsigned)((pixels + kTile - 1) / kTile);
-  const bool vector = c % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const bool vector = c % kVec<T> == 0 && mg::aligned16({x});
   return with_k(k, [&]<int K>() {
     if (vector) {
       pointwise_forward_kernel<T, K, true>
@@ -364,7 +348,7 @@ int backward_filter(const T* x, const float* dy, float* dw, float* partial, long
   const long long chunks = filter_chunks(pixels);
   // 16-byte loads when c is a multiple of the vector and a pixel row fits the block's threads.
   const bool vector =
-      c % kVec<T> == 0 && c / kVec<T> <= kTile && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+      c % kVec<T> == 0 && c / kVec<T> <= kTile && mg::aligned16({x});
   const int status = with_k(k, [&]<int K>() {
     if (vector) {
       pointwise_filter_partials_vec_kernel<T, K><<<(unsigned)chunks, kTile, 0, stream>>>(

@@ -147,28 +147,6 @@ __global__ void max_pool2d_backward_nhwc_kernel(const T* __restrict__ x, const T
 // Non-overlapping windows (stride = window, no padding) of an even channel count: one thread per
 // output pixel and vector of channels (Raw: a pair, or 16 bytes when the channels and pointers
 // allow) finds the first maxima of all its channels in one pass over the window.
-template <typename T, typename Raw>
-struct ChannelVec {
-  static constexpr int kN = (int)(sizeof(Raw) / sizeof(T));
-  using P = typename Act<T>::Pair;
-  __device__ static void get(const Raw& r, float (&v)[kN]) {
-    const P* p = reinterpret_cast<const P*>(&r);
-#pragma unroll
-    for (int i = 0; i < kN / 2; ++i) {
-      const float2 f = Act<T>::get2(p[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
-    }
-  }
-  __device__ static Raw make(const float (&v)[kN]) {
-    Raw r;
-    P* p = reinterpret_cast<P*>(&r);
-#pragma unroll
-    for (int i = 0; i < kN / 2; ++i) p[i] = Act<T>::make2(v[2 * i], v[2 * i + 1]);
-    return r;
-  }
-};
-
 template <int N>
 struct VecMax {
   float best[N];
@@ -217,7 +195,7 @@ __device__ inline void tiled_window(const TiledGeom& g, long long pixel, long lo
 template <typename T, typename Raw>
 __global__ void max_pool2d_tiled_kernel(const Raw* __restrict__ x, Raw* __restrict__ y,
                                         long long total, TiledGeom g) {
-  using V = ChannelVec<T, Raw>;
+  using V = mg::ChannelVec<T, Raw>;
   MG_GRID_STRIDE(idx, total) {
     const long long vec = idx % g.vecs;
     VecMax<V::kN> m;
@@ -235,7 +213,7 @@ __global__ void max_pool2d_backward_tiled_kernel(const Raw* __restrict__ x,
                                                  const Raw* __restrict__ dy,
                                                  Raw* __restrict__ dx, long long total,
                                                  TiledGeom g) {
-  using V = ChannelVec<T, Raw>;
+  using V = mg::ChannelVec<T, Raw>;
   MG_GRID_STRIDE(idx, total) {
     const long long vec = idx % g.vecs;
     const long long pixel = idx / g.vecs;
@@ -257,8 +235,6 @@ __global__ void max_pool2d_backward_tiled_kernel(const Raw* __restrict__ x,
   }
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 // Whether the tiled kernels apply: stride = window, no padding, an even channel count.
@@ -275,7 +251,7 @@ static int max_pool2d_nhwc(const T* x, T* y, long long n, long long c, int h, in
   if (total == 0) return 0;
   if (tiled(c, kh, kw, sh, sw, ph, pw)) {
     constexpr int kWide = 16 / (int)sizeof(T);
-    if (c % kWide == 0 && aligned16(x) && aligned16(y)) {
+    if (c % kWide == 0 && mg::aligned16({x, y})) {
       // 16 bytes of channels per access.
       const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / kWide)};
       max_pool2d_tiled_kernel<T, uint4><<<mg::blocks_for(total / kWide), mg::kThreads, 0,
@@ -309,7 +285,7 @@ static int max_pool2d_backward_nhwc(const T* x, const T* dy, T* dx, long long n,
       if (e != cudaSuccess) return (int)e;
     }
     constexpr int kWide = 16 / (int)sizeof(T);
-    if (c % kWide == 0 && aligned16(x) && aligned16(dy) && aligned16(dx)) {
+    if (c % kWide == 0 && mg::aligned16({x, dy, dx})) {
       const long long outputs = n * ho * wo * (c / kWide);
       if (outputs == 0) return 0;
       const TiledGeom t{h, w, ho, wo, kh, kw, (int)(c / kWide)};

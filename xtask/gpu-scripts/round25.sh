@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# (The experiment's switch, MAGMA_EXP_*, was removed after the round: the scripts keep the record.)
+# (The experiment's switch, MAGMA_EXP_*, was removed after the round: the script keeps the record.)
 # Round 25 (issue #11): where the first layer and the 1x1 head spend their time — the kernels of
 # one TF32 and one bf16 step in launch order (Nsight Compute), the first convolutions and those
 # around the loss printed; TF32 with the first layer's input padded to 8 channels

@@ -6,9 +6,6 @@
 # twice; the small configuration (base 16, 128², batch 32) in tf32 and bf16.
 source "$(dirname "$0")/common.sh"
 grep -hE "test result" "$OUT/tests.log"
-for run in a b; do
-  timeout 300 "$bin" bench-unet --device cuda --configs 64:256:16 --modes fp32,tf32,bf16 --iters 20 --warm 5 --peer python3 --peer-compile bf16 --json "$OUT/bench_$run.json" > "$OUT/bench_$run.log" 2>&1; echo "exit $?" >> "$OUT/bench_$run.log"
-  grep -E "\| 64|exit|rror|note: .*has no" "$OUT/bench_$run.log" | tail -5
-done
+for run in a b; do bench_vs_peer bench_$run --peer-compile bf16; done
 timeout 150 "$bin" bench-unet --device cuda --configs 16:128:32 --modes tf32,bf16 --iters 30 --warm 5 --peer python3 --json "$OUT/bench_small.json" > "$OUT/bench_small.log" 2>&1; echo "exit $?" >> "$OUT/bench_small.log"
 grep -E "\| 16|exit|rror" "$OUT/bench_small.log" | tail -4

@@ -996,27 +996,14 @@ impl ConvOps for CudaBackend {
             return Ok([dx, dw]);
         }
         let shapes = (data.x_shape(), data.w_shape(), data.y_shape());
-        // The first layer's filter gradient from its NHWC output gradient, by our kernels.
-        if need[1] && self.few_channel_filter_applies(x, dy, w_shape, attrs) {
-            const FILTER: &str = "conv2d_backward_filter";
-            let dw = self.few_channel_backward_filter(FILTER, x, dy, w_shape, attrs)?;
-            let dx = need[0]
-                .then(|| {
-                    self.conv_primitive(
-                        "conv2d_backward_data",
-                        ConvKind::BackwardData,
-                        shapes,
-                        x_shape,
-                        attrs,
-                        (dy, w),
-                        None,
-                        [None, None],
-                        false,
-                    )
-                })
-                .transpose()?;
-            return Ok([dx, Some(dw)]);
-        }
+        // The first layer's filter gradient from its NHWC output gradient, by our kernels (its
+        // fp32 NHWC `dy` needs no shared copy below).
+        let few_channel_dw = (need[1] && self.few_channel_filter_applies(x, dy, w_shape, attrs))
+            .then(|| {
+                const FILTER: &str = "conv2d_backward_filter";
+                self.few_channel_backward_filter(FILTER, x, dy, w_shape, attrs)
+            })
+            .transpose()?;
         let dy_nhwc = self.shared_nhwc(OP, dy, need)?;
         let dx = need[0]
             .then(|| {
@@ -1033,6 +1020,9 @@ impl ConvOps for CudaBackend {
                 )
             })
             .transpose()?;
+        if few_channel_dw.is_some() {
+            return Ok([dx, few_channel_dw]);
+        }
         let dw = need[1]
             .then(|| {
                 self.conv_primitive(

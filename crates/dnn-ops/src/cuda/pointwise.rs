@@ -11,7 +11,6 @@
 use magma_tensor::{DType, Tensor};
 
 use super::CudaBackend;
-use super::cudnn::DataLayout;
 use super::elementwise::{ll, src};
 use super::kernels::{ActDst, ActSrc, Stream, check, nhwc_launchers};
 use crate::attrs::Conv2dAttrs;
@@ -60,11 +59,9 @@ impl CudaBackend {
         w: [usize; 4],
         attrs: &Conv2dAttrs,
     ) -> Option<DType> {
+        // (`nhwc_dtype` of the layout is `None` in NCHW.)
         let dtype = self.conv_layout().nhwc_dtype()?;
-        (self.conv_layout() != DataLayout::NchwF32
-            && is_small_pointwise(w, attrs)
-            && self.nhwc_dtype(x) == Some(dtype))
-        .then_some(dtype)
+        (is_small_pointwise(w, attrs) && self.nhwc_dtype(x) == Some(dtype)).then_some(dtype)
     }
 
     /// `y = x * w + bias` for the NHWC activation `x` (`[N, C, H, W]` of `dtype`) and the 1×1
