@@ -66,7 +66,9 @@ pub use hdf5_dataset::{
     rfc3339_utc, rfc3339_utc_now, write_classification_hdf5, write_segmentation_hdf5,
 };
 pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxImages, read_idx_images, read_idx_labels};
-pub use loader::{Epoch, LoaderConfig, SegmentationBatch, SegmentationLoader, Shard};
+pub use loader::{
+    Epoch, EpochBatches, EpochStream, LoaderConfig, SegmentationBatch, SegmentationLoader, Shard,
+};
 pub use magma_tensor::Tensor;
 pub use mnist::{FASHION_MNIST_CLASS_NAMES, MNIST_CLASS_NAMES, load_fashion_mnist, load_mnist};
 pub use open::{

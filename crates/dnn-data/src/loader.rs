@@ -4,10 +4,13 @@
 //! Determinism: the order of an epoch depends only on `(seed, epoch)`, and every sample's
 //! augmentation draws from its own generator seeded by `(seed, epoch, sample index)`, so the
 //! batches are bit-identical whatever the number of workers and however the threads are
-//! scheduled. Workers claim whole batches in order and the iterator yields them in order;
-//! a worker may not claim a batch more than `prefetch + workers` batches ahead of the one the
-//! consumer waits for, which bounds memory. Dropping the iterator stops the workers (each
-//! finishes at most the batch it is preparing) and joins them.
+//! scheduled. Workers claim single samples in order (so the samples of one batch are prepared
+//! in parallel) and put each in its place in its batch; the worker that completes a batch
+//! stacks it, and the consumer yields batches in order. A worker may not claim a sample of a
+//! batch more than `prefetch` batches past the ones being prepared for the consumer, which
+//! bounds memory. [`SegmentationLoader::epochs`] runs several epochs as one stream, so the
+//! workers go on into the next epoch while the training loop evaluates. Dropping the iterator
+//! stops the workers (each finishes at most the sample it is preparing) and joins them.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -18,7 +21,7 @@ use std::thread::JoinHandle;
 use magma_tensor::{SeededRng, Tensor};
 
 use crate::error::{DataError, Result};
-use crate::preprocess::{Augment, Preprocess, prepare};
+use crate::preprocess::{Augment, PreparedSample, Preprocess, prepare};
 use crate::segmentation::SegmentationSource;
 
 /// How a [`SegmentationLoader`] batches, shuffles, prepares and prefetches.
@@ -230,86 +233,234 @@ impl SegmentationLoader {
 
     /// The sample indices of epoch `epoch`, in the order they are batched.
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.source.len()).collect();
-        if self.config.shuffle {
-            SeededRng::new(mix(&[self.config.seed, epoch, 0x5348_5546])).shuffle(&mut order);
-        }
-        if let Some(Shard { rank, ranks }) = self.shard {
-            let b = self.config.batch_size;
-            return order
-                .chunks_exact(b * ranks)
-                .flat_map(|global| &global[rank * b..(rank + 1) * b])
-                .copied()
-                .collect();
-        }
-        order.truncate(self.samples_per_epoch());
-        order
+        epoch_order(
+            self.source.len(),
+            &self.config,
+            self.shard,
+            self.samples_per_epoch(),
+            epoch,
+        )
     }
 
     /// The batches of epoch `epoch`, prepared on `workers` threads and yielded in order.
     /// A batch with a sample that fails to load or prepare is yielded as that sample's error.
     pub fn epoch(&self, epoch: u64) -> Epoch {
-        let order = self.epoch_order(epoch);
-        let batches: Vec<Vec<usize>> = order
-            .chunks(self.config.batch_size)
-            .map(<[usize]>::to_vec)
-            .collect();
-        let job = Arc::new(Job {
+        Epoch {
+            stream: Stream::start(self.job(epoch, 1)),
+        }
+    }
+
+    /// The epochs `epochs.start .. epochs.end` as one stream ([`EpochStream`]): the workers
+    /// run on into the next epoch while the consumer is between epochs (evaluating, writing a
+    /// checkpoint), so the next epoch's first batches are ready when it starts. Each epoch's
+    /// batches are exactly those of [`Self::epoch`].
+    pub fn epochs(&self, epochs: std::ops::Range<u64>) -> EpochStream {
+        let count = epochs.end.saturating_sub(epochs.start);
+        EpochStream {
+            stream: Stream::start(self.job(epochs.start, count)),
+            next_epoch: epochs.start,
+            end: epochs.end.max(epochs.start),
+        }
+    }
+
+    fn job(&self, first_epoch: u64, epochs: u64) -> Arc<Job> {
+        let samples_per_epoch = self.samples_per_epoch();
+        Arc::new(Job {
             source: Arc::clone(&self.source),
             config: self.config.clone(),
-            epoch,
-            batches,
-        });
-        Epoch::start(job)
+            shard: self.shard,
+            first_epoch,
+            epochs,
+            samples_per_epoch,
+            batches_per_epoch: samples_per_epoch.div_ceil(self.config.batch_size),
+            orders: Mutex::new(Vec::new()),
+        })
     }
 }
 
-/// What the workers of one epoch share.
+/// The sample indices of one epoch (see [`SegmentationLoader::epoch_order`]).
+fn epoch_order(
+    len: usize,
+    config: &LoaderConfig,
+    shard: Option<Shard>,
+    samples_per_epoch: usize,
+    epoch: u64,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if config.shuffle {
+        SeededRng::new(mix(&[config.seed, epoch, 0x5348_5546])).shuffle(&mut order);
+    }
+    if let Some(Shard { rank, ranks }) = shard {
+        let b = config.batch_size;
+        return order
+            .chunks_exact(b * ranks)
+            .flat_map(|global| &global[rank * b..(rank + 1) * b])
+            .copied()
+            .collect();
+    }
+    order.truncate(samples_per_epoch);
+    order
+}
+
+/// Where a sample of the stream goes: the stream's samples are the epochs' orders one after
+/// the other, numbered from 0; so are its batches.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// The epoch.
+    epoch: u64,
+    /// The source index of the sample.
+    index: usize,
+    /// The batch, counted over the whole stream.
+    batch: usize,
+    /// The sample's place in its batch.
+    place: usize,
+    /// The number of samples in its batch.
+    batch_len: usize,
+}
+
+/// What the workers of a stream share: the epochs to prepare and how.
 struct Job {
     source: Arc<dyn SegmentationSource>,
     config: LoaderConfig,
-    epoch: u64,
-    batches: Vec<Vec<usize>>,
+    shard: Option<Shard>,
+    first_epoch: u64,
+    epochs: u64,
+    samples_per_epoch: usize,
+    batches_per_epoch: usize,
+    /// The orders of the epochs in use (at most a few: the workers are at most a window of
+    /// batches ahead of the consumer).
+    orders: Mutex<Vec<(u64, Arc<Vec<usize>>)>>,
 }
 
 impl Job {
-    fn sample_seed(&self, index: usize) -> u64 {
-        mix(&[self.config.seed, self.epoch, index as u64])
+    fn total_samples(&self) -> usize {
+        self.samples_per_epoch * self.epochs as usize
     }
 
-    /// Loads and prepares batch `b`.
-    fn build(&self, b: usize) -> Result<SegmentationBatch> {
-        let indices = &self.batches[b];
+    fn total_batches(&self) -> usize {
+        self.batches_per_epoch * self.epochs as usize
+    }
+
+    /// The stream batch that sample `position` of the stream belongs to.
+    fn batch_of(&self, position: usize) -> usize {
+        let (e, q) = (
+            position / self.samples_per_epoch,
+            position % self.samples_per_epoch,
+        );
+        e * self.batches_per_epoch + q / self.config.batch_size
+    }
+
+    /// The first stream position of stream batch `batch`.
+    fn first_position(&self, batch: usize) -> usize {
+        let (e, b) = (
+            batch / self.batches_per_epoch,
+            batch % self.batches_per_epoch,
+        );
+        e * self.samples_per_epoch + b * self.config.batch_size
+    }
+
+    fn order(&self, epoch: u64) -> Arc<Vec<usize>> {
+        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, order)) = orders.iter().find(|(e, _)| *e == epoch) {
+            return Arc::clone(order);
+        }
+        let order = Arc::new(epoch_order(
+            self.source.len(),
+            &self.config,
+            self.shard,
+            self.samples_per_epoch,
+            epoch,
+        ));
+        if orders.len() >= 3 {
+            orders.remove(0);
+        }
+        orders.push((epoch, Arc::clone(&order)));
+        order
+    }
+
+    fn slot(&self, position: usize) -> Slot {
+        let b = self.config.batch_size;
+        let (e, q) = (
+            position / self.samples_per_epoch,
+            position % self.samples_per_epoch,
+        );
+        let epoch = self.first_epoch + e as u64;
+        let in_epoch = q / b;
+        Slot {
+            epoch,
+            index: self.order(epoch)[q],
+            batch: e * self.batches_per_epoch + in_epoch,
+            place: q % b,
+            batch_len: b.min(self.samples_per_epoch - in_epoch * b),
+        }
+    }
+
+    fn sample_seed(&self, epoch: u64, index: usize) -> u64 {
+        mix(&[self.config.seed, epoch, index as u64])
+    }
+
+    /// Loads and prepares one sample.
+    fn prepare(&self, slot: &Slot) -> Result<PreparedSample> {
+        let pre = &self.config.preprocess;
+        let sample = self.source.load_for_target(slot.index, pre.size)?;
+        let prepared = match &self.config.augment {
+            Some(aug) => {
+                let mut rng = SeededRng::new(self.sample_seed(slot.epoch, slot.index));
+                prepare(&sample, pre, Some((aug, &mut rng)))?
+            }
+            None => prepare(&sample, pre, None)?,
+        };
+        let [h, w] = prepared.size;
+        if prepared.image.len() != 3 * h * w || prepared.mask.len() != h * w {
+            return Err(DataError::Preprocess {
+                name: prepared.name,
+                reason: format!(
+                    "prepared image has {} values and mask {} for size {h}x{w}",
+                    prepared.image.len(),
+                    prepared.mask.len()
+                ),
+            });
+        }
+        Ok(prepared)
+    }
+
+    /// [`Self::prepare`], turning a panic into an error so the consumer never waits forever.
+    fn prepare_guarded(&self, slot: &Slot) -> Result<PreparedSample> {
+        catch_unwind(AssertUnwindSafe(|| self.prepare(slot))).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(DataError::Invalid {
+                what: self.source.describe(),
+                reason: format!(
+                    "preparing sample {} of batch {} (epoch {}) panicked: {msg}",
+                    self.source.name(slot.index),
+                    slot.batch % self.batches_per_epoch,
+                    slot.epoch
+                ),
+            })
+        })
+    }
+
+    /// Stacks a batch's prepared samples (in batch order); the first failed sample's error
+    /// stands for the batch.
+    fn assemble(&self, samples: Vec<Result<PreparedSample>>) -> Result<SegmentationBatch> {
         let pre = &self.config.preprocess;
         let mut images = Vec::new();
         let mut masks = Vec::new();
-        let mut names = Vec::with_capacity(indices.len());
+        let mut names = Vec::with_capacity(samples.len());
         let mut size: Option<[usize; 2]> = None;
-        for &i in indices {
-            let sample = self.source.load_for_target(i, pre.size)?;
-            let prepared = match &self.config.augment {
-                Some(aug) => {
-                    let mut rng = SeededRng::new(self.sample_seed(i));
-                    prepare(&sample, pre, Some((aug, &mut rng)))?
-                }
-                None => prepare(&sample, pre, None)?,
-            };
+        let count = samples.len();
+        for prepared in samples {
+            let prepared = prepared?;
             let [h, w] = prepared.size;
-            if prepared.image.len() != 3 * h * w || prepared.mask.len() != h * w {
-                return Err(DataError::Preprocess {
-                    name: prepared.name,
-                    reason: format!(
-                        "prepared image has {} values and mask {} for size {h}x{w}",
-                        prepared.image.len(),
-                        prepared.mask.len()
-                    ),
-                });
-            }
             match size {
                 None => {
                     size = Some(prepared.size);
-                    images.reserve(indices.len() * 3 * h * w);
-                    masks.reserve(indices.len() * h * w);
+                    images.reserve(count * 3 * h * w);
+                    masks.reserve(count * h * w);
                 }
                 Some(s) if s != prepared.size => {
                     return Err(DataError::Preprocess {
@@ -335,23 +486,14 @@ impl Job {
         })
     }
 
-    /// [`Self::build`], turning a panic into an error so the consumer never waits forever.
-    fn build_guarded(&self, b: usize) -> Result<SegmentationBatch> {
-        catch_unwind(AssertUnwindSafe(|| self.build(b))).unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            let names: Vec<&str> = self.batches[b]
-                .iter()
-                .map(|&i| self.source.name(i))
-                .collect();
-            Err(DataError::Invalid {
-                what: self.source.describe(),
-                reason: format!("preparing batch {b} ({}) panicked: {msg}", names.join(", ")),
-            })
-        })
+    /// Prepares stream batch `batch` on the calling thread.
+    fn build_inline(&self, batch: usize) -> Result<SegmentationBatch> {
+        let first = self.first_position(batch);
+        let len = self.slot(first).batch_len;
+        let samples = (first..first + len)
+            .map(|p| self.prepare_guarded(&self.slot(p)))
+            .collect();
+        self.assemble(samples)
     }
 }
 
@@ -359,35 +501,46 @@ impl Job {
 struct Shared {
     state: Mutex<ClaimState>,
     wake: Condvar,
+    /// Batches whose samples are partly prepared, by stream batch.
+    partial: Mutex<BTreeMap<usize, PartialBatch>>,
 }
 
 struct ClaimState {
-    /// The next batch a worker may claim.
+    /// The next stream position (sample) a worker may claim.
     next_claim: usize,
-    /// The batch the consumer yields next.
+    /// The stream batch the consumer yields next.
     next_yield: usize,
-    /// Set when the iterator is dropped.
+    /// Set when the stream is dropped.
     stop: bool,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ClaimState> {
-        // A poisoned lock only means a thread panicked while holding it; the counters stay valid.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// The samples of one batch prepared so far, each in its place.
+struct PartialBatch {
+    samples: Vec<Option<Result<PreparedSample>>>,
+    filled: usize,
 }
 
-/// The batches of one epoch ([`SegmentationLoader::epoch`]). Dropping it stops its workers.
-pub struct Epoch {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a thread panicked while holding it; the state stays valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Delivery = (usize, Result<SegmentationBatch>);
+
+/// The batches of a run of epochs, prepared by worker threads that each claim the next sample
+/// (so a batch's samples are prepared in parallel, and the epoch boundary does not stop them).
+/// Dropping it stops its workers.
+struct Stream {
     job: Arc<Job>,
     shared: Arc<Shared>,
-    rx: Option<Receiver<(usize, Result<SegmentationBatch>)>>,
+    rx: Option<Receiver<Delivery>>,
     workers: Vec<JoinHandle<()>>,
     ready: BTreeMap<usize, Result<SegmentationBatch>>,
+    /// The stream batch yielded next.
     next: usize,
 }
 
-impl Epoch {
+impl Stream {
     fn start(job: Arc<Job>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(ClaimState {
@@ -396,8 +549,9 @@ impl Epoch {
                 stop: false,
             }),
             wake: Condvar::new(),
+            partial: Mutex::new(BTreeMap::new()),
         });
-        let mut epoch = Self {
+        let mut stream = Self {
             job: Arc::clone(&job),
             shared: Arc::clone(&shared),
             rx: None,
@@ -405,11 +559,14 @@ impl Epoch {
             ready: BTreeMap::new(),
             next: 0,
         };
-        let wanted = job.config.workers.min(job.batches.len());
+        let wanted = job.config.workers.min(job.total_samples());
         if wanted == 0 {
-            return epoch;
+            return stream;
         }
-        let window = job.config.prefetch + wanted;
+        // A worker may claim a sample of at most this many batches past the one the consumer
+        // waits for: the batches being prepared and the prefetched ones.
+        let window =
+            job.config.prefetch + job.config.workers.div_ceil(job.config.batch_size).max(1);
         let (tx, rx) = channel();
         for w in 0..wanted {
             let (job, shared, tx) = (Arc::clone(&job), Arc::clone(&shared), tx.clone());
@@ -417,37 +574,86 @@ impl Epoch {
                 .name(format!("seg-loader-{w}"))
                 .spawn(move || worker(&job, &shared, &tx, window));
             match spawned {
-                Ok(handle) => epoch.workers.push(handle),
+                Ok(handle) => stream.workers.push(handle),
                 // Fewer threads than asked for still work; none at all falls back to inline.
                 Err(_) => break,
             }
         }
-        if !epoch.workers.is_empty() {
-            epoch.rx = Some(rx);
+        if !stream.workers.is_empty() {
+            stream.rx = Some(rx);
         }
-        epoch
+        stream
     }
 
-    /// Number of batches this epoch yields in all.
-    pub fn total_batches(&self) -> usize {
-        self.job.batches.len()
+    /// The next batch of the stream; `None` after the last.
+    fn next_batch(&mut self) -> Option<Result<SegmentationBatch>> {
+        let total = self.job.total_batches();
+        if self.next >= total {
+            return None;
+        }
+        let b = self.next;
+        let item = match &self.rx {
+            None => self.job.build_inline(b),
+            Some(rx) => loop {
+                if let Some(item) = self.ready.remove(&b) {
+                    break item;
+                }
+                match rx.recv() {
+                    // A batch skipped by the consumer ([`Self::skip_to`]) is dropped.
+                    Ok((i, _)) if i < b => {}
+                    Ok((i, item)) => {
+                        self.ready.insert(i, item);
+                    }
+                    Err(_) => {
+                        // Every worker is gone without sending batch b (cannot happen unless a
+                        // thread died outside the guarded section): report it and end.
+                        self.next = total;
+                        return Some(Err(DataError::Invalid {
+                            what: self.job.source.describe(),
+                            reason: format!(
+                                "loader workers stopped before batch {} of epoch {}",
+                                b % self.job.batches_per_epoch,
+                                self.job.first_epoch + (b / self.job.batches_per_epoch) as u64
+                            ),
+                        }));
+                    }
+                }
+            },
+        };
+        self.advance_to(b + 1);
+        Some(item)
+    }
+
+    /// Moves the consumer to stream batch `batch` (skipping any before it that were not
+    /// yielded) and lets the workers claim further.
+    fn advance_to(&mut self, batch: usize) {
+        self.next = self.next.max(batch);
+        {
+            let mut st = lock(&self.shared.state);
+            st.next_yield = self.next;
+            let first = self
+                .job
+                .first_position(self.next.min(self.job.total_batches()));
+            st.next_claim = st.next_claim.max(first.min(self.job.total_samples()));
+        }
+        // Anything before `batch` is not wanted any more (only skipping leaves any): a worker
+        // checks `next_yield`, set above, under the same lock before it adds a sample.
+        self.ready.retain(|&i, _| i >= batch);
+        lock(&self.shared.partial).retain(|&i, _| i >= batch);
+        self.shared.wake.notify_all();
     }
 }
 
-fn worker(
-    job: &Job,
-    shared: &Shared,
-    tx: &Sender<(usize, Result<SegmentationBatch>)>,
-    window: usize,
-) {
+fn worker(job: &Job, shared: &Shared, tx: &Sender<Delivery>, window: usize) {
+    let total = job.total_samples();
     loop {
-        let b = {
-            let mut st = shared.lock();
+        let position = {
+            let mut st = lock(&shared.state);
             loop {
-                if st.stop || st.next_claim >= job.batches.len() {
+                if st.stop || st.next_claim >= total {
                     return;
                 }
-                if st.next_claim < st.next_yield + window {
+                if job.batch_of(st.next_claim) < st.next_yield + window {
                     break;
                 }
                 st = shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -455,10 +661,57 @@ fn worker(
             st.next_claim += 1;
             st.next_claim - 1
         };
-        let result = job.build_guarded(b);
-        if tx.send((b, result)).is_err() {
-            return;
+        let slot = job.slot(position);
+        let result = job.prepare_guarded(&slot);
+        let complete = {
+            let mut partial = lock(&shared.partial);
+            // A batch the consumer skipped meanwhile is not assembled.
+            if slot.batch < lock(&shared.state).next_yield {
+                continue;
+            }
+            let entry = partial.entry(slot.batch).or_insert_with(|| PartialBatch {
+                samples: (0..slot.batch_len).map(|_| None).collect(),
+                filled: 0,
+            });
+            entry.samples[slot.place] = Some(result);
+            entry.filled += 1;
+            if entry.filled == slot.batch_len {
+                partial.remove(&slot.batch)
+            } else {
+                None
+            }
+        };
+        if let Some(batch) = complete {
+            let samples = batch.samples.into_iter().flatten().collect();
+            if tx.send((slot.batch, job.assemble(samples))).is_err() {
+                return;
+            }
         }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        lock(&self.shared.state).stop = true;
+        self.shared.wake.notify_all();
+        // Workers never block on the (unbounded) channel, so dropping the receiver is only
+        // tidiness; each worker sees `stop` after at most the sample it is preparing.
+        self.rx = None;
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The batches of one epoch ([`SegmentationLoader::epoch`]). Dropping it stops its workers.
+pub struct Epoch {
+    stream: Stream,
+}
+
+impl Epoch {
+    /// Number of batches this epoch yields in all.
+    pub fn total_batches(&self) -> usize {
+        self.stream.job.total_batches()
     }
 }
 
@@ -466,62 +719,79 @@ impl Iterator for Epoch {
     type Item = Result<SegmentationBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let total = self.job.batches.len();
-        if self.next >= total {
-            return None;
-        }
-        let b = self.next;
-        let item = match &self.rx {
-            None => self.job.build_guarded(b),
-            Some(rx) => loop {
-                if let Some(item) = self.ready.remove(&b) {
-                    break item;
-                }
-                match rx.recv() {
-                    Ok((i, item)) => {
-                        self.ready.insert(i, item);
-                    }
-                    Err(_) => {
-                        // Every worker is gone without sending batch b (cannot happen unless a
-                        // thread died outside the guarded section): report it and end the epoch.
-                        self.next = total;
-                        return Some(Err(DataError::Invalid {
-                            what: self.job.source.describe(),
-                            reason: format!("loader workers stopped before batch {b}"),
-                        }));
-                    }
-                }
-            },
-        };
-        self.next += 1;
-        {
-            let mut st = self.shared.lock();
-            st.next_yield = self.next;
-        }
-        self.shared.wake.notify_all();
-        Some(item)
+        self.stream.next_batch()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.job.batches.len() - self.next;
+        let left = self.stream.job.total_batches() - self.stream.next;
         (left, Some(left))
     }
 }
 
 impl ExactSizeIterator for Epoch {}
 
-impl Drop for Epoch {
-    fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_all();
-        // Workers never block on the (unbounded) channel, so dropping the receiver is only
-        // tidiness; each worker sees `stop` after at most the batch it is preparing.
-        self.rx = None;
-        for handle in self.workers.drain(..) {
-            let _ = handle.join();
+/// A run of epochs prepared as one stream ([`SegmentationLoader::epochs`]): take each epoch's
+/// batches with [`Self::next_epoch`]. Dropping it stops its workers.
+pub struct EpochStream {
+    stream: Stream,
+    next_epoch: u64,
+    end: u64,
+}
+
+impl EpochStream {
+    /// The batches of the next epoch of the run, `None` after the last. Batches of the previous
+    /// epoch that were not taken are skipped.
+    pub fn next_epoch(&mut self) -> Option<EpochBatches<'_>> {
+        if self.next_epoch >= self.end {
+            return None;
         }
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let per_epoch = self.stream.job.batches_per_epoch;
+        let first = (epoch - self.stream.job.first_epoch) as usize * per_epoch;
+        if self.stream.next < first {
+            self.stream.advance_to(first);
+        }
+        Some(EpochBatches {
+            stream: &mut self.stream,
+            epoch,
+            end: first + per_epoch,
+        })
     }
 }
+
+/// The batches of one epoch of an [`EpochStream`].
+pub struct EpochBatches<'a> {
+    stream: &'a mut Stream,
+    epoch: u64,
+    /// The stream batch after this epoch's last.
+    end: usize,
+}
+
+impl EpochBatches<'_> {
+    /// Which epoch these batches are.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl Iterator for EpochBatches<'_> {
+    type Item = Result<SegmentationBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.stream.next >= self.end {
+            return None;
+        }
+        self.stream.next_batch()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.end.saturating_sub(self.stream.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for EpochBatches<'_> {}
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! The streaming segmentation loader over an in-memory mock source: determinism across worker
-//! counts, prefetch overlapping decoding with the training step, early drop, error propagation.
+//! counts, prefetch overlapping decoding with the training step, early drop, error propagation,
+//! epoch streams running on across epochs, the samples of a batch shared by the workers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dnn_data::{
-    Augment, DataError, LoaderConfig, Mask, RgbImage, SegmentationBatch, SegmentationLoader,
-    SegmentationSample, SegmentationSource, pet_class_names,
+    Augment, DataError, EpochStream, LoaderConfig, Mask, RgbImage, SegmentationBatch,
+    SegmentationLoader, SegmentationSample, SegmentationSource, pet_class_names,
 };
 
 /// `n` samples of varying sizes whose pixels depend on the index; `load` may sleep, fail with a
@@ -20,6 +21,9 @@ struct Mock {
     fail_at: Option<usize>,
     panic_at: Option<usize>,
     loads: AtomicUsize,
+    /// Loads running now, and the most that ever ran at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Mock {
@@ -31,6 +35,8 @@ impl Mock {
             fail_at: None,
             panic_at: None,
             loads: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -55,9 +61,12 @@ impl SegmentationSource for Mock {
 
     fn load(&self, index: usize) -> dnn_data::Result<SegmentationSample> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.fail_at == Some(index) {
             return Err(DataError::Decode {
                 path: PathBuf::from(format!("mock/images/{}.jpg", self.names[index])),
@@ -299,4 +308,107 @@ fn a_failing_sample_is_yielded_as_an_error_naming_the_file() {
     let msg = results[1].as_ref().unwrap_err().to_string();
     assert!(msg.contains("panicked") && msg.contains("pet_3"), "{msg}");
     assert!(results[2].is_ok());
+}
+
+fn same_batches(a: &[SegmentationBatch], b: &[SegmentationBatch], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.names, y.names, "{what}");
+        assert_eq!(
+            x.images.to_vec().unwrap(),
+            y.images.to_vec().unwrap(),
+            "{what}"
+        );
+        assert_eq!(
+            x.masks.to_vec().unwrap(),
+            y.masks.to_vec().unwrap(),
+            "{what}"
+        );
+    }
+}
+
+fn take_epoch(stream: &mut EpochStream, expected_epoch: u64) -> Vec<SegmentationBatch> {
+    let batches = stream.next_epoch().expect("an epoch is left");
+    assert_eq!(batches.epoch(), expected_epoch);
+    batches.map(|b| b.unwrap()).collect()
+}
+
+#[test]
+fn an_epoch_stream_yields_each_epoch_as_epoch_does() {
+    let source: Arc<dyn SegmentationSource> = Arc::new(Mock::new(11));
+    for workers in [0, 1, 3, 8] {
+        let loader = SegmentationLoader::new(Arc::clone(&source), config(3, workers)).unwrap();
+        let mut stream = loader.epochs(2..5);
+        for epoch in 2..5 {
+            let batches = stream.next_epoch().unwrap();
+            assert_eq!(batches.len(), 4);
+            let batches: Vec<_> = batches.map(|b| b.unwrap()).collect();
+            same_batches(
+                &batches,
+                &collect(&loader, epoch),
+                &format!("workers {workers}, epoch {epoch}"),
+            );
+        }
+        assert!(stream.next_epoch().is_none());
+
+        // An epoch left half-taken is skipped; the next one is whole and unchanged.
+        let mut stream = loader.epochs(0..3);
+        let first = stream.next_epoch().unwrap().next().unwrap().unwrap();
+        same_batches(&[first], &collect(&loader, 0)[..1], "first batch");
+        same_batches(
+            &take_epoch(&mut stream, 1),
+            &collect(&loader, 1),
+            &format!("workers {workers}, after a skip"),
+        );
+        // Not taking an epoch at all skips it too.
+        assert!(stream.next_epoch().is_some());
+        assert!(stream.next_epoch().is_none());
+    }
+    // An empty range has no epoch.
+    let loader = SegmentationLoader::new(source, config(3, 2)).unwrap();
+    assert!(loader.epochs(4..4).next_epoch().is_none());
+}
+
+#[test]
+fn the_next_epoch_is_prepared_while_the_consumer_is_between_epochs() {
+    let mock = Arc::new(Mock::new(8).slow(Duration::from_millis(5)));
+    let source: Arc<dyn SegmentationSource> = mock.clone();
+    let mut cfg = config(4, 2);
+    cfg.prefetch = 1;
+    let loader = SegmentationLoader::new(source, cfg).unwrap();
+    let mut stream = loader.epochs(0..2);
+    assert_eq!(take_epoch(&mut stream, 0).len(), 2);
+    // Between epochs (evaluating, say): the workers load the next epoch's first batches.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.loads.load(Ordering::SeqCst) < 8 + 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} samples loaded between epochs",
+            mock.loads.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    same_batches(&take_epoch(&mut stream, 1), &collect(&loader, 1), "epoch 1");
+}
+
+#[test]
+fn the_samples_of_one_batch_are_prepared_in_parallel() {
+    let mock = Arc::new(Mock::new(8).slow(Duration::from_millis(30)));
+    let source: Arc<dyn SegmentationSource> = mock.clone();
+    let mut cfg = config(8, 4);
+    cfg.prefetch = 0;
+    let loader = SegmentationLoader::new(source, cfg).unwrap();
+    let batches = collect(&loader, 0);
+    assert_eq!(batches.len(), 1);
+    // One batch, four workers: they share its eight samples.
+    assert!(
+        mock.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "at most {} samples loaded at once",
+        mock.max_in_flight.load(Ordering::SeqCst)
+    );
+    let reference = collect(
+        &SegmentationLoader::new(Arc::clone(loader.source()), config(8, 0)).unwrap(),
+        0,
+    );
+    same_batches(&batches, &reference, "four workers against inline");
 }

@@ -476,4 +476,12 @@ pub trait Backend:
 {
     /// A short name for messages and benchmark tables ("cpu", "cuda:0").
     fn name(&self) -> String;
+
+    /// `tensor` moved to this backend's memory ahead of its use, the copy queued behind the
+    /// work already queued and not waited for, so a training loop can move the next batch
+    /// while the device runs the current step. A tensor already there (and on the CPU
+    /// backend, every host tensor) is returned as it is, sharing its storage.
+    fn upload(&self, tensor: &Tensor) -> Result<Tensor> {
+        Ok(tensor.clone())
+    }
 }

@@ -874,3 +874,34 @@ fn multi_tensor_adam_is_bit_identical_to_one_step_per_tensor() {
         ),
     );
 }
+
+#[test]
+fn upload_moves_a_host_tensor_to_the_device_ahead_of_use() {
+    let Some(be) = gpu() else { return };
+    let mut rng = SeededRng::new(41);
+    let host = random_tensor(&[3, 3, 33, 31], &mut rng, 0.0);
+    let on_device = Backend::upload(be, &host).unwrap();
+    assert!(
+        matches!(on_device.storage(), magma_tensor::Storage::Device(_)),
+        "upload left the tensor on the host"
+    );
+    assert_eq!(on_device.shape(), host.shape());
+    // Changing the host tensor afterwards does not change the queued copy.
+    let expected = host.to_vec().unwrap();
+    drop(host);
+    assert_eq!(on_device.to_vec().unwrap(), expected);
+    // Already on the device: shared, not copied; the CPU backend keeps host tensors as they are.
+    let again = Backend::upload(be, &on_device).unwrap();
+    assert_eq!(again.to_vec().unwrap(), expected);
+    let cpu_host = random_tensor(&[2, 5], &mut rng, 0.0);
+    let kept = Backend::upload(&CpuBackend, &cpu_host).unwrap();
+    assert!(!matches!(kept.storage(), magma_tensor::Storage::Device(_)));
+    assert_eq!(kept.to_vec().unwrap(), cpu_host.to_vec().unwrap());
+    // Used by an op like any device tensor.
+    let sum = be.sum_all(&on_device).unwrap().item().unwrap() as f64;
+    let want: f64 = expected.iter().map(|&v| v as f64).sum();
+    assert!(
+        (sum - want).abs() < 1e-3 * want.abs().max(1.0),
+        "{sum} vs {want}"
+    );
+}

@@ -245,23 +245,51 @@ fn rank_seed(seed: u64, rank: usize) -> u64 {
     seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// A batch from the loader with its images already moved to the backend's device.
+struct StagedBatch {
+    batch: dnn_data::SegmentationBatch,
+    images: Tensor,
+}
+
+/// The next batch of `batches`, its images' copy to the device queued ([`Backend::upload`]);
+/// `None` at the end of the epoch. The seconds spent waiting for the loader are added to
+/// `waited`. A loader or upload error is returned in place of the batch, for its step.
+fn stage_next(
+    batches: &mut dyn Iterator<Item = dnn_data::Result<dnn_data::SegmentationBatch>>,
+    backend: &dyn Backend,
+    waited: &mut f64,
+) -> Option<Result<StagedBatch>> {
+    let waiting = Instant::now();
+    let next = batches.next();
+    *waited += waiting.elapsed().as_secs_f64();
+    next.map(|batch| {
+        let batch = batch?;
+        let images = backend.upload(&batch.images)?;
+        Ok(StagedBatch { batch, images })
+    })
+}
+
 /// One optimisation step; returns the batch loss (with several ranks: the mean over every
 /// rank's batch, the gradients summed and averaged across ranks first, the seconds that took
-/// added to `reduce_seconds`).
+/// added to `reduce_seconds`). `between` runs once everything up to the update is queued and
+/// before the step waits for the device (to read the loss), so that what it does — take the
+/// next batch from the loader and queue its upload — overlaps the device's work.
 #[allow(clippy::too_many_arguments)]
 fn train_step(
     model: &mut UNet,
     backend: &dyn Backend,
     loss: &dyn Loss,
     optimizer: &mut dyn Optimizer,
-    batch: &dnn_data::SegmentationBatch,
+    staged: &StagedBatch,
     epoch: usize,
     step: usize,
     comm: &mut dyn Communicator,
     reduce_seconds: &mut f64,
+    between: &mut dyn FnMut(),
 ) -> Result<f32> {
+    let batch = &staged.batch;
     let g = Graph::new(backend);
-    let x = g.input(batch.images.clone());
+    let x = g.input(staged.images.clone());
     let logits = model.forward(&g, x, Mode::Train)?;
     let l = loss.compute(&g, logits, &batch.masks)?;
     // Everything up to the update is queued before anything is read back, so the device runs
@@ -288,6 +316,7 @@ fn train_step(
         reduced_loss = Some((weighted, count));
     }
     let grad_sum = gradient_sum(backend, model, &grads)?;
+    between();
     let value = match reduced_loss {
         Some((weighted, count)) => (f64::from(weighted.item()?) / f64::from(count.item()?)) as f32,
         None => g.value(l).item()?,
@@ -738,6 +767,9 @@ fn run_training(
     }
     log(&table_header(&class_names));
     let mut skipped_in_a_row = 0usize;
+    // One stream for all the epochs, so the loader prepares the next epoch's first batches
+    // while this one is evaluated and checkpointed.
+    let mut epochs = train_loader.epochs(start as u64 + 1..config.epochs as u64 + 1);
     for epoch in start + 1..=config.epochs {
         let started = Instant::now();
         let steps = train_loader.batches_per_epoch();
@@ -747,17 +779,17 @@ fn run_training(
             run.progress && root,
         );
         let (mut loss_sum, mut seen, mut reduce_seconds) = (0.0f64, 0usize, 0.0f64);
-        // Time the training loop waits for the loader's next batch (with the device's queue
-        // drained by the previous step's loss read, the time the device waits for data).
-        let mut loader_seconds = 0.0f64;
-        let mut batches = train_loader.epoch(epoch as u64).enumerate();
-        loop {
-            let waiting = Instant::now();
-            let Some((step, batch)) = batches.next() else {
-                break;
-            };
-            loader_seconds += waiting.elapsed().as_secs_f64();
-            let batch = batch?;
+        // Time the training loop waits for the loader: for the epoch's first batch (the device
+        // idle) and for each next batch, taken while the device runs the current step.
+        let (mut first_wait, mut step_wait) = (0.0f64, 0.0f64);
+        let mut batches = epochs.next_epoch().ok_or_else(|| {
+            UnetError::Data(format!("the training loader ended before epoch {epoch}"))
+        })?;
+        let mut next = stage_next(&mut batches, backend, &mut first_wait);
+        let mut step = 0usize;
+        while let Some(staged) = next.take() {
+            let staged = staged?;
+            let batch = &staged.batch;
             model.set_dropout_seed(mix_seed(rank_seed(config.seed, rank), epoch, step));
             // With --skip-nonfinite, the batch-norm running statistics are kept so that a
             // skipped batch leaves no trace (a clone shares storage until the forward pass
@@ -767,17 +799,26 @@ fn run_training(
                 model.visit_buffers(&mut |_, t| b.push(t.clone()));
                 b
             });
+            let mut staged_next = false;
             let outcome = train_step(
                 &mut model,
                 backend,
                 loss.as_ref(),
                 &mut optimizer,
-                &batch,
+                &staged,
                 epoch,
                 step + 1,
                 comm,
                 &mut reduce_seconds,
+                &mut || {
+                    next = stage_next(&mut batches, backend, &mut step_wait);
+                    staged_next = true;
+                },
             );
+            if !staged_next {
+                next = stage_next(&mut batches, backend, &mut step_wait);
+            }
+            step += 1;
             let l = match outcome {
                 Ok(l) => {
                     skipped_in_a_row = 0;
@@ -862,10 +903,10 @@ fn run_training(
             String::new()
         };
         log(&format!(
-            "      training: {seen} images in {train_seconds:.1} s = {:.2} images/s, {:.2} s of \
-             it waiting for the loader{ranks_part}",
+            "      training: {seen} images in {train_seconds:.1} s = {:.2} images/s; waited for \
+             the loader {first_wait:.3} s for the first batch, {step_wait:.3} s for the others \
+             while the device ran a step{ranks_part}",
             seen as f64 / train_seconds,
-            loader_seconds
         ));
         history.push(metrics);
         let improved = val.miou > best_miou;

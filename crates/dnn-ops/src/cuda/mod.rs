@@ -219,6 +219,10 @@ impl Backend for CudaBackend {
     fn name(&self) -> String {
         format!("cuda:{} ({})", self.device.ordinal(), self.device.name())
     }
+
+    fn upload(&self, tensor: &Tensor) -> Result<Tensor> {
+        self.input(tensor)
+    }
 }
 
 /// The backend of GPU 0 for tests, or `None` (with the reason on stderr) when there is none.
