@@ -48,8 +48,12 @@ struct AdamTensor {
   long long n;
 };
 
-// Tensor blockIdx.y of the table, its elements strided over blockIdx.x.
-__global__ void adam_many_kernel(const AdamTensor* __restrict__ table, AdamHyper h) {
+// Tensor blockIdx.y of the table, its elements strided over blockIdx.x. With a `guard` (one
+// value on the device, e.g. the loss plus the gradients' sum) the update is made only when it is
+// finite: the host queues the step without reading the guard first.
+__global__ void adam_many_kernel(const AdamTensor* __restrict__ table, AdamHyper h,
+                                 const float* __restrict__ guard) {
+  if (guard != nullptr && !isfinite(*guard)) return;
   const AdamTensor t = table[blockIdx.y];
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < t.n;
        i += (long long)blockDim.x * gridDim.x) {
@@ -116,12 +120,13 @@ MG_EXPORT int mg_adam_step(float* p, const float* g, float* m, float* v, long lo
   return mg::launch_status();
 }
 
-// `table` holds `count` entries of {p, g, m, v, n} on the device; `largest` is the largest n.
+// `table` holds `count` entries of {p, g, m, v, n} on the device; `largest` is the largest n;
+// `guard` is null or one device value that must be finite for the update to be made.
 MG_EXPORT int mg_adam_step_many(const void* table, long long count, long long largest, float lr,
                                 float beta1, float beta2, float one_minus_beta1,
                                 float one_minus_beta2, float eps, float weight_decay,
                                 int decoupled, float step_size, float bc2_sqrt,
-                                cudaStream_t stream) {
+                                const float* guard, cudaStream_t stream) {
   const AdamHyper h{lr,  beta1,        beta2,    one_minus_beta1, one_minus_beta2,
                     eps, weight_decay, decoupled, step_size,      bc2_sqrt};
   const AdamTensor* entries = static_cast<const AdamTensor*>(table);
@@ -131,7 +136,7 @@ MG_EXPORT int mg_adam_step_many(const void* table, long long count, long long la
   for (long long first = 0; first < count; first += 65535) {
     const long long here = count - first < 65535 ? count - first : 65535;
     const dim3 grid((unsigned)per_tensor, (unsigned)here);
-    adam_many_kernel<<<grid, mg::kThreads, 0, stream>>>(entries + first, h);
+    adam_many_kernel<<<grid, mg::kThreads, 0, stream>>>(entries + first, h, guard);
     const int status = mg::launch_status();
     if (status != 0) return status;
   }

@@ -243,3 +243,88 @@ fn a_nan_input_stops_training_with_the_step_named() {
     };
     assert!(model.fit(&data, None, &cfg).is_err());
 }
+
+/// The parameters of `net`, as bits.
+fn parameter_bits(net: &Sequential) -> Vec<Vec<u32>> {
+    let mut out = Vec::new();
+    net.visit_parameters(&mut |p| {
+        out.push(
+            p.value()
+                .to_vec()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+        )
+    });
+    out
+}
+
+#[test]
+fn a_guarded_update_is_made_only_when_the_guard_is_finite() {
+    let be = CpuBackend::new();
+    let optimizers: Vec<fn() -> Box<dyn Optimizer>> = vec![
+        || Box::new(Adam::new(1e-2)),
+        || Box::new(Adam::adamw(1e-2, 0.1)),
+        || Box::new(Sgd::new(0.05).with_momentum(0.9)),
+        || Box::new(RmsProp::new(1e-2)),
+        || Box::new(Adagrad::new(0.05)),
+    ];
+    for make in optimizers {
+        let mut rng = SeededRng::new(5);
+        let x = random_tensor(&[6, 4], &mut rng, 0.0);
+        let y = random_tensor(&[6, 3], &mut rng, 0.0);
+        let net = |seed| {
+            Sequential::new().with(
+                LinearConfig::new(4, 3)
+                    .init("fc", &mut SeededRng::new(seed))
+                    .unwrap(),
+            )
+        };
+        let (mut plain, mut guarded) = (net(9), net(9));
+        let (mut plain_opt, mut guarded_opt) = (make(), make());
+        let name = plain_opt.describe();
+        let gradients = |m: &mut Sequential| {
+            let g = Graph::new(&be);
+            let input = g.input(x.clone());
+            let out = m.forward(&g, input, Mode::Train).unwrap();
+            let l = dnn_layers::loss::Loss::compute(&MseLoss, &g, out, &y).unwrap();
+            g.backward(l).unwrap()
+        };
+        for round in 0..3 {
+            // A finite guard: the same update as an unguarded step, bit for bit.
+            let grads = gradients(&mut plain);
+            plain_opt.step(&be, &mut plain, &grads).unwrap();
+            let grads = gradients(&mut guarded);
+            guarded_opt
+                .step_if_finite(&be, &mut guarded, &grads, &Tensor::scalar(0.25))
+                .unwrap();
+            assert_eq!(
+                parameter_bits(&plain),
+                parameter_bits(&guarded),
+                "{name}, round {round}"
+            );
+            assert_eq!(plain_opt.state().step, guarded_opt.state().step);
+            // NaN or infinite: nothing changes but the count, which the caller puts back.
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let before = parameter_bits(&guarded);
+                let count = guarded_opt.state().step;
+                let grads = gradients(&mut guarded);
+                guarded_opt
+                    .step_if_finite(&be, &mut guarded, &grads, &Tensor::scalar(bad))
+                    .unwrap();
+                assert_eq!(parameter_bits(&guarded), before, "{name}: guard {bad}");
+                assert_eq!(guarded_opt.state().step, count + 1, "{name}: guard {bad}");
+                guarded_opt.state_mut().step = count;
+            }
+        }
+        // The moments were not touched either: the next finite steps still agree.
+        let grads = gradients(&mut plain);
+        plain_opt.step(&be, &mut plain, &grads).unwrap();
+        let grads = gradients(&mut guarded);
+        guarded_opt
+            .step_if_finite(&be, &mut guarded, &grads, &Tensor::scalar(1.0))
+            .unwrap();
+        assert_eq!(parameter_bits(&plain), parameter_bits(&guarded), "{name}");
+    }
+}

@@ -11,6 +11,7 @@ use crate::attrs::{
     GaussianWeights, Pool2dAttrs, RmsPropStep, SgdStep,
 };
 use crate::error::Result;
+use crate::pending::PendingValues;
 
 /// Matrix products of rank-2 tensors.
 pub trait MatmulOps {
@@ -342,6 +343,30 @@ pub trait OptimizerOps {
         }
         Ok(())
     }
+    /// [`Self::adam_step_many`] made only when `guard`, a one-element tensor (a training
+    /// loop's loss plus its gradients' sum, say), is finite; otherwise nothing changes. A
+    /// device backend reads the guard on the device, so the host queues the update without
+    /// waiting for the values it depends on; the default reads it on the host.
+    fn adam_step_many_if_finite(
+        &self,
+        operands: &mut [AdamOperands<'_>],
+        step: &AdamStep,
+        guard: &Tensor,
+    ) -> Result<()> {
+        if guard.numel() != 1 {
+            return Err(crate::error::OpError::Shape {
+                op: "adam_step",
+                what: "guard",
+                got: guard.shape().to_vec(),
+                expected: "one element".into(),
+            });
+        }
+        if guard.item()?.is_finite() {
+            self.adam_step_many(operands, step)
+        } else {
+            Ok(())
+        }
+    }
     /// One Adagrad step; `sum_sq` accumulates squared gradients.
     fn adagrad_step(
         &self,
@@ -483,5 +508,12 @@ pub trait Backend:
     /// backend, every host tensor) is returned as it is, sharing its storage.
     fn upload(&self, tensor: &Tensor) -> Result<Tensor> {
         Ok(tensor.clone())
+    }
+
+    /// Starts reading `tensor`'s values (a few: a loss, say) back to the host behind the work
+    /// already queued, without waiting; [`PendingValues::wait`] waits only for that work, not
+    /// for what is queued after this call. The CPU backend reads at once.
+    fn read_later(&self, tensor: &Tensor) -> Result<PendingValues> {
+        Ok(PendingValues::ready(tensor.to_vec()?))
     }
 }

@@ -19,6 +19,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;
+mod pending;
 pub mod precision;
 pub mod testing;
 
@@ -33,4 +34,5 @@ pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
 pub use error::{OpError, Result};
 pub use magma_tensor::Tensor;
+pub use pending::PendingValues;
 pub use precision::Precision;

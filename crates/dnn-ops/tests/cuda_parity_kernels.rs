@@ -905,3 +905,196 @@ fn upload_moves_a_host_tensor_to_the_device_ahead_of_use() {
         "{sum} vs {want}"
     );
 }
+
+#[test]
+fn guarded_multi_tensor_adam_reads_its_guard_on_the_device() {
+    use dnn_ops::backend::AdamOperands;
+    let Some(gpu) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = SeededRng::new(12);
+    let shapes: Vec<Vec<usize>> = vec![vec![5], vec![0], vec![33, 4, 3, 3], vec![2, 7]];
+    let params: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| random_tensor(s, &mut rng, 0.0))
+        .collect();
+    let fresh = || -> Vec<[Tensor; 3]> {
+        params
+            .iter()
+            .map(|p| {
+                [
+                    p.clone(),
+                    Tensor::zeros(p.shape()),
+                    Tensor::zeros(p.shape()),
+                ]
+            })
+            .collect()
+    };
+    let (mut on_gpu, mut unguarded, mut host) = (fresh(), fresh(), fresh());
+    for t in 1..=4u64 {
+        let step = AdamStep {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled_weight_decay: t % 2 == 0,
+            step: t,
+        };
+        let grads: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| random_tensor(s, &mut rng, 0.0))
+            .collect();
+        // A NaN, then an infinite guard (computed on the device, never read by the host):
+        // nothing changes; then a finite one: the unguarded update, bit for bit.
+        for guard in [f32::NAN, f32::INFINITY, 3.5] {
+            let guard_on_device = gpu.affine(&Tensor::scalar(guard), 1.0, 0.0).unwrap();
+            let before: Vec<Vec<u32>> = on_gpu.iter().flat_map(|s| s.iter().map(bits)).collect();
+            let mut ops: Vec<AdamOperands<'_>> = on_gpu
+                .iter_mut()
+                .zip(&grads)
+                .map(|([p, m, v], grad)| AdamOperands {
+                    param: p,
+                    grad,
+                    m,
+                    v,
+                })
+                .collect();
+            gpu.adam_step_many_if_finite(&mut ops, &step, &guard_on_device)
+                .unwrap();
+            let after: Vec<Vec<u32>> = on_gpu.iter().flat_map(|s| s.iter().map(bits)).collect();
+            if !guard.is_finite() {
+                assert_eq!(before, after, "guard {guard}, step {t}");
+            }
+        }
+        let mut ops: Vec<AdamOperands<'_>> = unguarded
+            .iter_mut()
+            .zip(&grads)
+            .map(|([p, m, v], grad)| AdamOperands {
+                param: p,
+                grad,
+                m,
+                v,
+            })
+            .collect();
+        gpu.adam_step_many(&mut ops, &step).unwrap();
+        let mut ops: Vec<AdamOperands<'_>> = host
+            .iter_mut()
+            .zip(&grads)
+            .map(|([p, m, v], grad)| AdamOperands {
+                param: p,
+                grad,
+                m,
+                v,
+            })
+            .collect();
+        cpu.adam_step_many_if_finite(&mut ops, &step, &Tensor::scalar(3.5))
+            .unwrap();
+    }
+    for (i, ((a, b), c)) in on_gpu.iter().zip(&unguarded).zip(&host).enumerate() {
+        for k in 0..3 {
+            let what = format!("tensor {i} {:?} slot {k}", shapes[i]);
+            assert_eq!(bits(&a[k]), bits(&b[k]), "{what}: guarded vs unguarded");
+            assert_close(&what, &a[k], &c[k], TOL);
+        }
+    }
+    // A guard of more than one value: the CPU's error.
+    let two = Tensor::ones(&[2]);
+    let mut state = fresh();
+    let mut cpu_state = fresh();
+    let grads: Vec<Tensor> = shapes.iter().map(|s| Tensor::ones(s)).collect();
+    let step = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled_weight_decay: false,
+        step: 1,
+    };
+    let mut ops: Vec<AdamOperands<'_>> = state
+        .iter_mut()
+        .zip(&grads)
+        .map(|([p, m, v], grad)| AdamOperands {
+            param: p,
+            grad,
+            m,
+            v,
+        })
+        .collect();
+    let mut cpu_ops: Vec<AdamOperands<'_>> = cpu_state
+        .iter_mut()
+        .zip(&grads)
+        .map(|([p, m, v], grad)| AdamOperands {
+            param: p,
+            grad,
+            m,
+            v,
+        })
+        .collect();
+    same_error(
+        "adam_step_many_if_finite guard",
+        gpu.adam_step_many_if_finite(&mut ops, &step, &two),
+        cpu.adam_step_many_if_finite(&mut cpu_ops, &step, &two),
+    );
+}
+
+#[test]
+fn values_read_later_arrive_after_the_work_queued_before_them() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = SeededRng::new(13);
+    // A large sum queued first: the read must see its result, not the buffer's old contents.
+    let x = random_tensor(&[4, 16, 97, 101], &mut rng, 0.0);
+    let want: f64 = x.to_vec().unwrap().iter().map(|&v| v as f64).sum();
+    let mut pending = Vec::new();
+    for k in 0..12 {
+        let sum = gpu
+            .sum_all(&gpu.affine(&x, k as f32, 1.0).unwrap())
+            .unwrap();
+        let pair = gpu
+            .concat(
+                &[
+                    &sum.reshape(&[1]).unwrap(),
+                    &gpu.full(&[1], k as f32).unwrap(),
+                ],
+                0,
+            )
+            .unwrap();
+        pending.push((k, Backend::read_later(gpu, &pair).unwrap()));
+        // Work queued after the read does not change what it reads.
+        let _ = gpu.affine(&x, 2.0, 0.0).unwrap();
+    }
+    // Read out of order, and some never read (dropped): their buffers come back.
+    let n = x.numel() as f64;
+    for (k, p) in pending.into_iter().rev().filter(|(k, _)| k % 3 != 1) {
+        let got = p.wait().unwrap();
+        let expect = k as f64 * want + n;
+        assert!(
+            (got[0] as f64 - expect).abs() <= 1e-3 * expect.abs().max(n),
+            "read {k}: {} vs {expect}",
+            got[0]
+        );
+        assert_eq!(got[1], k as f32);
+    }
+    // More values than a queued read takes fall back to a plain read; host tensors too.
+    let big = random_tensor(&[3, 200], &mut rng, 0.0);
+    let big_on_device = gpu.affine(&big, 1.0, 0.0).unwrap();
+    assert_eq!(
+        Backend::read_later(gpu, &big_on_device)
+            .unwrap()
+            .wait()
+            .unwrap(),
+        big.to_vec().unwrap()
+    );
+    let host = Tensor::from_vec(vec![1.5, -2.0], &[2]).unwrap();
+    assert_eq!(
+        Backend::read_later(gpu, &host).unwrap().wait().unwrap(),
+        [1.5, -2.0]
+    );
+    assert_eq!(
+        Backend::read_later(&CpuBackend, &host)
+            .unwrap()
+            .wait()
+            .unwrap(),
+        [1.5, -2.0]
+    );
+}

@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use dnn_data::{Augment, LoaderConfig, SegmentationLoader, SegmentationSource};
@@ -251,58 +252,99 @@ struct StagedBatch {
     images: Tensor,
 }
 
-/// The next batch of `batches`, its images' copy to the device queued ([`Backend::upload`]);
-/// `None` at the end of the epoch. The seconds spent waiting for the loader are added to
-/// `waited`. A loader or upload error is returned in place of the batch, for its step.
-fn stage_next(
-    batches: &mut dyn Iterator<Item = dnn_data::Result<dnn_data::SegmentationBatch>>,
-    backend: &dyn Backend,
-    waited: &mut f64,
-) -> Option<Result<StagedBatch>> {
-    let waiting = Instant::now();
-    let next = batches.next();
-    *waited += waiting.elapsed().as_secs_f64();
-    next.map(|batch| {
-        let batch = batch?;
-        let images = backend.upload(&batch.images)?;
-        Ok(StagedBatch { batch, images })
-    })
+/// What the staging thread hands the training loop: a batch, or `None` at the end of an epoch.
+type Staged = Option<Result<StagedBatch>>;
+
+/// Runs on its own thread for the whole run: takes every epoch's batches from the loader in
+/// order, queues the upload of each one's images ([`Backend::upload`]: the copy into pinned
+/// memory is made here, not on the training thread) and hands them on, at most the channel's
+/// bound ahead, with a marker after each epoch. Returns when the run has all its batches or the
+/// training loop has gone (its receiver dropped). A loader or upload error is handed on in
+/// place of the batch, for its step.
+fn stage_batches(mut stream: dnn_data::EpochStream, backend: &dyn Backend, tx: SyncSender<Staged>) {
+    while let Some(batches) = stream.next_epoch() {
+        for batch in batches {
+            let staged = batch.map_err(UnetError::from).and_then(|batch| {
+                let images = backend.upload(&batch.images)?;
+                Ok(StagedBatch { batch, images })
+            });
+            if tx.send(Some(staged)).is_err() {
+                return;
+            }
+        }
+        if tx.send(None).is_err() {
+            return;
+        }
+    }
 }
 
-/// One optimisation step; returns the batch loss (with several ranks: the mean over every
-/// rank's batch, the gradients summed and averaged across ranks first, the seconds that took
-/// added to `reduce_seconds`). `between` runs once everything up to the update is queued and
-/// before the step waits for the device (to read the loss), so that what it does — take the
-/// next batch from the loader and queue its upload — overlaps the device's work.
+/// The next staged batch of the epoch (`None` at its end), the seconds waited for it added to
+/// `waited`.
+fn next_staged(rx: &Receiver<Staged>, waited: &mut f64) -> Option<Result<StagedBatch>> {
+    let waiting = Instant::now();
+    let message = rx.recv();
+    *waited += waiting.elapsed().as_secs_f64();
+    match message {
+        Ok(staged) => staged,
+        Err(_) => Some(Err(UnetError::Data(
+            "the thread staging the training batches stopped before the end of the epoch".into(),
+        ))),
+    }
+}
+
+/// A training step queued on the backend — forward pass, loss, backward pass, the gradients'
+/// all-reduce — whose loss has not been read yet. Its update is queued after the previous
+/// step's loss is read ([`resolve`]), guarded on the device by `guard`, so the host queues the
+/// next step while the device runs this one and never waits for the device in between.
+struct QueuedStep {
+    staged: StagedBatch,
+    /// The 0-based step of the epoch.
+    step: usize,
+    grads: Gradients,
+    /// The loss plus every gradient's sum (finite only if all are), on the device.
+    guard: Tensor,
+    /// `[loss, guard]` (one rank) or `[loss sum, batch count, guard]` (several), on their way
+    /// to the host (taken by [`resolve`]).
+    readback: Option<dnn_ops::PendingValues>,
+    /// The batch-norm running statistics before this step's forward pass (a clone shares
+    /// storage until the forward pass writes new ones, so keeping them costs nothing).
+    buffers_before: Vec<Tensor>,
+    /// The optimizer's step count before this step's update.
+    optimizer_steps_before: u64,
+}
+
+/// Queues the forward and backward pass of one step (with several ranks, the gradients are
+/// summed and averaged across ranks, the seconds that took added to `reduce_seconds`) and the
+/// read of its loss, but not its update ([`queue_update`]).
 #[allow(clippy::too_many_arguments)]
-fn train_step(
+fn queue_step(
     model: &mut UNet,
     backend: &dyn Backend,
     loss: &dyn Loss,
-    optimizer: &mut dyn Optimizer,
-    staged: &StagedBatch,
+    staged: StagedBatch,
+    seed: u64,
     epoch: usize,
     step: usize,
     comm: &mut dyn Communicator,
     reduce_seconds: &mut f64,
-    between: &mut dyn FnMut(),
-) -> Result<f32> {
-    let batch = &staged.batch;
+) -> Result<QueuedStep> {
+    model.set_dropout_seed(mix_seed(seed, epoch, step));
+    let mut buffers_before = Vec::new();
+    model.visit_buffers(&mut |_, t| buffers_before.push(t.clone()));
     let g = Graph::new(backend);
     let x = g.input(staged.images.clone());
     let logits = model.forward(&g, x, Mode::Train)?;
-    let l = loss.compute(&g, logits, &batch.masks)?;
-    // Everything up to the update is queued before anything is read back, so the device runs
-    // the backward pass while the host queues it; the one wait of the step is the read of the
-    // loss and of the gradients' sum (finite or not) below, before the update.
+    let l = loss.compute(&g, logits, &staged.batch.masks)?;
     let mut grads = g.backward(l)?;
-    let mut reduced_loss = None;
-    if comm.size() > 1 {
+    let as_one = |t: &Tensor| t.reshape(&[1]);
+    let mut read: Vec<Tensor> = Vec::with_capacity(3);
+    let loss_value = if comm.size() > 1 {
         // Every rank reduces, whatever its own loss, so that all of them see the same values
         // and stop together. The loss goes in the gradients' collective as (sum, count).
+        let batch = staged.batch.len() as f32;
         let (mut weighted, mut count) = (
-            backend.affine(&g.value(l), batch.len() as f32, 0.0)?,
-            backend.full(&[], batch.len() as f32)?,
+            backend.affine(&g.value(l), batch, 0.0)?,
+            backend.full(&[], batch)?,
         );
         let reducing = Instant::now();
         all_reduce_gradients(
@@ -313,14 +355,86 @@ fn train_step(
             &mut [&mut weighted, &mut count],
         )?;
         *reduce_seconds += reducing.elapsed().as_secs_f64();
-        reduced_loss = Some((weighted, count));
-    }
-    let grad_sum = gradient_sum(backend, model, &grads)?;
-    between();
-    let value = match reduced_loss {
-        Some((weighted, count)) => (f64::from(weighted.item()?) / f64::from(count.item()?)) as f32,
-        None => g.value(l).item()?,
+        read.push(as_one(&weighted)?);
+        read.push(as_one(&count)?);
+        as_one(&weighted)?
+    } else {
+        let value = as_one(&g.value(l))?;
+        read.push(value.clone());
+        value
     };
+    drop(g);
+    let guard = match gradient_sum(backend, model, &grads)? {
+        Some(sum) => backend.add(&loss_value, &as_one(&sum)?)?,
+        None => loss_value,
+    };
+    read.push(guard.clone());
+    let parts: Vec<&Tensor> = read.iter().collect();
+    let readback = backend.read_later(&backend.concat(&parts, 0)?)?;
+    Ok(QueuedStep {
+        staged,
+        step,
+        grads,
+        guard,
+        readback: Some(readback),
+        buffers_before,
+        optimizer_steps_before: 0,
+    })
+}
+
+/// Queues the update of `queued`, made on the device only if its guard is finite.
+fn queue_update(
+    model: &mut UNet,
+    backend: &dyn Backend,
+    optimizer: &mut dyn Optimizer,
+    queued: &mut QueuedStep,
+) -> Result<()> {
+    queued.optimizer_steps_before = optimizer.state().step;
+    optimizer.step_if_finite(backend, model, &queued.grads, &queued.guard)?;
+    Ok(())
+}
+
+/// What the read of a queued step's loss found.
+enum Resolved {
+    /// Loss and gradients finite: the update was made; the batch loss (the mean over ranks).
+    Finite(f32),
+    /// Loss and every gradient finite but their sum not (it overflowed): the guarded update was
+    /// not made and must be made now, unguarded.
+    Overflowed(f32),
+    /// A non-finite loss or gradient (the error names where): the update was not made.
+    NonFinite(UnetError),
+}
+
+/// Reads the loss of `queued` (waiting only for its own step's work) and says whether its
+/// update was made. Called after the next step's forward and backward pass are queued and
+/// before that step's update: the weights are still those `queued` saw, so a non-finite loss
+/// is traced to its first non-finite value by replaying this step's forward pass.
+fn resolve(
+    backend: &dyn Backend,
+    model: &mut UNet,
+    queued: &mut QueuedStep,
+    seed: u64,
+    epoch: usize,
+    comm: &dyn Communicator,
+) -> Result<Resolved> {
+    let values = match queued.readback.take() {
+        Some(pending) => pending.wait()?,
+        None => return Err(UnetError::Data("a step's loss was read twice".into())),
+    };
+    let (value, guard) = match values[..] {
+        [loss, guard] => (loss, guard),
+        [weighted, count, guard] => ((f64::from(weighted) / f64::from(count)) as f32, guard),
+        _ => {
+            return Err(UnetError::Data(format!(
+                "the loss read back {} values",
+                values.len()
+            )));
+        }
+    };
+    if guard.is_finite() {
+        return Ok(Resolved::Finite(value));
+    }
+    let (step, batch) = (queued.step, &queued.staged.batch);
     if !value.is_finite() {
         let whose = if comm.size() > 1 {
             format!(
@@ -333,23 +447,39 @@ fn train_step(
             format!("batch {:?}", batch.names)
         };
         // The slow path only: find where the forward pass first produced NaN or Inf.
-        let origin = forward_origin(backend, model, &batch.images)?;
-        return Err(LayerError::NonFiniteLoss {
-            epoch,
-            step,
-            value,
-            hint: format!("{origin}; {whose}; lower --lr or check these images"),
+        model.set_dropout_seed(mix_seed(seed, epoch, step));
+        let origin = forward_origin(backend, model, &queued.staged.images)?;
+        return Ok(Resolved::NonFinite(
+            LayerError::NonFiniteLoss {
+                epoch,
+                step: step + 1,
+                value,
+                hint: format!("{origin}; {whose}; lower --lr or check these images"),
+            }
+            .into(),
+        ));
+    }
+    Ok(match first_non_finite_gradient(model, &queued.grads) {
+        Some(param) => Resolved::NonFinite(
+            LayerError::NonFiniteGradient {
+                param,
+                epoch,
+                step: step + 1,
+            }
+            .into(),
+        ),
+        None => Resolved::Overflowed(value),
+    })
+}
+
+/// Puts the batch-norm running statistics back to `saved`.
+fn restore_buffers(model: &mut UNet, saved: &[Tensor]) {
+    let mut saved = saved.iter();
+    model.visit_buffers_mut(&mut |_, t| {
+        if let Some(v) = saved.next() {
+            *t = v.clone();
         }
-        .into());
-    }
-    if !grad_sum.map_or(Ok(true), |t| t.item().map(f32::is_finite))?
-        && let Some(param) = first_non_finite_gradient(model, &grads)
-    {
-        return Err(dnn_layers::LayerError::NonFiniteGradient { param, epoch, step }.into());
-    }
-    drop(g);
-    optimizer.step(backend, model, &grads)?;
-    Ok(value)
+    });
 }
 
 /// Sums every parameter's gradient across ranks (in the model's parameter order, the same on
@@ -768,177 +898,210 @@ fn run_training(
     log(&table_header(&class_names));
     let mut skipped_in_a_row = 0usize;
     // One stream for all the epochs, so the loader prepares the next epoch's first batches
-    // while this one is evaluated and checkpointed.
-    let mut epochs = train_loader.epochs(start as u64 + 1..config.epochs as u64 + 1);
-    for epoch in start + 1..=config.epochs {
-        let started = Instant::now();
-        let steps = train_loader.batches_per_epoch();
-        let pb = dnn_layers::progress::bar(
-            steps as u64,
-            format!("epoch {epoch}/{}", config.epochs),
-            run.progress && root,
-        );
-        let (mut loss_sum, mut seen, mut reduce_seconds) = (0.0f64, 0usize, 0.0f64);
-        // Time the training loop waits for the loader: for the epoch's first batch (the device
-        // idle) and for each next batch, taken while the device runs the current step.
-        let (mut first_wait, mut step_wait) = (0.0f64, 0.0f64);
-        let mut batches = epochs.next_epoch().ok_or_else(|| {
-            UnetError::Data(format!("the training loader ended before epoch {epoch}"))
-        })?;
-        let mut next = stage_next(&mut batches, backend, &mut first_wait);
-        let mut step = 0usize;
-        while let Some(staged) = next.take() {
-            let staged = staged?;
-            let batch = &staged.batch;
-            model.set_dropout_seed(mix_seed(rank_seed(config.seed, rank), epoch, step));
-            // With --skip-nonfinite, the batch-norm running statistics are kept so that a
-            // skipped batch leaves no trace (a clone shares storage until the forward pass
-            // writes, so this costs nothing when nothing is skipped).
-            let buffers = (config.skip_nonfinite > 0).then(|| {
-                let mut b = Vec::new();
-                model.visit_buffers(&mut |_, t| b.push(t.clone()));
-                b
-            });
-            let mut staged_next = false;
-            let outcome = train_step(
-                &mut model,
-                backend,
-                loss.as_ref(),
-                &mut optimizer,
-                &staged,
-                epoch,
-                step + 1,
-                comm,
-                &mut reduce_seconds,
-                &mut || {
-                    next = stage_next(&mut batches, backend, &mut step_wait);
-                    staged_next = true;
-                },
+    // while this one is evaluated and checkpointed; a thread of its own queues their uploads,
+    // one batch ahead of the one waiting in the channel.
+    let stream = train_loader.epochs(start as u64 + 1..config.epochs as u64 + 1);
+    let (tx, rx) = sync_channel::<Staged>(1);
+    std::thread::scope(|scope| -> Result<()> {
+        // Owned by this closure: its end drops the receiver, which stops the staging thread.
+        let rx = rx;
+        std::thread::Builder::new()
+            .name("batch-stager".into())
+            .spawn_scoped(scope, move || stage_batches(stream, backend, tx))
+            .map_err(|e| UnetError::Data(format!("cannot start the batch-staging thread: {e}")))?;
+        for epoch in start + 1..=config.epochs {
+            let started = Instant::now();
+            let steps = train_loader.batches_per_epoch();
+            let pb = dnn_layers::progress::bar(
+                steps as u64,
+                format!("epoch {epoch}/{}", config.epochs),
+                run.progress && root,
             );
-            if !staged_next {
-                next = stage_next(&mut batches, backend, &mut step_wait);
-            }
-            step += 1;
-            let l = match outcome {
-                Ok(l) => {
-                    skipped_in_a_row = 0;
-                    l
-                }
-                Err(
-                    e @ UnetError::Layer(
-                        LayerError::NonFiniteLoss { .. } | LayerError::NonFiniteGradient { .. },
-                    ),
-                ) if skipped_in_a_row < config.skip_nonfinite => {
-                    skipped_in_a_row += 1;
-                    if let Some(saved) = buffers {
-                        let mut saved = saved.into_iter();
-                        model.visit_buffers_mut(&mut |_, t| {
-                            if let Some(v) = saved.next() {
-                                *t = v;
-                            }
-                        });
-                    }
-                    log(&format!(
-                        "warning: skipped the batch ({skipped_in_a_row} in a row, at most {} \
-                         with --skip-nonfinite): {e}",
-                        config.skip_nonfinite
-                    ));
-                    pb.inc(1);
-                    continue;
-                }
-                Err(e) => {
-                    let non_finite = matches!(
-                        e,
-                        UnetError::Layer(
-                            LayerError::NonFiniteLoss { .. } | LayerError::NonFiniteGradient { .. }
-                        )
-                    );
-                    if non_finite && config.skip_nonfinite > 0 {
-                        log(&format!(
-                            "stopping: {} batches in a row had non-finite values \
-                             (--skip-nonfinite {})",
-                            skipped_in_a_row + 1,
-                            config.skip_nonfinite
-                        ));
-                    }
-                    return Err(e);
-                }
+            let (mut loss_sum, mut seen, mut reduce_seconds) = (0.0f64, 0usize, 0.0f64);
+            // Time the training loop waits for its data: for the epoch's first batch (the device
+            // idle) and for each next batch, taken while the device runs the current step; and the
+            // host's time queuing steps and updates and waiting for the device (reading losses).
+            let (mut first_wait, mut step_wait) = (0.0f64, 0.0f64);
+            let (mut queuing, mut updating, mut device_wait) = (0.0f64, 0.0f64, 0.0f64);
+            let seed = rank_seed(config.seed, rank);
+            let mut next = next_staged(&rx, &mut first_wait);
+            let mut account = |l: f32, batch: &dnn_data::SegmentationBatch| {
+                // With several ranks `l` is already the mean over the global batch.
+                let images = batch.len() * ranks;
+                loss_sum += l as f64 * images as f64;
+                seen += images;
+                pb.inc(1);
+                pb.set_message(format!("loss {:.4}", loss_sum / seen.max(1) as f64));
             };
-            // With several ranks `l` is already the mean over the global batch.
-            let images = batch.len() * ranks;
-            loss_sum += l as f64 * images as f64;
-            seen += images;
-            pb.inc(1);
-            pb.set_message(format!("loss {:.4}", loss_sum / seen.max(1) as f64));
-        }
-        pb.finish_and_clear();
-        let train_seconds = started.elapsed().as_secs_f64();
-        average_buffers(comm, backend, &mut model)?;
-        let val = if root {
-            evaluate(&mut model, backend, &val_loader, loss.as_ref()).map(Some)
-        } else {
-            Ok(None)
-        };
-        let val = root_outcome(comm, val, "to evaluate")?;
-        let val: EvalReport = share_report(comm, val, class_names.len())?;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            val_loss: val.loss,
-            pixel_acc: val.pixel_acc,
-            iou: val.iou.clone(),
-            miou: val.miou,
-            fg_iou: val.fg_iou,
-            seconds: started.elapsed().as_secs_f64(),
-            lr: optimizer.learning_rate(),
-        };
-        log(&table_row(&metrics));
-        let ranks_part = if throughput {
-            format!(
-                " on {ranks} ranks ({:.2} per rank); gradient all-reduce {reduce_seconds:.2} s \
-                 on rank 0 (with waiting for the slowest rank)",
-                seen as f64 / train_seconds / ranks as f64
-            )
-        } else {
-            String::new()
-        };
-        log(&format!(
-            "      training: {seen} images in {train_seconds:.1} s = {:.2} images/s; waited for \
-             the loader {first_wait:.3} s for the first batch, {step_wait:.3} s for the others \
-             while the device ran a step{ranks_part}",
-            seen as f64 / train_seconds,
-        ));
-        history.push(metrics);
-        let improved = val.miou > best_miou;
-        if improved {
-            best_miou = val.miou;
-        }
-        let meta = CheckpointMeta {
-            unet: unet.clone(),
-            train: config.clone(),
-            epoch,
-            best_miou,
-            history: history.clone(),
-            class_names: class_names.clone(),
-        };
-        let written = if root {
-            (|| -> Result<()> {
-                checkpoint::save_keeping_previous(
-                    &run.out.join("last.h5"),
-                    &model,
-                    &optimizer,
-                    &meta,
-                )?;
-                if improved {
-                    checkpoint::save(&run.out.join("best.h5"), &model, &optimizer, &meta)?;
+            // Each step's forward and backward pass is queued, then the next batch taken from the
+            // loader and its upload queued, then the previous step's loss read (the device is busy
+            // with this step meanwhile), then this step's update queued, guarded on the device.
+            let (mut step, mut pending) = (0usize, None::<QueuedStep>);
+            loop {
+                let lap = Instant::now();
+                let mut queued = match next.take() {
+                    Some(staged) => Some(queue_step(
+                        &mut model,
+                        backend,
+                        loss.as_ref(),
+                        staged?,
+                        seed,
+                        epoch,
+                        step,
+                        comm,
+                        &mut reduce_seconds,
+                    )?),
+                    None => None,
+                };
+                queuing += lap.elapsed().as_secs_f64();
+                if queued.is_some() {
+                    step += 1;
+                    next = next_staged(&rx, &mut step_wait);
                 }
-                report::write_metrics(&run.out.join("metrics.json"), &history, &class_names)
-            })()
-        } else {
-            Ok(())
-        };
-        root_outcome(comm, written, "to write the checkpoint and metrics")?;
-    }
+                if let Some(mut previous) = pending.take() {
+                    // The batch-norm statistics to go back to before the step queued meanwhile is
+                    // queued again, when the previous step's outcome changed what it started from.
+                    let lap = Instant::now();
+                    let resolved = resolve(backend, &mut model, &mut previous, seed, epoch, comm)?;
+                    device_wait += lap.elapsed().as_secs_f64();
+                    let requeue_from = match resolved {
+                        Resolved::Finite(l) => {
+                            skipped_in_a_row = 0;
+                            account(l, &previous.staged.batch);
+                            None
+                        }
+                        Resolved::Overflowed(l) => {
+                            skipped_in_a_row = 0;
+                            optimizer.state_mut().step = previous.optimizer_steps_before;
+                            optimizer.step(backend, &mut model, &previous.grads)?;
+                            account(l, &previous.staged.batch);
+                            queued.as_ref().map(|q| q.buffers_before.clone())
+                        }
+                        Resolved::NonFinite(e) if skipped_in_a_row < config.skip_nonfinite => {
+                            // The update was not made; the count and the statistics go back, so the
+                            // skipped batch leaves no trace.
+                            skipped_in_a_row += 1;
+                            optimizer.state_mut().step = previous.optimizer_steps_before;
+                            log(&format!(
+                                "warning: skipped the batch ({skipped_in_a_row} in a row, at most {} \
+                             with --skip-nonfinite): {e}",
+                                config.skip_nonfinite
+                            ));
+                            pb.inc(1);
+                            Some(previous.buffers_before.clone())
+                        }
+                        Resolved::NonFinite(e) => {
+                            if config.skip_nonfinite > 0 {
+                                log(&format!(
+                                    "stopping: {} batches in a row had non-finite values \
+                                 (--skip-nonfinite {})",
+                                    skipped_in_a_row + 1,
+                                    config.skip_nonfinite
+                                ));
+                            }
+                            return Err(e);
+                        }
+                    };
+                    if let Some(buffers) = requeue_from {
+                        restore_buffers(&mut model, &buffers);
+                        if let Some(q) = queued.take() {
+                            queued = Some(queue_step(
+                                &mut model,
+                                backend,
+                                loss.as_ref(),
+                                q.staged,
+                                seed,
+                                epoch,
+                                q.step,
+                                comm,
+                                &mut reduce_seconds,
+                            )?);
+                        }
+                    }
+                }
+                let Some(mut current) = queued else {
+                    break;
+                };
+                let lap = Instant::now();
+                queue_update(&mut model, backend, &mut optimizer, &mut current)?;
+                updating += lap.elapsed().as_secs_f64();
+                pending = Some(current);
+            }
+            pb.finish_and_clear();
+            let train_seconds = started.elapsed().as_secs_f64();
+            average_buffers(comm, backend, &mut model)?;
+            let val = if root {
+                evaluate(&mut model, backend, &val_loader, loss.as_ref()).map(Some)
+            } else {
+                Ok(None)
+            };
+            let val = root_outcome(comm, val, "to evaluate")?;
+            let val: EvalReport = share_report(comm, val, class_names.len())?;
+            let metrics = EpochMetrics {
+                epoch,
+                train_loss: loss_sum / seen.max(1) as f64,
+                val_loss: val.loss,
+                pixel_acc: val.pixel_acc,
+                iou: val.iou.clone(),
+                miou: val.miou,
+                fg_iou: val.fg_iou,
+                seconds: started.elapsed().as_secs_f64(),
+                lr: optimizer.learning_rate(),
+            };
+            log(&table_row(&metrics));
+            let ranks_part = if throughput {
+                format!(
+                    " on {ranks} ranks ({:.2} per rank); gradient all-reduce {reduce_seconds:.2} s \
+                 on rank 0 (with waiting for the slowest rank)",
+                    seen as f64 / train_seconds / ranks as f64
+                )
+            } else {
+                String::new()
+            };
+            let per_step = |s: f64| 1e3 * s / step.max(1) as f64;
+            log(&format!(
+                "      training: {seen} images in {train_seconds:.1} s = {:.2} images/s; waited for \
+             data {first_wait:.3} s for the first batch, {step_wait:.3} s for the others while \
+             the device ran a step; host per step: {:.1} ms queuing the step, {:.1} ms its \
+             update, {:.1} ms waiting for the device{ranks_part}",
+                seen as f64 / train_seconds,
+                per_step(queuing),
+                per_step(updating),
+                per_step(device_wait),
+            ));
+            history.push(metrics);
+            let improved = val.miou > best_miou;
+            if improved {
+                best_miou = val.miou;
+            }
+            let meta = CheckpointMeta {
+                unet: unet.clone(),
+                train: config.clone(),
+                epoch,
+                best_miou,
+                history: history.clone(),
+                class_names: class_names.clone(),
+            };
+            let written = if root {
+                (|| -> Result<()> {
+                    checkpoint::save_keeping_previous(
+                        &run.out.join("last.h5"),
+                        &model,
+                        &optimizer,
+                        &meta,
+                    )?;
+                    if improved {
+                        checkpoint::save(&run.out.join("best.h5"), &model, &optimizer, &meta)?;
+                    }
+                    report::write_metrics(&run.out.join("metrics.json"), &history, &class_names)
+                })()
+            } else {
+                Ok(())
+            };
+            root_outcome(comm, written, "to write the checkpoint and metrics")?;
+        }
+        Ok(())
+    })?;
     if !root {
         return Ok(TrainSummary {
             history,

@@ -1,7 +1,7 @@
 //! Adam and AdamW (decoupled weight decay).
 
 use dnn_ops::backend::AdamOperands;
-use dnn_ops::{AdamStep, Backend, Gradients};
+use dnn_ops::{AdamStep, Backend, Gradients, Tensor};
 
 use super::{Optimizer, SlotState};
 use crate::error::Result;
@@ -65,12 +65,15 @@ impl Adam {
     }
 }
 
-impl Optimizer for Adam {
-    fn step(
+impl Adam {
+    /// One update of every parameter in `grads` in one backend call (one kernel on the GPU),
+    /// made only when `guard` (if given) is finite.
+    fn update(
         &mut self,
         backend: &dyn Backend,
         module: &mut dyn Module,
         grads: &Gradients,
+        guard: Option<&Tensor>,
     ) -> Result<()> {
         let hyper = AdamStep {
             lr: self.lr,
@@ -81,7 +84,6 @@ impl Optimizer for Adam {
             decoupled_weight_decay: self.decoupled,
             step: self.state.step + 1,
         };
-        // Every parameter in one backend call (one kernel on the GPU).
         self.state.step_all(module, grads, |taken| {
             let mut operands: Vec<AdamOperands<'_>> = taken
                 .iter_mut()
@@ -97,9 +99,35 @@ impl Optimizer for Adam {
                     }
                 })
                 .collect();
-            Ok(backend.adam_step_many(&mut operands, &hyper)?)
+            match guard {
+                Some(guard) => backend.adam_step_many_if_finite(&mut operands, &hyper, guard)?,
+                None => backend.adam_step_many(&mut operands, &hyper)?,
+            }
+            Ok(())
         })
     }
+}
+
+impl Optimizer for Adam {
+    fn step(
+        &mut self,
+        backend: &dyn Backend,
+        module: &mut dyn Module,
+        grads: &Gradients,
+    ) -> Result<()> {
+        self.update(backend, module, grads, None)
+    }
+
+    fn step_if_finite(
+        &mut self,
+        backend: &dyn Backend,
+        module: &mut dyn Module,
+        grads: &Gradients,
+        guard: &Tensor,
+    ) -> Result<()> {
+        self.update(backend, module, grads, Some(guard))
+    }
+
     fn learning_rate(&self) -> f32 {
         self.lr
     }

@@ -16,7 +16,7 @@ pub use schedule::{CosineLr, LrSchedule, ReduceOnPlateau, StepLr};
 pub use sgd::Sgd;
 pub use state::SlotState;
 
-use dnn_ops::{Backend, Gradients};
+use dnn_ops::{Backend, Gradients, Tensor};
 
 use crate::error::Result;
 use crate::module::Module;
@@ -30,6 +30,25 @@ pub trait Optimizer: Send {
         module: &mut dyn Module,
         grads: &Gradients,
     ) -> Result<()>;
+    /// [`Self::step`] made only when `guard` (one value: a loss plus the gradients' sum, say)
+    /// is finite, the step counted either way: a device backend checks the guard on the device
+    /// (the Adam family), so the caller need not wait for it; a caller that later reads a
+    /// non-finite guard puts the count back (`state_mut().step`). The default reads the guard
+    /// on the host first.
+    fn step_if_finite(
+        &mut self,
+        backend: &dyn Backend,
+        module: &mut dyn Module,
+        grads: &Gradients,
+        guard: &Tensor,
+    ) -> Result<()> {
+        if guard.item()?.is_finite() {
+            self.step(backend, module, grads)
+        } else {
+            self.state_mut().step += 1;
+            Ok(())
+        }
+    }
     fn learning_rate(&self) -> f32;
     fn set_learning_rate(&mut self, lr: f32);
     /// Short description for logs ("Adam(lr 1e-3)").

@@ -223,6 +223,16 @@ impl Backend for CudaBackend {
     fn upload(&self, tensor: &Tensor) -> Result<Tensor> {
         self.input(tensor)
     }
+
+    fn read_later(&self, tensor: &Tensor) -> Result<crate::PendingValues> {
+        if tensor.numel() > magma_tensor::cuda::QUEUED_READ_MAX {
+            return Ok(crate::PendingValues::ready(tensor.to_vec()?));
+        }
+        let on_device = self.input(tensor)?;
+        Ok(crate::PendingValues::queued(
+            self.device.queue_read(&on_device)?,
+        ))
+    }
 }
 
 /// The backend of GPU 0 for tests, or `None` (with the reason on stderr) when there is none.

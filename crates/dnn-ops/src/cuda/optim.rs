@@ -10,7 +10,7 @@ use super::kernels::{Stream, check};
 use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
 use crate::backend::{AdamOperands, OptimizerOps};
 use crate::checks::{adam_scalars, update_operands};
-use crate::error::Result;
+use crate::error::{OpError, Result};
 
 unsafe extern "C" {
     fn mg_adam_step_many(
@@ -27,6 +27,7 @@ unsafe extern "C" {
         decoupled: i32,
         step_size: f32,
         bc2_sqrt: f32,
+        guard: *const f32,
         s: Stream,
     ) -> i32;
     fn mg_adam_step(
@@ -89,6 +90,83 @@ impl CudaBackend {
     fn state(&self, t: &mut Tensor) -> Result<*mut f32> {
         Ok(self.in_place(t)? as *mut f32)
     }
+
+    /// The multi-tensor Adam kernel, made only when `guard` (if given) is finite on the device.
+    fn adam_many(
+        &self,
+        operands: &mut [AdamOperands<'_>],
+        s: &AdamStep,
+        guard: Option<&Tensor>,
+    ) -> Result<()> {
+        const OP: &str = "adam_step";
+        let guard = match guard {
+            Some(g) if g.numel() != 1 => {
+                return Err(OpError::Shape {
+                    op: OP,
+                    what: "guard",
+                    got: g.shape().to_vec(),
+                    expected: "one element".into(),
+                });
+            }
+            Some(g) => Some(self.input(g)?),
+            None => None,
+        };
+        let guard_ptr = match &guard {
+            Some(g) => src(g)?,
+            None => std::ptr::null(),
+        };
+        let (step_size, bc2_sqrt) = adam_scalars(s)?;
+        // The table of {param, grad, m, v, n} (five 8-byte words per tensor) the kernel walks,
+        // and the gradients it reads, kept alive until the kernel is queued.
+        let mut table: Vec<u64> = Vec::with_capacity(5 * operands.len());
+        let mut grads = Vec::with_capacity(operands.len());
+        let mut largest = 0;
+        for o in operands.iter_mut() {
+            update_operands(OP, o.param, &[o.grad, o.m, o.v])?;
+            let grad = self.input(o.grad)?;
+            let n = grad.numel();
+            if n == 0 {
+                continue;
+            }
+            let (p, m, v) = (self.state(o.param)?, self.state(o.m)?, self.state(o.v)?);
+            table.extend([p as u64, src(&grad)? as u64, m as u64, v as u64, n as u64]);
+            largest = largest.max(n);
+            grads.push(grad);
+        }
+        if grads.is_empty() {
+            return Ok(());
+        }
+        // Each word as two f32 bit patterns (the upload copies bits, it does not convert).
+        let words: Vec<f32> = table
+            .iter()
+            .flat_map(|w| [f32::from_bits(*w as u32), f32::from_bits((*w >> 32) as u32)])
+            .collect();
+        let len = words.len();
+        let table = self.input(&Tensor::from_vec(words, &[len])?)?;
+        // SAFETY: `table` holds `grads.len()` entries of five 8-byte words in the kernel's
+        // layout; each names distinct device tensors owned alone (params and moments, in_place)
+        // or alive until queued (the gradients), with `n` elements each; `guard_ptr` is null or
+        // one f32 of a device tensor alive until queued.
+        check(OP, unsafe {
+            mg_adam_step_many(
+                src(&table)? as *const std::ffi::c_void,
+                ll(grads.len()),
+                ll(largest),
+                s.lr,
+                s.beta1,
+                s.beta2,
+                1.0 - s.beta1,
+                1.0 - s.beta2,
+                s.eps,
+                s.weight_decay,
+                i32::from(s.decoupled_weight_decay),
+                step_size,
+                bc2_sqrt,
+                guard_ptr,
+                self.stream(),
+            )
+        })
+    }
 }
 
 impl OptimizerOps for CudaBackend {
@@ -133,56 +211,16 @@ impl OptimizerOps for CudaBackend {
     }
 
     fn adam_step_many(&self, operands: &mut [AdamOperands<'_>], s: &AdamStep) -> Result<()> {
-        const OP: &str = "adam_step";
-        let (step_size, bc2_sqrt) = adam_scalars(s)?;
-        // The table of {param, grad, m, v, n} (five 8-byte words per tensor) the kernel walks,
-        // and the gradients it reads, kept alive until the kernel is queued.
-        let mut table: Vec<u64> = Vec::with_capacity(5 * operands.len());
-        let mut grads = Vec::with_capacity(operands.len());
-        let mut largest = 0;
-        for o in operands.iter_mut() {
-            update_operands(OP, o.param, &[o.grad, o.m, o.v])?;
-            let grad = self.input(o.grad)?;
-            let n = grad.numel();
-            if n == 0 {
-                continue;
-            }
-            let (p, m, v) = (self.state(o.param)?, self.state(o.m)?, self.state(o.v)?);
-            table.extend([p as u64, src(&grad)? as u64, m as u64, v as u64, n as u64]);
-            largest = largest.max(n);
-            grads.push(grad);
-        }
-        if grads.is_empty() {
-            return Ok(());
-        }
-        // Each word as two f32 bit patterns (the upload copies bits, it does not convert).
-        let words: Vec<f32> = table
-            .iter()
-            .flat_map(|w| [f32::from_bits(*w as u32), f32::from_bits((*w >> 32) as u32)])
-            .collect();
-        let len = words.len();
-        let table = self.input(&Tensor::from_vec(words, &[len])?)?;
-        // SAFETY: `table` holds `grads.len()` entries of five 8-byte words in the kernel's
-        // layout; each names distinct device tensors owned alone (params and moments, in_place)
-        // or alive until queued (the gradients), with `n` elements each.
-        check(OP, unsafe {
-            mg_adam_step_many(
-                src(&table)? as *const std::ffi::c_void,
-                ll(grads.len()),
-                ll(largest),
-                s.lr,
-                s.beta1,
-                s.beta2,
-                1.0 - s.beta1,
-                1.0 - s.beta2,
-                s.eps,
-                s.weight_decay,
-                i32::from(s.decoupled_weight_decay),
-                step_size,
-                bc2_sqrt,
-                self.stream(),
-            )
-        })
+        self.adam_many(operands, s, None)
+    }
+
+    fn adam_step_many_if_finite(
+        &self,
+        operands: &mut [AdamOperands<'_>],
+        s: &AdamStep,
+        guard: &Tensor,
+    ) -> Result<()> {
+        self.adam_many(operands, s, Some(guard))
     }
 
     fn sgd_step(

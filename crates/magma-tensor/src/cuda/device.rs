@@ -29,10 +29,70 @@ pub struct CudaDevice {
     /// Staging for device→host reads (used under the lock, with the stream synchronised).
     staging: Mutex<Option<LockedBuffer<f32>>>,
     uploads: Mutex<UploadRing>,
+    /// Page-locked buffers and events of finished queued reads, for the next ones.
+    read_slots: Mutex<Vec<ReadSlot>>,
+}
+
+/// The most values one queued read ([`CudaDevice::queue_read`]) may copy.
+pub const QUEUED_READ_MAX: usize = 256;
+
+/// A page-locked buffer and the event recorded after the device→host copy into it.
+#[derive(Debug)]
+struct ReadSlot {
+    pinned: LockedBuffer<f32>,
+    copied: Event,
+}
+
+/// A device→host copy of a few values queued on the stream ([`CudaDevice::queue_read`]):
+/// [`Self::wait`] waits only for the work queued before the copy, not for what was queued
+/// after it, so a training loop can read one step's loss while the device runs the next.
+#[derive(Debug)]
+pub struct QueuedRead {
+    device: Arc<CudaDevice>,
+    slot: Option<ReadSlot>,
+    len: usize,
+}
+
+impl QueuedRead {
+    /// The values, once the copy has run.
+    pub fn wait(mut self) -> Result<Vec<f32>> {
+        let slot = self
+            .slot
+            .take()
+            .expect("a queued read holds its slot until waited for");
+        if let Err(e) = self.device.bind() {
+            self.slot = Some(slot);
+            return Err(e);
+        }
+        if let Err(e) = slot.copied.synchronize() {
+            // As in Drop: the copy's fate is unknown, so the buffer is never reused or freed.
+            std::mem::forget(slot);
+            return Err(cuda_err("cuEventSynchronize", e));
+        }
+        let values = slot.pinned.as_slice()[..self.len].to_vec();
+        self.device.give_back_read_slot(slot);
+        Ok(values)
+    }
+}
+
+impl Drop for QueuedRead {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            // Never waited for: the copy into the buffer must have run before it is reused.
+            let _ = self.device.bind();
+            if slot.copied.synchronize().is_ok() {
+                self.device.give_back_read_slot(slot);
+            } else {
+                // The copy's fate is unknown: keep the page-locked memory out of reach rather
+                // than let the device write into freed or reused memory.
+                std::mem::forget(slot);
+            }
+        }
+    }
 }
 
 /// How many uploads may be in flight before the next one waits for the oldest.
-const UPLOAD_SLOTS: usize = 4;
+const UPLOAD_SLOTS: usize = 8;
 
 /// The largest upload (bytes) staged through the ring; each slot keeps at most this much
 /// page-locked memory (rounded up to a power of two).
@@ -110,6 +170,7 @@ impl CudaDevice {
             allocator: Mutex::new(CachingAllocator::default()),
             staging: Mutex::new(None),
             uploads: Mutex::new(UploadRing::default()),
+            read_slots: Mutex::new(Vec::new()),
         })
     }
 
@@ -318,6 +379,78 @@ impl CudaDevice {
             .map_err(|e| cuda_err("cuStreamSynchronize", e))?;
         dst.copy_from_slice(&pinned.as_slice()[..dst.len()]);
         Ok(())
+    }
+
+    /// Queues a copy of `tensor` (a contiguous f32 tensor on this device with at most
+    /// [`QUEUED_READ_MAX`] elements, such as a loss) to page-locked host memory behind the work
+    /// already queued, and returns without waiting; [`QueuedRead::wait`] gives the values.
+    pub fn queue_read(self: &Arc<Self>, tensor: &Tensor) -> Result<QueuedRead> {
+        let len = tensor.numel();
+        if len > QUEUED_READ_MAX {
+            return Err(TensorError::ShapeMismatch {
+                op: "queue_read (at most QUEUED_READ_MAX values)",
+                lhs: tensor.shape().to_vec(),
+                rhs: vec![QUEUED_READ_MAX],
+            });
+        }
+        let on_this_device =
+            matches!(tensor.storage(), Storage::Device(buf) if buf.ordinal() == self.ordinal);
+        if !on_this_device {
+            return Err(TensorError::Device(format!(
+                "queue_read: the tensor is not in the memory of CUDA device {}",
+                self.ordinal
+            )));
+        }
+        let src = tensor.device_ptr()?;
+        self.bind()?;
+        let reused = self
+            .read_slots
+            .lock()
+            .map_err(|_| TensorError::Device("read buffers poisoned".into()))?
+            .pop();
+        let slot = match reused {
+            Some(slot) => slot,
+            None => ReadSlot {
+                pinned: pinned_buffer(QUEUED_READ_MAX)?,
+                copied: Event::new(EventFlags::DISABLE_TIMING)
+                    .map_err(|e| cuda_err("cuEventCreate", e))?,
+            },
+        };
+        if len > 0 {
+            // SAFETY: `slot.pinned` holds QUEUED_READ_MAX ≥ `len` f32 of page-locked memory and
+            // `src` addresses `len` f32 of a live device allocation (a contiguous f32 tensor of
+            // this device); the buffer is neither read nor reused before the event recorded
+            // below has completed (QueuedRead::wait and its Drop).
+            let queued = check_driver("cuMemcpyDtoHAsync", unsafe {
+                cust::sys::cuMemcpyDtoHAsync_v2(
+                    slot.pinned.as_ptr() as *mut c_void,
+                    src,
+                    len * 4,
+                    self.stream.as_inner(),
+                )
+            });
+            if let Err(e) = queued {
+                self.give_back_read_slot(slot);
+                return Err(e);
+            }
+        }
+        if let Err(e) = slot.copied.record(&self.stream) {
+            // Without the event nothing orders a later reuse of the buffer after the copy.
+            let _ = self.stream.synchronize();
+            self.give_back_read_slot(slot);
+            return Err(cuda_err("cuEventRecord", e));
+        }
+        Ok(QueuedRead {
+            device: Arc::clone(self),
+            slot: Some(slot),
+            len,
+        })
+    }
+
+    fn give_back_read_slot(&self, slot: ReadSlot) {
+        if let Ok(mut slots) = self.read_slots.lock() {
+            slots.push(slot);
+        }
     }
 
     /// Queues a device-to-device copy of `len` values.

@@ -12,7 +12,7 @@ mod device;
 
 pub use allocator::MemoryStats;
 pub use buffer::CudaBuffer;
-pub use device::CudaDevice;
+pub use device::{CudaDevice, QUEUED_READ_MAX, QueuedRead};
 
 use crate::TensorError;
 
