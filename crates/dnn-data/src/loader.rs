@@ -427,11 +427,7 @@ impl Job {
     /// [`Self::prepare`], turning a panic into an error so the consumer never waits forever.
     fn prepare_guarded(&self, slot: &Slot) -> Result<PreparedSample> {
         catch_unwind(AssertUnwindSafe(|| self.prepare(slot))).unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = panic_message(panic.as_ref());
             Err(DataError::Invalid {
                 what: self.source.describe(),
                 reason: format!(
@@ -661,33 +657,74 @@ fn worker(job: &Job, shared: &Shared, tx: &Sender<Delivery>, window: usize) {
             st.next_claim += 1;
             st.next_claim - 1
         };
-        let slot = job.slot(position);
-        let result = job.prepare_guarded(&slot);
-        let complete = {
-            let mut partial = lock(&shared.partial);
-            // A batch the consumer skipped meanwhile is not assembled.
-            if slot.batch < lock(&shared.state).next_yield {
-                continue;
-            }
-            let entry = partial.entry(slot.batch).or_insert_with(|| PartialBatch {
-                samples: (0..slot.batch_len).map(|_| None).collect(),
-                filled: 0,
-            });
-            entry.samples[slot.place] = Some(result);
-            entry.filled += 1;
-            if entry.filled == slot.batch_len {
-                partial.remove(&slot.batch)
-            } else {
-                None
+        // A panic anywhere in here (a source's `name`, say) still delivers the batch, as an
+        // error: the consumer must never wait for a batch no worker will finish.
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            handle_sample(job, shared, tx, position)
+        }));
+        let delivered = match handled {
+            Ok(delivered) => delivered,
+            Err(panic) => {
+                let batch = job.batch_of(position);
+                lock(&shared.partial).remove(&batch);
+                let error = DataError::Invalid {
+                    what: job.source.describe(),
+                    reason: format!(
+                        "preparing batch {} (epoch {}) panicked: {}",
+                        batch % job.batches_per_epoch,
+                        job.first_epoch + (batch / job.batches_per_epoch) as u64,
+                        panic_message(panic.as_ref())
+                    ),
+                };
+                tx.send((batch, Err(error))).is_ok()
             }
         };
-        if let Some(batch) = complete {
-            let samples = batch.samples.into_iter().flatten().collect();
-            if tx.send((slot.batch, job.assemble(samples))).is_err() {
-                return;
-            }
+        if !delivered {
+            return;
         }
     }
+}
+
+/// Prepares the sample at stream `position`, puts it in its batch and, if that completes the
+/// batch, stacks and sends it. Returns false when the consumer is gone.
+fn handle_sample(job: &Job, shared: &Shared, tx: &Sender<Delivery>, position: usize) -> bool {
+    let slot = job.slot(position);
+    let result = job.prepare_guarded(&slot);
+    let complete = {
+        let mut partial = lock(&shared.partial);
+        // A batch the consumer skipped meanwhile is not assembled. (Lock order: `partial`,
+        // then `state`; nothing takes them the other way round.)
+        if slot.batch < lock(&shared.state).next_yield {
+            return true;
+        }
+        let entry = partial.entry(slot.batch).or_insert_with(|| PartialBatch {
+            samples: (0..slot.batch_len).map(|_| None).collect(),
+            filled: 0,
+        });
+        entry.samples[slot.place] = Some(result);
+        entry.filled += 1;
+        if entry.filled == slot.batch_len {
+            partial.remove(&slot.batch)
+        } else {
+            None
+        }
+    };
+    match complete {
+        Some(batch) => {
+            let samples = batch.samples.into_iter().flatten().collect();
+            tx.send((slot.batch, job.assemble(samples))).is_ok()
+        }
+        None => true,
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Drop for Stream {

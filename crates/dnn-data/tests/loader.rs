@@ -20,6 +20,8 @@ struct Mock {
     delay: Duration,
     fail_at: Option<usize>,
     panic_at: Option<usize>,
+    /// `name` panics for this index too (so the loader's own panic handler meets a panic).
+    name_panics_at: Option<usize>,
     loads: AtomicUsize,
     /// Loads running now, and the most that ever ran at once.
     in_flight: AtomicUsize,
@@ -34,6 +36,7 @@ impl Mock {
             delay: Duration::ZERO,
             fail_at: None,
             panic_at: None,
+            name_panics_at: None,
             loads: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -52,6 +55,10 @@ impl SegmentationSource for Mock {
     }
 
     fn name(&self, index: usize) -> &str {
+        assert!(
+            self.name_panics_at != Some(index),
+            "mock name panic at {index}"
+        );
         &self.names[index]
     }
 
@@ -411,4 +418,30 @@ fn the_samples_of_one_batch_are_prepared_in_parallel() {
         0,
     );
     same_batches(&batches, &reference, "four workers against inline");
+}
+
+#[test]
+fn a_panic_outside_the_sample_guard_still_ends_its_batch_with_an_error() {
+    // The sample panics, and so does the source's `name`, which the loader calls to describe
+    // the panic: the batch must still arrive (as an error), not leave the consumer waiting.
+    let mut mock = Mock::new(6);
+    mock.panic_at = Some(3);
+    mock.name_panics_at = Some(3);
+    let source: Arc<dyn SegmentationSource> = Arc::new(mock);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cfg = config(2, 2);
+        cfg.shuffle = false;
+        let loader = SegmentationLoader::new(source, cfg).unwrap();
+        let mut stream = loader.epochs(0..2);
+        let mut outcomes = Vec::new();
+        while let Some(batches) = stream.next_epoch() {
+            outcomes.push(batches.map(|b| b.is_ok()).collect::<Vec<_>>());
+        }
+        let _ = tx.send(outcomes);
+    });
+    let outcomes = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the loader hung after a panic outside its sample guard");
+    assert_eq!(outcomes, [[true, false, true], [true, false, true]]);
 }

@@ -459,7 +459,7 @@ fn resolve(
             .into(),
         ));
     }
-    Ok(match first_non_finite_gradient(model, &queued.grads) {
+    Ok(match first_non_finite_gradient(model, &queued.grads)? {
         Some(param) => Resolved::NonFinite(
             LayerError::NonFiniteGradient {
                 param,
@@ -711,24 +711,37 @@ fn gradient_sum(
 /// forward order that holds any: the backward pass reaches it first), the layer and how many
 /// gradients are non-finite. Looks at each gradient: only called once [`gradient_sum`] was not
 /// finite.
-fn first_non_finite_gradient(model: &UNet, grads: &dnn_ops::Gradients) -> Option<String> {
+fn first_non_finite_gradient(model: &UNet, grads: &dnn_ops::Gradients) -> Result<Option<String>> {
     let (mut bad, mut count, mut with_grad) = (None, 0usize, 0usize);
+    let mut failure = None;
     model.visit_parameters(&mut |p| {
+        if failure.is_some() {
+            return;
+        }
         if let Some(t) = grads.param(p.id()) {
             with_grad += 1;
-            if t.has_non_finite().unwrap_or(true) {
-                count += 1;
-                bad = Some(p.name().to_string());
+            // A failed read is an error, not a verdict: with several ranks every rank must
+            // decide alike, and they do so on the same (all-reduced) values.
+            match t.has_non_finite() {
+                Ok(true) => {
+                    count += 1;
+                    bad = Some(p.name().to_string());
+                }
+                Ok(false) => {}
+                Err(e) => failure = Some(e),
             }
         }
     });
-    bad.map(|name| {
+    if let Some(e) = failure {
+        return Err(LayerError::from(e).into());
+    }
+    Ok(bad.map(|name| {
         format!(
             "{name} of layer {} (the first the backward pass reached; {count} of {with_grad} \
              parameter gradients non-finite)",
             layer_of(&name)
         )
-    })
+    }))
 }
 
 fn table_header(class_names: &[String]) -> String {
@@ -764,7 +777,27 @@ pub fn train(
     resume: Option<(&LoadedCheckpoint, &Path)>,
     log: &mut dyn FnMut(&str),
 ) -> Result<TrainSummary> {
-    run_training(config, unet, run, backend, resume, &mut Local, false, log)
+    let loss = config.loss.build();
+    run_training(
+        config, unet, run, backend, resume, loss, &mut Local, false, log,
+    )
+}
+
+/// [`train`] with a loss of the caller's own instead of `config.loss` (a pixel-wise loss not in
+/// [`LossKind`], say). The checkpoints still record `config.loss`: resuming one through
+/// `train-unet --resume` rebuilds that loss, not this one.
+pub fn train_with_loss(
+    config: &TrainConfig,
+    unet: &UNetConfig,
+    run: &TrainRun,
+    backend: &dyn Backend,
+    resume: Option<(&LoadedCheckpoint, &Path)>,
+    loss: Box<dyn Loss>,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainSummary> {
+    run_training(
+        config, unet, run, backend, resume, loss, &mut Local, false, log,
+    )
 }
 
 /// [`train`], data-parallel: this process is rank `comm.rank()` of `comm.size()`, every rank
@@ -793,6 +826,7 @@ pub fn train_distributed(
         run,
         backend,
         resume,
+        config.loss.build(),
         comm,
         true,
         &mut root_log,
@@ -809,6 +843,7 @@ fn run_training(
     run: &TrainRun,
     backend: &dyn Backend,
     resume: Option<(&LoadedCheckpoint, &Path)>,
+    loss: Box<dyn Loss>,
     comm: &mut dyn Communicator,
     throughput: bool,
     log: &mut dyn FnMut(&str),
@@ -836,7 +871,6 @@ fn run_training(
     ));
     let train_loader = loader(train_src, config, true)?.sharded(rank, ranks)?;
     let val_loader = loader(val_src.clone(), config, false)?;
-    let loss = config.loss.build();
     let mut model = UNet::new(unet, &mut SeededRng::new(config.seed))?;
     let mut optimizer = Adam::new(config.lr);
     let (mut history, mut best_miou, start) = match resume {
@@ -907,7 +941,24 @@ fn run_training(
         let rx = rx;
         std::thread::Builder::new()
             .name("batch-stager".into())
-            .spawn_scoped(scope, move || stage_batches(stream, backend, tx))
+            .spawn_scoped(scope, move || {
+                // A panic is handed on as an error (the loop reports it), not left to the scope,
+                // which would turn it into a second panic.
+                let on_panic = tx.clone();
+                let staged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    stage_batches(stream, backend, tx)
+                }));
+                if let Err(panic) = staged {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let _ = on_panic.send(Some(Err(UnetError::Data(format!(
+                        "the thread staging the training batches panicked: {msg}"
+                    )))));
+                }
+            })
             .map_err(|e| UnetError::Data(format!("cannot start the batch-staging thread: {e}")))?;
         for epoch in start + 1..=config.epochs {
             let started = Instant::now();
@@ -1002,20 +1053,34 @@ fn run_training(
                             return Err(e);
                         }
                     };
+                    // The previous step's gradients are no longer needed.
+                    drop(previous);
                     if let Some(buffers) = requeue_from {
                         restore_buffers(&mut model, &buffers);
-                        if let Some(q) = queued.take() {
+                        if let Some(stale) = queued.take() {
+                            // Its gradients go before the step is queued again, so that no
+                            // more than two steps' gradients are ever alive at once.
+                            let QueuedStep {
+                                staged,
+                                step,
+                                grads,
+                                readback,
+                                ..
+                            } = stale;
+                            drop(grads);
                             queued = Some(queue_step(
                                 &mut model,
                                 backend,
                                 loss.as_ref(),
-                                q.staged,
+                                staged,
                                 seed,
                                 epoch,
-                                q.step,
+                                step,
                                 comm,
                                 &mut reduce_seconds,
                             )?);
+                            // Its read is dropped unread once the new one is queued.
+                            drop(readback);
                         }
                     }
                 }

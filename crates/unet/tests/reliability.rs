@@ -334,3 +334,120 @@ fn an_empty_training_split_is_a_clear_error_and_writes_nothing() {
     );
     assert!(!out.exists());
 }
+
+/// `config.loss` made NaN on its `poisoned`-th call (1-based; evaluation calls count too).
+struct NanOnCall {
+    inner: Box<dyn dnn_layers::loss::Loss>,
+    calls: std::sync::atomic::AtomicUsize,
+    poisoned: usize,
+}
+
+impl dnn_layers::loss::Loss for NanOnCall {
+    fn compute(
+        &self,
+        g: &dnn_ops::Graph,
+        output: dnn_ops::Var,
+        target: &dnn_ops::Tensor,
+    ) -> dnn_layers::Result<dnn_ops::Var> {
+        let l = self.inner.compute(g, output, target)?;
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if call == self.poisoned {
+            return Ok(g.scale(l, f32::NAN)?);
+        }
+        Ok(l)
+    }
+    fn name(&self) -> String {
+        format!("{} (NaN on call {})", self.inner.name(), self.poisoned)
+    }
+}
+
+/// Every parameter and buffer of `model`, as bits.
+fn state_bits(model: &unet::UNet) -> Vec<Vec<u32>> {
+    let bits = |t: &dnn_ops::Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect();
+    let mut out = Vec::new();
+    model.visit_parameters(&mut |p| out.push(bits(p.value())));
+    model.visit_buffers(&mut |_, t| out.push(bits(t)));
+    out
+}
+
+#[test]
+fn a_skipped_batch_leaves_no_trace_and_training_goes_on() {
+    use dnn_layers::optim::Optimizer;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 8);
+    // Two steps of 4 images: poison the first (its update is skipped while the second is
+    // already queued, which must then be queued again from the restored statistics) or the
+    // second (the last of the epoch, nothing queued behind it).
+    for (poisoned, kept) in [(1usize, 1usize), (2, 0)] {
+        let mut config = config(&data, 1);
+        config.skip_nonfinite = 1;
+        let out = dir.path().join(format!("skip-{poisoned}"));
+        let mut log = Vec::new();
+        let mut sink = |l: &str| log.push(l.to_string());
+        let run = TrainRun {
+            out: out.clone(),
+            progress: false,
+        };
+        let loss = NanOnCall {
+            inner: config.loss.build(),
+            calls: Default::default(),
+            poisoned,
+        };
+        unet::train::train_with_loss(
+            &config,
+            &unet_config(),
+            &run,
+            &CpuBackend::new(),
+            None,
+            Box::new(loss),
+            &mut sink,
+        )
+        .unwrap();
+        let warnings: Vec<&String> = log
+            .iter()
+            .filter(|l| l.starts_with("warning: skipped"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{log:?}");
+        assert!(
+            warnings[0].contains(&format!("step {poisoned}")),
+            "{warnings:?}"
+        );
+
+        // The reference: the same model trained on the kept batch alone, by hand.
+        let be = CpuBackend::new();
+        let (train_src, _) = unet::train::open_sources(&config).unwrap();
+        let loader = unet::train::loader(train_src, &config, true).unwrap();
+        let batch = loader.epoch(1).nth(kept).unwrap().unwrap();
+        let mut model = unet::UNet::new(
+            &unet_config(),
+            &mut magma_tensor::SeededRng::new(config.seed),
+        )
+        .unwrap();
+        let mut adam = dnn_layers::optim::Adam::new(config.lr);
+        let g = dnn_ops::Graph::new(&be);
+        let x = g.input(batch.images.clone());
+        let logits = model.forward(&g, x, dnn_layers::Mode::Train).unwrap();
+        let l = config
+            .loss
+            .build()
+            .compute(&g, logits, &batch.masks)
+            .unwrap();
+        let grads = g.backward(l).unwrap();
+        drop(g);
+        adam.step(&be, &mut model, &grads).unwrap();
+
+        let last = out.join("last.h5");
+        let checkpoint = checkpoint::load(&last).unwrap();
+        assert_eq!(checkpoint.optimizer_step, 1, "poisoned call {poisoned}");
+        let mut trained =
+            unet::UNet::new(&unet_config(), &mut magma_tensor::SeededRng::new(99)).unwrap();
+        checkpoint.restore_model(&mut trained, &last).unwrap();
+        assert!(
+            state_bits(&trained) == state_bits(&model),
+            "poisoned call {poisoned}: the run's weights and statistics differ from one step on \
+             the kept batch"
+        );
+        assert_eq!(checkpoint.meta.history.len(), 1);
+        assert!(checkpoint.meta.history[0].train_loss.is_finite());
+    }
+}

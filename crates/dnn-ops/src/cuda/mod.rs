@@ -225,7 +225,9 @@ impl Backend for CudaBackend {
     }
 
     fn read_later(&self, tensor: &Tensor) -> Result<crate::PendingValues> {
-        if tensor.numel() > magma_tensor::cuda::QUEUED_READ_MAX {
+        let on_this_device = matches!(tensor.storage(), magma_tensor::Storage::Device(b) if b.ordinal() == self.device.ordinal());
+        if tensor.numel() > magma_tensor::cuda::QUEUED_READ_MAX || !on_this_device {
+            // Many values, or values not on this device (a host tensor): read them now.
             return Ok(crate::PendingValues::ready(tensor.to_vec()?));
         }
         let on_device = self.input(tensor)?;

@@ -2,7 +2,9 @@
 //!
 //! Host→device copies go through a ring of page-locked buffers and do not wait for the device:
 //! each buffer remembers the event recorded after the copy that reads it, and is refilled only
-//! once that copy has run. Device→host copies wait, as the caller needs the values.
+//! once that copy has run. Device→host copies wait for the stream, as the caller needs the
+//! values — except a queued read ([`CudaDevice::queue_read`]), which waits only for the work
+//! queued before it.
 
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -408,7 +410,7 @@ impl CudaDevice {
             .lock()
             .map_err(|_| TensorError::Device("read buffers poisoned".into()))?
             .pop();
-        let slot = match reused {
+        let mut slot = match reused {
             Some(slot) => slot,
             None => ReadSlot {
                 pinned: pinned_buffer(QUEUED_READ_MAX)?,
@@ -418,12 +420,14 @@ impl CudaDevice {
         };
         if len > 0 {
             // SAFETY: `slot.pinned` holds QUEUED_READ_MAX ≥ `len` f32 of page-locked memory and
-            // `src` addresses `len` f32 of a live device allocation (a contiguous f32 tensor of
-            // this device); the buffer is neither read nor reused before the event recorded
-            // below has completed (QueuedRead::wait and its Drop).
+            // `src` addresses `len` f32 of a device allocation live at this point of the stream
+            // (a contiguous f32 tensor of this device; if the caller frees it at once, the
+            // allocator hands its memory only to work queued later on this same stream); the
+            // buffer is neither read nor reused before the event recorded below has completed
+            // (QueuedRead::wait and its Drop).
             let queued = check_driver("cuMemcpyDtoHAsync", unsafe {
                 cust::sys::cuMemcpyDtoHAsync_v2(
-                    slot.pinned.as_ptr() as *mut c_void,
+                    slot.pinned.as_mut_ptr() as *mut c_void,
                     src,
                     len * 4,
                     self.stream.as_inner(),
@@ -435,9 +439,13 @@ impl CudaDevice {
             }
         }
         if let Err(e) = slot.copied.record(&self.stream) {
-            // Without the event nothing orders a later reuse of the buffer after the copy.
-            let _ = self.stream.synchronize();
-            self.give_back_read_slot(slot);
+            // Without the event nothing orders a later reuse of the buffer after the copy: wait
+            // for the stream, and if even that fails, never reuse or free the buffer.
+            if self.stream.synchronize().is_ok() {
+                self.give_back_read_slot(slot);
+            } else {
+                std::mem::forget(slot);
+            }
             return Err(cuda_err("cuEventRecord", e));
         }
         Ok(QueuedRead {
