@@ -327,7 +327,7 @@ struct Job {
     epochs: u64,
     samples_per_epoch: usize,
     batches_per_epoch: usize,
-    /// The orders of the epochs in use (at most a few: the workers are at most a window of
+    /// The orders of the epochs in use (the last eight: the workers are at most a window of
     /// batches ahead of the consumer).
     orders: Mutex<Vec<(u64, Arc<Vec<usize>>)>>,
 }
@@ -360,10 +360,16 @@ impl Job {
     }
 
     fn order(&self, epoch: u64) -> Arc<Vec<usize>> {
-        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, order)) = orders.iter().find(|(e, _)| *e == epoch) {
-            return Arc::clone(order);
+        let cached = |orders: &[(u64, Arc<Vec<usize>>)]| {
+            orders
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .map(|(_, order)| Arc::clone(order))
+        };
+        if let Some(order) = cached(&lock(&self.orders)) {
+            return order;
         }
+        // Shuffled outside the lock, so the other workers are not held up at an epoch's start.
         let order = Arc::new(epoch_order(
             self.source.len(),
             &self.config,
@@ -371,7 +377,12 @@ impl Job {
             self.samples_per_epoch,
             epoch,
         ));
-        if orders.len() >= 3 {
+        let mut orders = lock(&self.orders);
+        if let Some(order) = cached(&orders) {
+            return order;
+        }
+        // Enough for a window spanning several tiny epochs.
+        if orders.len() >= 8 {
             orders.remove(0);
         }
         orders.push((epoch, Arc::clone(&order)));
@@ -602,8 +613,9 @@ impl Stream {
                     }
                     Err(_) => {
                         // Every worker is gone without sending batch b (cannot happen unless a
-                        // thread died outside the guarded section): report it and end.
-                        self.next = total;
+                        // thread died outside the guarded section): report it, and so every
+                        // later batch, rather than end the epochs silently.
+                        self.advance_to(b + 1);
                         return Some(Err(DataError::Invalid {
                             what: self.job.source.describe(),
                             reason: format!(
