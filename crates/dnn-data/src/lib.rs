@@ -68,6 +68,7 @@ pub use hdf5_dataset::{
 pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxImages, read_idx_images, read_idx_labels};
 pub use loader::{
     Epoch, EpochBatches, EpochStream, LoaderConfig, SegmentationBatch, SegmentationLoader, Shard,
+    panic_message,
 };
 pub use magma_tensor::Tensor;
 pub use mnist::{FASHION_MNIST_CLASS_NAMES, MNIST_CLASS_NAMES, load_fashion_mnist, load_mnist};

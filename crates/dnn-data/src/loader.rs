@@ -730,8 +730,9 @@ fn handle_sample(job: &Job, shared: &Shared, tx: &Sender<Delivery>, position: us
     }
 }
 
-/// The message of a caught panic.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic (as the loader reports a worker's; for callers that run the
+/// loader on threads of their own).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

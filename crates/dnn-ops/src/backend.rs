@@ -353,14 +353,7 @@ pub trait OptimizerOps {
         step: &AdamStep,
         guard: &Tensor,
     ) -> Result<()> {
-        if guard.numel() != 1 {
-            return Err(crate::error::OpError::Shape {
-                op: "adam_step",
-                what: "guard",
-                got: guard.shape().to_vec(),
-                expected: "one element".into(),
-            });
-        }
+        crate::checks::update_guard("adam_step", guard)?;
         if guard.item()?.is_finite() {
             self.adam_step_many(operands, step)
         } else {

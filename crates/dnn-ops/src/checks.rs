@@ -31,6 +31,19 @@ pub(crate) fn update_operands(
     operands.iter().try_for_each(|t| same_shape(op, param, t))
 }
 
+/// Errors unless the guard of a guarded update holds one value.
+pub(crate) fn update_guard(op: &'static str, guard: &Tensor) -> Result<()> {
+    if guard.numel() == 1 {
+        return Ok(());
+    }
+    Err(OpError::Shape {
+        op,
+        what: "guard",
+        got: guard.shape().to_vec(),
+        expected: "one element".into(),
+    })
+}
+
 /// Adam's `(step size lr / (1 − β₁ᵗ), √(1 − β₂ᵗ))` for step `t ≥ 1`, computed in f64.
 pub(crate) fn adam_scalars(s: &AdamStep) -> Result<(f32, f32)> {
     if s.step == 0 {

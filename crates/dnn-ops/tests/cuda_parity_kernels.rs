@@ -757,6 +757,23 @@ fn confusion_matrix_matches_the_cpu() {
 /// The multi-tensor Adam (one kernel over every parameter) gives bit for bit the values of one
 /// `adam_step` per tensor, over tensors of very different sizes (one element to a whole
 /// 4.7 M-weight layer) and an empty one, and refuses bad operands with the CPU's error.
+/// Adam's operands over `state` (`[param, m, v]` per tensor) and `grads`, tensor by tensor.
+fn adam_operands<'a>(
+    state: &'a mut [[Tensor; 3]],
+    grads: &'a [Tensor],
+) -> Vec<dnn_ops::backend::AdamOperands<'a>> {
+    state
+        .iter_mut()
+        .zip(grads)
+        .map(|([p, m, v], grad)| dnn_ops::backend::AdamOperands {
+            param: p,
+            grad,
+            m,
+            v,
+        })
+        .collect()
+}
+
 #[test]
 fn multi_tensor_adam_is_bit_identical_to_one_step_per_tensor() {
     use dnn_ops::backend::AdamOperands;
@@ -803,16 +820,7 @@ fn multi_tensor_adam_is_bit_identical_to_one_step_per_tensor() {
                 .iter()
                 .map(|s| random_tensor(s, &mut rng, 0.0))
                 .collect();
-            let mut operands: Vec<AdamOperands<'_>> = many
-                .iter_mut()
-                .zip(&grads)
-                .map(|([p, m, v], grad)| AdamOperands {
-                    param: p,
-                    grad,
-                    m,
-                    v,
-                })
-                .collect();
+            let mut operands = adam_operands(&mut many, &grads);
             gpu.adam_step_many(&mut operands, &step).unwrap();
             for (([p, m, v], [cp, cm, cv]), g) in single.iter_mut().zip(host.iter_mut()).zip(&grads)
             {
@@ -908,7 +916,6 @@ fn upload_moves_a_host_tensor_to_the_device_ahead_of_use() {
 
 #[test]
 fn guarded_multi_tensor_adam_reads_its_guard_on_the_device() {
-    use dnn_ops::backend::AdamOperands;
     let Some(gpu) = gpu() else { return };
     let cpu = CpuBackend::new();
     let mut rng = SeededRng::new(12);
@@ -949,16 +956,7 @@ fn guarded_multi_tensor_adam_reads_its_guard_on_the_device() {
         for guard in [f32::NAN, f32::INFINITY, 3.5] {
             let guard_on_device = gpu.affine(&Tensor::scalar(guard), 1.0, 0.0).unwrap();
             let before: Vec<Vec<u32>> = on_gpu.iter().flat_map(|s| s.iter().map(bits)).collect();
-            let mut ops: Vec<AdamOperands<'_>> = on_gpu
-                .iter_mut()
-                .zip(&grads)
-                .map(|([p, m, v], grad)| AdamOperands {
-                    param: p,
-                    grad,
-                    m,
-                    v,
-                })
-                .collect();
+            let mut ops = adam_operands(&mut on_gpu, &grads);
             gpu.adam_step_many_if_finite(&mut ops, &step, &guard_on_device)
                 .unwrap();
             let after: Vec<Vec<u32>> = on_gpu.iter().flat_map(|s| s.iter().map(bits)).collect();
@@ -966,27 +964,9 @@ fn guarded_multi_tensor_adam_reads_its_guard_on_the_device() {
                 assert_eq!(before, after, "guard {guard}, step {t}");
             }
         }
-        let mut ops: Vec<AdamOperands<'_>> = unguarded
-            .iter_mut()
-            .zip(&grads)
-            .map(|([p, m, v], grad)| AdamOperands {
-                param: p,
-                grad,
-                m,
-                v,
-            })
-            .collect();
+        let mut ops = adam_operands(&mut unguarded, &grads);
         gpu.adam_step_many(&mut ops, &step).unwrap();
-        let mut ops: Vec<AdamOperands<'_>> = host
-            .iter_mut()
-            .zip(&grads)
-            .map(|([p, m, v], grad)| AdamOperands {
-                param: p,
-                grad,
-                m,
-                v,
-            })
-            .collect();
+        let mut ops = adam_operands(&mut host, &grads);
         cpu.adam_step_many_if_finite(&mut ops, &step, &Tensor::scalar(3.5))
             .unwrap();
     }
@@ -1011,26 +991,8 @@ fn guarded_multi_tensor_adam_reads_its_guard_on_the_device() {
         decoupled_weight_decay: false,
         step: 1,
     };
-    let mut ops: Vec<AdamOperands<'_>> = state
-        .iter_mut()
-        .zip(&grads)
-        .map(|([p, m, v], grad)| AdamOperands {
-            param: p,
-            grad,
-            m,
-            v,
-        })
-        .collect();
-    let mut cpu_ops: Vec<AdamOperands<'_>> = cpu_state
-        .iter_mut()
-        .zip(&grads)
-        .map(|([p, m, v], grad)| AdamOperands {
-            param: p,
-            grad,
-            m,
-            v,
-        })
-        .collect();
+    let mut ops = adam_operands(&mut state, &grads);
+    let mut cpu_ops = adam_operands(&mut cpu_state, &grads);
     same_error(
         "adam_step_many_if_finite guard",
         gpu.adam_step_many_if_finite(&mut ops, &step, &two),

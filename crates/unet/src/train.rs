@@ -329,16 +329,17 @@ fn queue_step(
     reduce_seconds: &mut f64,
 ) -> Result<QueuedStep> {
     model.set_dropout_seed(mix_seed(seed, epoch, step));
-    let mut buffers_before = Vec::new();
-    model.visit_buffers(&mut |_, t| buffers_before.push(t.clone()));
+    let buffers_before = buffers_of(model);
     let g = Graph::new(backend);
     let x = g.input(staged.images.clone());
     let logits = model.forward(&g, x, Mode::Train)?;
     let l = loss.compute(&g, logits, &staged.batch.masks)?;
     let mut grads = g.backward(l)?;
     let as_one = |t: &Tensor| t.reshape(&[1]);
+    // What is read back: the loss (with several ranks as its sum and the batch count, summed
+    // across ranks), then the guard.
     let mut read: Vec<Tensor> = Vec::with_capacity(3);
-    let loss_value = if comm.size() > 1 {
+    if comm.size() > 1 {
         // Every rank reduces, whatever its own loss, so that all of them see the same values
         // and stop together. The loss goes in the gradients' collective as (sum, count).
         let batch = staged.batch.len() as f32;
@@ -357,16 +358,14 @@ fn queue_step(
         *reduce_seconds += reducing.elapsed().as_secs_f64();
         read.push(as_one(&weighted)?);
         read.push(as_one(&count)?);
-        as_one(&weighted)?
     } else {
-        let value = as_one(&g.value(l))?;
-        read.push(value.clone());
-        value
-    };
+        read.push(as_one(&g.value(l))?);
+    }
     drop(g);
+    // Finite only if the loss and every gradient are (the loss sum will do for the loss).
     let guard = match gradient_sum(backend, model, &grads)? {
-        Some(sum) => backend.add(&loss_value, &as_one(&sum)?)?,
-        None => loss_value,
+        Some(sum) => backend.add(&read[0], &as_one(&sum)?)?,
+        None => read[0].clone(),
     };
     read.push(guard.clone());
     let parts: Vec<&Tensor> = read.iter().collect();
@@ -472,12 +471,20 @@ fn resolve(
     })
 }
 
-/// Puts the batch-norm running statistics back to `saved`.
-fn restore_buffers(model: &mut UNet, saved: &[Tensor]) {
-    let mut saved = saved.iter();
+/// The model's buffers (batch-norm running statistics) in visiting order; the clones share
+/// storage until a forward pass writes new ones, so taking them costs nothing.
+fn buffers_of(model: &UNet) -> Vec<Tensor> {
+    let mut buffers = Vec::new();
+    model.visit_buffers(&mut |_, t| buffers.push(t.clone()));
+    buffers
+}
+
+/// Sets the model's buffers to `values`, in [`buffers_of`]'s order.
+fn set_buffers(model: &mut UNet, values: Vec<Tensor>) {
+    let mut values = values.into_iter();
     model.visit_buffers_mut(&mut |_, t| {
-        if let Some(v) = saved.next() {
-            *t = v.clone();
+        if let Some(v) = values.next() {
+            *t = v;
         }
     });
 }
@@ -515,8 +522,7 @@ fn broadcast_state(comm: &mut dyn Communicator, model: &mut UNet) -> Result<()> 
     }
     let mut params = Vec::new();
     model.visit_parameters(&mut |p| params.push(p.value().clone()));
-    let mut buffers = Vec::new();
-    model.visit_buffers(&mut |_, t| buffers.push(t.clone()));
+    let mut buffers = buffers_of(model);
     let mut tensors: Vec<&mut Tensor> = params.iter_mut().chain(buffers.iter_mut()).collect();
     comm.broadcast(&mut tensors, 0)?;
     let mut params = params.into_iter();
@@ -527,12 +533,7 @@ fn broadcast_state(comm: &mut dyn Communicator, model: &mut UNet) -> Result<()> 
             p.name()
         ))),
     })?;
-    let mut buffers = buffers.into_iter();
-    model.visit_buffers_mut(&mut |_, t| {
-        if let Some(v) = buffers.next() {
-            *t = v;
-        }
-    });
+    set_buffers(model, buffers);
     Ok(())
 }
 
@@ -546,24 +547,18 @@ fn average_buffers(
     if comm.size() == 1 {
         return Ok(());
     }
-    let mut buffers = Vec::new();
-    model.visit_buffers(&mut |_, t| buffers.push(t.clone()));
+    let mut buffers = buffers_of(model);
     if buffers.is_empty() {
         return Ok(());
     }
     let mut tensors: Vec<&mut Tensor> = buffers.iter_mut().collect();
     comm.all_reduce_sum(&mut tensors)?;
     let scale = 1.0 / comm.size() as f32;
-    let mut averaged = Vec::with_capacity(buffers.len());
-    for sum in &buffers {
-        averaged.push(backend.affine(sum, scale, 0.0)?);
-    }
-    let mut averaged = averaged.into_iter();
-    model.visit_buffers_mut(&mut |_, t| {
-        if let Some(v) = averaged.next() {
-            *t = v;
-        }
-    });
+    let averaged = buffers
+        .iter()
+        .map(|sum| backend.affine(sum, scale, 0.0))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    set_buffers(model, averaged);
     Ok(())
 }
 
@@ -632,17 +627,11 @@ fn forward_origin(
     model: &mut UNet,
     images: &dnn_ops::Tensor,
 ) -> Result<String> {
-    let mut statistics = Vec::new();
-    model.visit_buffers(&mut |_, t| statistics.push(t.clone()));
+    let statistics = buffers_of(model);
     let g = Graph::new(backend);
     let x = g.input(images.clone());
     let replayed = model.forward(&g, x, Mode::Train);
-    let mut saved = statistics.into_iter();
-    model.visit_buffers_mut(&mut |_, t| {
-        if let Some(v) = saved.next() {
-            *t = v;
-        }
-    });
+    set_buffers(model, statistics);
     replayed?;
     let Some(found) = g.first_non_finite()? else {
         return Ok("every value of this process's forward pass is finite".to_string());
@@ -949,13 +938,9 @@ fn run_training(
                     stage_batches(stream, backend, tx)
                 }));
                 if let Err(panic) = staged {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
                     let _ = on_panic.send(Some(Err(UnetError::Data(format!(
-                        "the thread staging the training batches panicked: {msg}"
+                        "the thread staging the training batches panicked: {}",
+                        dnn_data::panic_message(panic.as_ref())
                     )))));
                 }
             })
@@ -1056,7 +1041,7 @@ fn run_training(
                     // The previous step's gradients are no longer needed.
                     drop(previous);
                     if let Some(buffers) = requeue_from {
-                        restore_buffers(&mut model, &buffers);
+                        set_buffers(&mut model, buffers);
                         if let Some(stale) = queued.take() {
                             // Its gradients go before the step is queued again, so that no
                             // more than two steps' gradients are ever alive at once.

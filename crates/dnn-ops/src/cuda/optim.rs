@@ -9,8 +9,8 @@ use super::elementwise::{ll, src};
 use super::kernels::{Stream, check};
 use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
 use crate::backend::{AdamOperands, OptimizerOps};
-use crate::checks::{adam_scalars, update_operands};
-use crate::error::{OpError, Result};
+use crate::checks::{adam_scalars, update_guard, update_operands};
+use crate::error::Result;
 
 unsafe extern "C" {
     fn mg_adam_step_many(
@@ -100,15 +100,10 @@ impl CudaBackend {
     ) -> Result<()> {
         const OP: &str = "adam_step";
         let guard = match guard {
-            Some(g) if g.numel() != 1 => {
-                return Err(OpError::Shape {
-                    op: OP,
-                    what: "guard",
-                    got: g.shape().to_vec(),
-                    expected: "one element".into(),
-                });
+            Some(g) => {
+                update_guard(OP, g)?;
+                Some(self.input(g)?)
             }
-            Some(g) => Some(self.input(g)?),
             None => None,
         };
         let guard_ptr = match &guard {

@@ -58,16 +58,19 @@ pub struct QueuedRead {
 impl QueuedRead {
     /// The values, once the copy has run.
     pub fn wait(mut self) -> Result<Vec<f32>> {
-        let slot = self
-            .slot
-            .take()
-            .expect("a queued read holds its slot until waited for");
-        if let Err(e) = self.device.bind() {
-            self.slot = Some(slot);
-            return Err(e);
-        }
+        self.settle()
+    }
+
+    /// Waits for the copy, then hands its buffer back to the pool with the values read out.
+    /// If the wait fails, the copy's fate is unknown: the page-locked memory is kept out of
+    /// reach for good rather than let the device write into freed or reused memory.
+    fn settle(&mut self) -> Result<Vec<f32>> {
+        let Some(slot) = self.slot.take() else {
+            return Ok(Vec::new());
+        };
+        // Best effort: if the context cannot be made current, the wait below fails and says so.
+        let _ = self.device.bind();
         if let Err(e) = slot.copied.synchronize() {
-            // As in Drop: the copy's fate is unknown, so the buffer is never reused or freed.
             std::mem::forget(slot);
             return Err(cuda_err("cuEventSynchronize", e));
         }
@@ -79,17 +82,8 @@ impl QueuedRead {
 
 impl Drop for QueuedRead {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            // Never waited for: the copy into the buffer must have run before it is reused.
-            let _ = self.device.bind();
-            if slot.copied.synchronize().is_ok() {
-                self.device.give_back_read_slot(slot);
-            } else {
-                // The copy's fate is unknown: keep the page-locked memory out of reach rather
-                // than let the device write into freed or reused memory.
-                std::mem::forget(slot);
-            }
-        }
+        // Never waited for: the copy into the buffer must have run before it is reused.
+        let _ = self.settle();
     }
 }
 
