@@ -12,6 +12,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use super::elementwise::same_shape;
 use super::reduce::{BLOCK, lane_sum};
 use crate::attrs::BatchNormAttrs;
@@ -80,7 +81,7 @@ fn normalise(
     relu: bool,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
-    let mut y = vec![0.0f32; xd.len()];
+    let mut y = zeroed(xd.len());
     if inner == 0 {
         return y;
     }
@@ -163,7 +164,7 @@ fn backward(
         })
         .collect();
     let m = (outer * inner) as f32;
-    let mut dx = vec![0.0f32; xd.len()];
+    let mut dx = zeroed(xd.len());
     if inner > 0 {
         dx.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
             let ch = p % c;

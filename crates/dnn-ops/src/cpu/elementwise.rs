@@ -4,6 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use super::softmax::channel_dims;
 use crate::backend::ElementwiseOps;
 use crate::error::{OpError, Result, shape_err};
@@ -121,7 +122,7 @@ impl ElementwiseOps for CpuBackend {
             });
         }
         let keep = 1.0 / (1.0 - p);
-        let mut mask = vec![0.0f32; x.numel()];
+        let mut mask = zeroed(x.numel());
         mask.par_iter_mut()
             .with_min_len(8192)
             .enumerate()

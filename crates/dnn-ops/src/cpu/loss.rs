@@ -6,6 +6,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use super::softmax::{channel_dims, log_sum_exp};
 use crate::attrs::{GaussianCenter, GaussianWeights};
 use crate::backend::LossOps;
@@ -195,7 +196,7 @@ fn weighted_ce(
     }
     let logits = logits.contiguous()?;
     let ld = logits.host_data()?;
-    let mut grad = vec![0.0f32; ld.len()];
+    let mut grad = zeroed(ld.len());
     let inv_total = (1.0 / total_weight) as f32;
     let loss: f64 = grad
         .par_chunks_mut((c * inner).max(1))
@@ -311,7 +312,7 @@ impl LossOps for CpuBackend {
         let logits = logits.contiguous()?;
         let ld = logits.host_data()?;
         // Softmax probabilities of every counted pixel, and per-class sums in f64.
-        let mut probs = vec![0.0f32; ld.len()];
+        let mut probs = zeroed(ld.len());
         let (mut inter, mut psum, mut tsum) = (vec![0.0f64; c], vec![0.0f64; c], vec![0.0f64; c]);
         let mut pixel = vec![0.0f32; c];
         for n in 0..lab.outer {
@@ -337,7 +338,7 @@ impl LossOps for CpuBackend {
         let dice: Vec<f64> = (0..c).map(|ch| (2.0 * inter[ch] + e) / denom[ch]).collect();
         let loss = 1.0 - dice.iter().sum::<f64>() / c as f64;
         // dL/dp_ic = −(1/C)·(2·t_ic·denom_c − (2·I_c + ε)) / denom_c², then through the softmax.
-        let mut grad = vec![0.0f32; ld.len()];
+        let mut grad = zeroed(ld.len());
         let mut gp = vec![0.0f64; c];
         for n in 0..lab.outer {
             for i in 0..inner {
@@ -368,7 +369,7 @@ impl LossOps for CpuBackend {
         let l = labels.to_vec()?;
         let inv = params.inv_two_sigma_sq(h, w);
         let classes = params.sorted_foreground();
-        let mut out = vec![0.0f32; l.len()];
+        let mut out = zeroed(l.len());
         if out.is_empty() {
             return Ok(Tensor::from_vec(out, labels.shape())?);
         }

@@ -3,6 +3,7 @@
 
 mod activation;
 mod batch_norm;
+mod buffers;
 mod conv;
 mod direct_conv;
 mod elementwise;
@@ -16,6 +17,7 @@ mod reduce;
 mod resize;
 mod shape;
 mod softmax;
+mod winograd_conv;
 
 use crate::backend::Backend;
 

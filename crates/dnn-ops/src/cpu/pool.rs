@@ -4,6 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use crate::attrs::Pool2dAttrs;
 use crate::backend::PoolOps;
 use crate::error::{Result, shape_err};
@@ -145,7 +146,7 @@ impl PoolOps for CpuBackend {
         let g = geometry(shape, attrs)?;
         let x = x.contiguous()?;
         let xd = x.host_data()?;
-        let mut y = vec![0.0f32; g.planes * g.ho * g.wo];
+        let mut y = zeroed(g.planes * g.ho * g.wo);
         if !y.is_empty() {
             y.par_chunks_mut(g.ho * g.wo)
                 .enumerate()
@@ -180,7 +181,7 @@ impl PoolOps for CpuBackend {
         let g = geometry(shape, attrs)?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let (xd, dyd) = (x.host_data()?, dy.host_data()?);
-        let mut dx = vec![0.0f32; x.numel()];
+        let mut dx = zeroed(x.numel());
         if g.ho * g.wo > 0 {
             dx.par_chunks_mut(g.h * g.w)
                 .enumerate()
@@ -211,7 +212,7 @@ impl PoolOps for CpuBackend {
         let x = x.contiguous()?;
         let xd = x.host_data()?;
         let a = attrs;
-        let mut y = vec![0.0f32; g.planes * g.ho * g.wo];
+        let mut y = zeroed(g.planes * g.ho * g.wo);
         if !y.is_empty() {
             y.par_chunks_mut(g.ho * g.wo)
                 .enumerate()
@@ -246,7 +247,7 @@ impl PoolOps for CpuBackend {
         let dy = dy.contiguous()?;
         let dyd = dy.host_data()?;
         let a = attrs;
-        let mut dx = vec![0.0f32; x_shape.iter().product()];
+        let mut dx = zeroed(x_shape.iter().product());
         if g.ho * g.wo > 0 && !dx.is_empty() {
             dx.par_chunks_mut(g.h * g.w)
                 .enumerate()

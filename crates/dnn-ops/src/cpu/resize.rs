@@ -4,6 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use crate::backend::ResizeOps;
 use crate::error::{OpError, Result, shape_err};
 
@@ -38,7 +39,7 @@ impl ResizeOps for CpuBackend {
         let (th, tw) = (axis_taps(h, ho), axis_taps(w, wo));
         let x = x.contiguous()?;
         let xd = x.host_data()?;
-        let mut y = vec![0.0f32; n * c * ho * wo];
+        let mut y = zeroed(n * c * ho * wo);
         if !y.is_empty() {
             y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, out)| {
                 let plane = &xd[p * h * w..(p + 1) * h * w];
@@ -69,7 +70,7 @@ impl ResizeOps for CpuBackend {
         let (th, tw) = (axis_taps(h, ho), axis_taps(w, wo));
         let dy = dy.contiguous()?;
         let dyd = dy.host_data()?;
-        let mut dx = vec![0.0f32; n * c * h * w];
+        let mut dx = zeroed(n * c * h * w);
         if !dx.is_empty() {
             dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| {
                 let grad = &dyd[p * ho * wo..(p + 1) * ho * wo];

@@ -1,8 +1,10 @@
 //! Concatenation, splitting, padding and cropping on the CPU.
 
 use magma_tensor::Tensor;
+use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use crate::backend::ShapeOps;
 use crate::checks::{concat_shape, crop_dims, split_extents};
 use crate::error::Result;
@@ -19,13 +21,19 @@ impl ShapeOps for CpuBackend {
             .iter()
             .map(|p| p.host_data())
             .collect::<std::result::Result<_, _>>()?;
-        // Appended run by run (no zero-filled buffer written twice).
-        let mut out = Vec::with_capacity(outer * total * inner);
-        for o in 0..outer {
-            for (p, d) in parts.iter().zip(&data) {
-                let len = p.shape()[dim] * inner;
-                out.extend_from_slice(&d[o * len..(o + 1) * len]);
-            }
+        // One task per outer index (a sample, for channels), each copying its runs.
+        let mut out = zeroed(outer * total * inner);
+        if total * inner > 0 {
+            out.par_chunks_mut(total * inner)
+                .enumerate()
+                .for_each(|(o, dst)| {
+                    let mut at = 0;
+                    for (p, d) in parts.iter().zip(&data) {
+                        let len = p.shape()[dim] * inner;
+                        dst[at..at + len].copy_from_slice(&d[o * len..(o + 1) * len]);
+                        at += len;
+                    }
+                });
         }
         Ok(Tensor::from_vec(out, &out_shape)?)
     }
@@ -38,11 +46,15 @@ impl ShapeOps for CpuBackend {
         sizes
             .iter()
             .map(|&len| {
-                // `outer` contiguous runs of len·inner values each.
-                let mut part = Vec::with_capacity(outer * len * inner);
-                for o in 0..outer {
-                    let from = (o * total + start) * inner;
-                    part.extend_from_slice(&xd[from..from + len * inner]);
+                // `outer` contiguous runs of len·inner values each, one task per run.
+                let mut part = zeroed(outer * len * inner);
+                if len * inner > 0 {
+                    part.par_chunks_mut(len * inner)
+                        .enumerate()
+                        .for_each(|(o, dst)| {
+                            let from = (o * total + start) * inner;
+                            dst.copy_from_slice(&xd[from..from + len * inner]);
+                        });
                 }
                 start += len;
                 let mut shape = x.shape().to_vec();
@@ -58,7 +70,7 @@ impl ShapeOps for CpuBackend {
         let (ho, wo) = (h + top + bottom, w + left + right);
         let x = x.contiguous()?;
         let xd = x.host_data()?;
-        let mut out = vec![0.0f32; n * c * ho * wo];
+        let mut out = zeroed(n * c * ho * wo);
         for p in 0..n * c {
             for r in 0..h {
                 let dst = p * ho * wo + (r + top) * wo + left;

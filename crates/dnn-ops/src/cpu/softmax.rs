@@ -4,6 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::zeroed;
 use super::elementwise::same_shape;
 use crate::backend::SoftmaxOps;
 use crate::error::Result;
@@ -18,7 +19,7 @@ fn per_pixel(
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = zeroed(x.len());
     if y.is_empty() {
         return y;
     }
@@ -48,7 +49,7 @@ fn per_pixel2(
     f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
-    let mut out = vec![0.0f32; a.len()];
+    let mut out = zeroed(a.len());
     if out.is_empty() {
         return out;
     }

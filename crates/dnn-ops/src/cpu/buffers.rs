@@ -1,0 +1,85 @@
+//! Output and scratch buffers of the CPU kernels without single-threaded passes over them.
+//!
+//! `vec![0.0; n]` zeroes a reused heap block on the calling thread; for an activation of several
+//! MiB that one-thread memset cost as much as the multi-threaded kernel that then overwrites it
+//! (measured at 8 threads, docs/perf/bench-unet.md). [`zeroed`] zeroes large buffers on the rayon
+//! pool instead, and [`with_thread_scratch`] lends each worker thread a buffer kept between calls
+//! for scratch that the kernel overwrites before reading (padded images, transformed tiles).
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+/// Below this many floats (1 MiB) a buffer is zeroed on the calling thread.
+const PARALLEL_ZERO_MIN: usize = 1 << 18;
+
+/// `len` zeros, written by the rayon pool's threads when the buffer is large.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    if len < PARALLEL_ZERO_MIN || rayon::current_num_threads() == 1 {
+        return vec![0.0; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0.0f32, len));
+    v
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer of `len` floats. Its contents are whatever the
+/// thread's last use left (zeros where it grew): `f` must write every value before reading it.
+/// A nested call on the same thread gets a fresh buffer of its own.
+pub(crate) fn with_thread_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PARALLEL_ZERO_MIN, with_thread_scratch, zeroed};
+
+    #[test]
+    fn zeroed_buffers_are_zero_at_every_size() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for len in [
+                0,
+                1,
+                PARALLEL_ZERO_MIN - 1,
+                PARALLEL_ZERO_MIN,
+                3 * PARALLEL_ZERO_MIN + 7,
+            ] {
+                let v = zeroed(len);
+                assert_eq!(v.len(), len);
+                assert!(v.iter().all(|&x| x == 0.0), "len {len}");
+            }
+        });
+    }
+
+    #[test]
+    fn thread_scratch_is_reused_and_nested_calls_get_their_own() {
+        with_thread_scratch(8, |a| {
+            a.fill(3.0);
+            with_thread_scratch(4, |b| {
+                assert_eq!(b, &[0.0; 4], "a nested call does not see the outer buffer");
+                b.fill(5.0);
+            });
+            assert_eq!(a, &[3.0; 8]);
+        });
+        with_thread_scratch(16, |a| {
+            assert_eq!(&a[..8], &[3.0; 8], "kept between calls");
+            assert_eq!(&a[8..], &[0.0; 8], "grown with zeros");
+        });
+    }
+}

@@ -1,0 +1,465 @@
+//! Winograd F(2×2, 3×3) convolution with AVX-512 for the 3×3, stride-1 convolutions of a U-Net's
+//! wide levels (and, through flipped filters, their data gradients).
+//!
+//! Each 2×2 block of outputs ("tile") of one output channel is computed from the 4×4 input patch
+//! under it: the patch is transformed (`V = Bᵀ d B`, additions only), multiplied element-wise
+//! with the transformed filter (`U = G g Gᵀ`, 16 values per (output, input) channel pair) and
+//! summed over the input channels, and the 16 sums are transformed back (`Y = Aᵀ M A`). The sum
+//! over input channels, 16 multiply-adds per tile and channel pair, is where the time goes: 4 per
+//! output against the direct kernel's 9, so the multiplications are 2.25× fewer (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016).
+//!
+//! Per image, a block of tile rows at a time (so that the transformed input stays in L2):
+//! the input transform vectorised over 16 tiles of a tile row (even and odd columns split by a
+//! two-register permute), the channel sums as register tiles of [`OUT_BLOCK`] output channels ×
+//! 32 tiles (16 accumulators, one fused multiply-add per (frequency, input channel, output
+//! channel, 16 tiles)), then the output transform of those 32 tiles, interleaved back into
+//! output columns. Rounding: every output is a fixed sum in f32 of 16 products of transformed
+//! values; with the transforms' small integer and ½ coefficients its error stays within a few
+//! units of the last place of the direct sum's magnitude (checked against f64 in the tests).
+//!
+//! Chosen at run time (see `conv.rs`): AVX-512F present and `MAGMA_CPU_CONV` neither `direct`
+//! nor `im2col`.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m512, __m512i, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_sub_ps,
+};
+
+use super::direct_conv;
+
+/// Output channels per register tile of the channel sums.
+pub(crate) const OUT_BLOCK: usize = 8;
+/// Tiles per register tile of the channel sums (two vectors of 16).
+const GROUP: usize = 32;
+/// Tiles per vector.
+const LANES: usize = 16;
+/// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
+const MAX_BLOCK_FLOATS: usize = 128 * 1024;
+
+/// Whether this process uses the Winograd kernels: the direct kernels' conditions (AVX-512F,
+/// not `MAGMA_CPU_CONV=im2col`) and not `MAGMA_CPU_CONV=direct`.
+pub(crate) fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let wanted = std::env::var("MAGMA_CPU_CONV").map_or(true, |v| v != "direct");
+        wanted && direct_conv::enabled()
+    })
+}
+
+/// A 3×3, stride-1, dilation-1 convolution of one image `[c, h, w]` with `o` filters `[c, 3, 3]`
+/// and zero padding `(ph, pw)`, each below 3, in the layout the kernels read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WinogradPlan {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    ph: usize,
+    pw: usize,
+    ho: usize,
+    wo: usize,
+    /// Tile rows of the output, and tiles per tile row rounded up to whole vectors.
+    tile_rows: usize,
+    row_tiles: usize,
+    /// Tile rows per block (the transformed input of a block is reused by every output channel).
+    block_rows: usize,
+    /// Rows and row length of the padded image.
+    hp: usize,
+    wp: usize,
+}
+
+impl WinogradPlan {
+    /// The plan, if the Winograd kernels handle this problem: a 3×3 kernel, output channels in
+    /// whole blocks, output rows at least 32 columns wide (16 tiles: narrower rows would leave
+    /// most of each vector idle), and padding below 3.
+    pub(crate) fn new([c, h, w]: [usize; 3], o: usize, [ph, pw]: [usize; 2]) -> Option<Self> {
+        if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || h == 0 || w == 0 {
+            return None;
+        }
+        if ph >= 3 || pw >= 3 || h + 2 * ph < 3 {
+            return None;
+        }
+        let (ho, wo) = (h + 2 * ph - 2, (w + 2 * pw).checked_sub(2)?);
+        if wo < 2 * LANES || ho == 0 {
+            return None;
+        }
+        let tile_rows = ho.div_ceil(2);
+        let row_tiles = wo.div_ceil(2).next_multiple_of(LANES);
+        // Enough tile rows for a few register tiles of tiles, within the block budget.
+        let per_row = 16 * c * row_tiles;
+        let block_rows = (4 * GROUP)
+            .div_ceil(row_tiles)
+            .min((MAX_BLOCK_FLOATS / per_row).max(1))
+            .min(tile_rows);
+        Some(Self {
+            c,
+            h,
+            w,
+            o,
+            ph,
+            pw,
+            ho,
+            wo,
+            tile_rows,
+            row_tiles,
+            block_rows,
+            // Tile row r reads padded rows 2r..2r + 4; tile t reads columns 2t..2t + 4, and
+            // the permuted loads of the last vector of tiles read up to column 2·row_tiles + 1.
+            hp: 2 * tile_rows + 2,
+            wp: 2 * row_tiles + 2,
+        })
+    }
+
+    /// Elements of one padded image.
+    pub(crate) fn padded_len(&self) -> usize {
+        self.c * self.hp * self.wp
+    }
+
+    /// Elements of one output image `[o, ho, wo]`.
+    pub(crate) fn out_len(&self) -> usize {
+        self.o * self.ho * self.wo
+    }
+
+    /// Floats of the per-thread scratch (`scratch` of [`WinogradPlan::forward`]): the
+    /// transformed input of a block of tile rows and the channel sums of one register tile.
+    pub(crate) fn scratch_len(&self) -> usize {
+        let tiles = (self.block_rows * self.row_tiles).next_multiple_of(GROUP);
+        16 * self.c * tiles + 16 * OUT_BLOCK * GROUP
+    }
+
+    /// Copies one image `[c, h, w]` into `padded` (`padded_len` elements) at row `ph`, column
+    /// `pw`, zeros around it (only the border is zeroed: the interior is written once).
+    pub(crate) fn pad_image(&self, image: &[f32], padded: &mut [f32]) {
+        let channel_len = self.hp * self.wp;
+        for (ch, channel) in padded
+            .chunks_exact_mut(channel_len)
+            .enumerate()
+            .take(self.c)
+        {
+            let (top, rest) = channel.split_at_mut(self.ph * self.wp);
+            top.fill(0.0);
+            let (body, bottom) = rest.split_at_mut(self.h * self.wp);
+            bottom.fill(0.0);
+            for (r, row) in body.chunks_exact_mut(self.wp).enumerate() {
+                let src = &image[(ch * self.h + r) * self.w..][..self.w];
+                row[..self.pw].fill(0.0);
+                row[self.pw..self.pw + self.w].copy_from_slice(src);
+                row[self.pw + self.w..].fill(0.0);
+            }
+        }
+    }
+
+    /// Filters `[o, c, 3, 3]` transformed (`U = G g Gᵀ`) and laid out
+    /// `[o / OUT_BLOCK, 16, c, OUT_BLOCK]`: for one output block and frequency, the values of
+    /// consecutive input channels are adjacent.
+    pub(crate) fn transform_filters(&self, w: &[f32]) -> Vec<f32> {
+        assert_eq!(w.len(), self.o * self.c * 9, "winograd conv: filters");
+        let mut packed = vec![0.0f32; self.o * self.c * 16];
+        for o in 0..self.o {
+            let (block, lane) = (o / OUT_BLOCK, o % OUT_BLOCK);
+            for ch in 0..self.c {
+                let g = &w[(o * self.c + ch) * 9..][..9];
+                for (xi, u) in filter_transform(g).into_iter().enumerate() {
+                    packed[((block * 16 + xi) * self.c + ch) * OUT_BLOCK + lane] = u;
+                }
+            }
+        }
+        packed
+    }
+
+    /// `out` (`[o, ho, wo]`) = the convolution of one padded image with transformed filters;
+    /// `scratch` holds at least `scratch_len` floats (any contents).
+    pub(crate) fn forward(
+        &self,
+        padded: &[f32],
+        filters: &[f32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        assert_eq!(
+            padded.len(),
+            self.padded_len(),
+            "winograd conv: padded image"
+        );
+        assert_eq!(
+            filters.len(),
+            self.o * self.c * 16,
+            "winograd conv: filters"
+        );
+        assert_eq!(out.len(), self.out_len(), "winograd conv: output");
+        assert!(
+            scratch.len() >= self.scratch_len(),
+            "winograd conv: scratch"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `WinogradPlan::new` returns a plan only when `enabled()`, which checked at run
+        // time that the CPU has AVX-512F, the one feature `forward_avx512` is compiled for.
+        unsafe {
+            forward_avx512(self, padded, filters, out, scratch)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("WinogradPlan::new returns None without AVX-512")
+    }
+}
+
+/// `U = G g Gᵀ` of one 3×3 filter `g` (row-major), row-major 4×4, with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+fn filter_transform(g: &[f32]) -> [f32; 16] {
+    let col = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    // G g: 4 rows of 3, column by column.
+    let mut gg = [[0.0f32; 3]; 4];
+    for j in 0..3 {
+        let t = col(g[j], g[3 + j], g[6 + j]);
+        for (row, v) in gg.iter_mut().zip(t) {
+            row[j] = v;
+        }
+    }
+    let mut u = [0.0f32; 16];
+    for (i, row) in gg.iter().enumerate() {
+        u[4 * i..4 * i + 4].copy_from_slice(&col(row[0], row[1], row[2]));
+    }
+    u
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn forward_avx512(
+    p: &WinogradPlan,
+    padded: &[f32],
+    filters: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let tiles_cap = (p.block_rows * p.row_tiles).next_multiple_of(GROUP);
+    let (v, rest) = scratch.split_at_mut(16 * p.c * tiles_cap);
+    let m = &mut rest[..16 * OUT_BLOCK * GROUP];
+    for tr0 in (0..p.tile_rows).step_by(p.block_rows) {
+        let rows = (p.tile_rows - tr0).min(p.block_rows);
+        input_transform(p, padded, tr0, rows, v);
+        let groups = (rows * p.row_tiles).div_ceil(GROUP);
+        for block in 0..p.o / OUT_BLOCK {
+            let u = &filters[block * 16 * p.c * OUT_BLOCK..][..16 * p.c * OUT_BLOCK];
+            for group in 0..groups {
+                let vg = &v[group * 16 * p.c * GROUP..][..16 * p.c * GROUP];
+                channel_sums(p.c, vg, u, m);
+                output_transform(p, m, block, tr0, group, rows, out);
+            }
+        }
+    }
+}
+
+/// Lane indices of the even (`EVEN`) and odd elements of two concatenated vectors, and of the
+/// interleaving of two vectors' low (`LOW`) and high halves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn permutes() -> [__m512i; 4] {
+    [
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
+        _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+    ]
+}
+
+/// `V = Bᵀ d B` of the tiles of tile rows `tr0..tr0 + rows`, every input channel, into `v`
+/// laid out `[group of 32 tiles, 16 frequencies, c, 32]` (tiles numbered row by row within the
+/// block, `row_tiles` per row), with
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn input_transform(p: &WinogradPlan, padded: &[f32], tr0: usize, rows: usize, v: &mut [f32]) {
+    let [even, odd, _, _] = permutes();
+    let channel_len = p.hp * p.wp;
+    for ch in 0..p.c {
+        let channel = &padded[ch * channel_len..][..channel_len];
+        for r in 0..rows {
+            let top = 2 * (tr0 + r);
+            for q in 0..p.row_tiles / LANES {
+                let col0 = 2 * LANES * q;
+                // Per input row i of the patch, its 4 columns transformed: (d0 − d2, d1 + d2,
+                // d2 − d1, d1 − d3) for 16 tiles.
+                let mut t = [[_mm512_setzero_ps(); 4]; 4];
+                for (i, ti) in t.iter_mut().enumerate() {
+                    let row = &channel[(top + i) * p.wp + col0..][..2 * LANES + 2];
+                    // SAFETY: `row` holds 34 floats; the loads read floats 0..16, 16..32, 2..18
+                    // and 18..34 of it.
+                    let [a, b, a2, b2] = unsafe {
+                        [
+                            _mm512_loadu_ps(row.as_ptr()),
+                            _mm512_loadu_ps(row.as_ptr().add(16)),
+                            _mm512_loadu_ps(row.as_ptr().add(2)),
+                            _mm512_loadu_ps(row.as_ptr().add(18)),
+                        ]
+                    };
+                    let d0 = _mm512_permutex2var_ps(a, even, b);
+                    let d1 = _mm512_permutex2var_ps(a, odd, b);
+                    let d2 = _mm512_permutex2var_ps(a2, even, b2);
+                    let d3 = _mm512_permutex2var_ps(a2, odd, b2);
+                    *ti = [
+                        _mm512_sub_ps(d0, d2),
+                        _mm512_add_ps(d1, d2),
+                        _mm512_sub_ps(d2, d1),
+                        _mm512_sub_ps(d1, d3),
+                    ];
+                }
+                let tile = r * p.row_tiles + LANES * q;
+                let (group, lane) = (tile / GROUP, tile % GROUP);
+                let dst = &mut v[group * 16 * p.c * GROUP..][..16 * p.c * GROUP];
+                for j in 0..4 {
+                    let cols = [
+                        _mm512_sub_ps(t[0][j], t[2][j]),
+                        _mm512_add_ps(t[1][j], t[2][j]),
+                        _mm512_sub_ps(t[2][j], t[1][j]),
+                        _mm512_sub_ps(t[1][j], t[3][j]),
+                    ];
+                    for (i, vec) in cols.into_iter().enumerate() {
+                        let xi = 4 * i + j;
+                        let d = &mut dst[(xi * p.c + ch) * GROUP + lane..][..LANES];
+                        // SAFETY: `d` holds 16 floats.
+                        unsafe { _mm512_storeu_ps(d.as_mut_ptr(), vec) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `m[ξ, k, t] = Σ_c u[ξ, c, k] · vg[ξ, c, t]` for the 16 frequencies ξ, one block of
+/// [`OUT_BLOCK`] output channels k and one group of 32 tiles t.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn channel_sums(c: usize, vg: &[f32], u: &[f32], m: &mut [f32]) {
+    for xi in 0..16 {
+        let vx = &vg[xi * c * GROUP..][..c * GROUP];
+        let ux = &u[xi * c * OUT_BLOCK..][..c * OUT_BLOCK];
+        let mut acc = [[_mm512_setzero_ps(); 2]; OUT_BLOCK];
+        for (vc, uc) in vx.chunks_exact(GROUP).zip(ux.chunks_exact(OUT_BLOCK)) {
+            // SAFETY: `vc` holds 32 floats: the loads read 0..16 and 16..32.
+            let (v0, v1) = unsafe {
+                (
+                    _mm512_loadu_ps(vc.as_ptr()),
+                    _mm512_loadu_ps(vc.as_ptr().add(16)),
+                )
+            };
+            for (a, &uk) in acc.iter_mut().zip(uc) {
+                let b = _mm512_set1_ps(uk);
+                a[0] = _mm512_fmadd_ps(b, v0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, v1, a[1]);
+            }
+        }
+        let mx = &mut m[xi * OUT_BLOCK * GROUP..][..OUT_BLOCK * GROUP];
+        for (dst, a) in mx.chunks_exact_mut(GROUP).zip(&acc) {
+            // SAFETY: `dst` holds 32 floats: the stores write 0..16 and 16..32.
+            unsafe {
+                _mm512_storeu_ps(dst.as_mut_ptr(), a[0]);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(16), a[1]);
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` of one group of 32 tiles and one block of output channels, written into the
+/// output rows and columns those tiles cover (tiles past the output's edge are not written),
+/// with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn output_transform(
+    p: &WinogradPlan,
+    m: &[f32],
+    block: usize,
+    tr0: usize,
+    group: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    let [_, _, low, high] = permutes();
+    let plane = p.ho * p.wo;
+    for half in 0..GROUP / LANES {
+        let tile = group * GROUP + LANES * half;
+        let (r, t0) = (tile / p.row_tiles, tile % p.row_tiles);
+        let x0 = 2 * t0;
+        if r >= rows || x0 >= p.wo {
+            continue;
+        }
+        let valid = (p.wo - x0).min(2 * LANES);
+        let y0 = 2 * (tr0 + r);
+        let out_rows = (p.ho - y0).min(2);
+        for k in 0..OUT_BLOCK {
+            let mut mv = [_mm512_setzero_ps(); 16];
+            for (xi, mvx) in mv.iter_mut().enumerate() {
+                let src = &m[(xi * OUT_BLOCK + k) * GROUP + LANES * half..][..LANES];
+                // SAFETY: `src` holds 16 floats.
+                *mvx = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+            }
+            // Aᵀ M: two rows of 4.
+            let mut s = [[_mm512_setzero_ps(); 4]; 2];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (mv[j], mv[4 + j], mv[8 + j], mv[12 + j]);
+                s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            let o = block * OUT_BLOCK + k;
+            for (i, si) in s.iter().enumerate().take(out_rows) {
+                let even = _mm512_add_ps(_mm512_add_ps(si[0], si[1]), si[2]);
+                let odd = _mm512_sub_ps(_mm512_sub_ps(si[1], si[2]), si[3]);
+                let lo = _mm512_permutex2var_ps(even, low, odd);
+                let hi = _mm512_permutex2var_ps(even, high, odd);
+                let dst = &mut out[o * plane + (y0 + i) * p.wo + x0..][..valid];
+                store_first(dst, lo, hi);
+            }
+        }
+    }
+}
+
+/// Writes the first `dst.len()` (≤ 32) floats of the vectors `lo`, `hi` into `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn store_first(dst: &mut [f32], lo: __m512, hi: __m512) {
+    let n = dst.len();
+    debug_assert!(n <= 2 * LANES);
+    let mask = |k: usize| {
+        if k >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << k) - 1) as u16
+        }
+    };
+    // SAFETY: the first store writes lanes 0..min(n, 16) from the start of `dst`; the second,
+    // made only when n > 16, writes lanes 0..n − 16 from float 16, so both stay inside `dst`.
+    unsafe {
+        _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask(n), lo);
+        if n > LANES {
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(LANES), mask(n - LANES), hi);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_transform;
+
+    /// `U = G g Gᵀ` of the filter that is 1 at one tap: the transform's columns, by hand.
+    #[test]
+    fn filter_transform_of_unit_taps() {
+        let g_matrix = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0f32],
+        ];
+        for tap in 0..9 {
+            let mut g = [0.0f32; 9];
+            g[tap] = 1.0;
+            let u = filter_transform(&g);
+            let (a, b) = (tap / 3, tap % 3);
+            for i in 0..4 {
+                for j in 0..4 {
+                    assert_eq!(u[4 * i + j], g_matrix[i][a] * g_matrix[j][b], "tap {tap}");
+                }
+            }
+        }
+    }
+}
