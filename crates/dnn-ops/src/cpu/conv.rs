@@ -122,6 +122,12 @@ impl ConvGeometry {
         );
         Some(plan)
     }
+    /// The Winograd kernel's plan for the filter gradient: the forward plan, input channels in
+    /// blocks of 4.
+    fn winograd_filter(&self) -> Option<WinogradPlan> {
+        self.winograd_forward()
+            .filter(WinogradPlan::filter_supported)
+    }
     /// The direct kernel's plan for the filter gradient: the forward plan on rows of at least
     /// [`TILE_W`] columns (on narrower rows, where each (input channel, kernel row) has few
     /// products to add, the im2col GEMM measured faster).
@@ -478,7 +484,8 @@ fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32
 
 /// A filter-shaped sum over the batch, samples in parallel: contiguous groups of samples, one
 /// per thread, each accumulating `add(acc, image, output gradient, scratch)` into a partial sum
-/// (`scratch` from `new_scratch`, once per group)
+/// (`scratch` from `new_scratch`, once per group, handed to `finish(acc, scratch)` after the
+/// group's last sample)
 /// of its own; the partial sums are added in order, so the result does not depend on how rayon
 /// schedules the groups (only on the thread count).
 fn per_group_sums<S>(
@@ -487,6 +494,7 @@ fn per_group_sums<S>(
     dy: &[f32],
     new_scratch: impl Fn() -> S + Sync,
     add: impl Fn(&mut [f32], &[f32], &[f32], &mut S) -> Result<()> + Sync,
+    finish: impl Fn(&mut [f32], S) + Sync,
 ) -> Result<Vec<f32>> {
     let (wlen, out_image) = (g.o * g.ckk(), g.o * g.out_plane());
     let group = g.n.div_ceil(rayon::current_num_threads());
@@ -498,6 +506,7 @@ fn per_group_sums<S>(
             for (image, grad) in images.chunks(g.in_image()).zip(grads.chunks(out_image)) {
                 add(&mut acc, image, grad, &mut scratch)?;
             }
+            finish(&mut acc, scratch);
             Ok(acc)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -518,6 +527,55 @@ fn per_group_sums<S>(
     Ok(sum)
 }
 
+/// The filter gradient on the Winograd kernel: per group of images, the lane sums of the
+/// transformed products, transformed back once (see `winograd_conv`).
+fn winograd_filter_sums(
+    g: &ConvGeometry,
+    plan: &WinogradPlan,
+    x: &[f32],
+    dy: &[f32],
+) -> Result<Vec<f32>> {
+    let padded_len = plan.padded_len();
+    per_group_sums(
+        g,
+        x,
+        dy,
+        || zeroed(plan.filter_acc_len()),
+        |_, image, grad, lanes| {
+            with_thread_scratch(padded_len + plan.filter_scratch_len(), |buf| {
+                let (padded, scratch) = buf.split_at_mut(padded_len);
+                plan.pad_image(image, padded);
+                plan.filter_accumulate(padded, grad, lanes, scratch);
+            });
+            Ok(())
+        },
+        |acc, lanes| plan.filter_finish(&lanes, acc),
+    )
+}
+
+/// The filter gradient on the direct kernel.
+fn direct_filter_sums(
+    g: &ConvGeometry,
+    plan: &DirectPlan,
+    x: &[f32],
+    dy: &[f32],
+) -> Result<Vec<f32>> {
+    per_group_sums(
+        g,
+        x,
+        dy,
+        || (),
+        |acc, image, grad, ()| {
+            with_thread_scratch(plan.padded_len(), |padded| {
+                plan.pad_image(image, padded);
+                plan.filter_gradient(padded, grad, acc);
+            });
+            Ok(())
+        },
+        |_, ()| {},
+    )
+}
+
 fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
     let wlen = g.o * g.ckk();
     let plane = g.out_plane();
@@ -525,20 +583,11 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
     if g.n == 0 || out_image == 0 {
         return Ok(vec![0.0; wlen]);
     }
+    if let Some(plan) = g.winograd_filter() {
+        return winograd_filter_sums(g, &plan, x, dy);
+    }
     if let Some(plan) = g.direct_filter() {
-        return per_group_sums(
-            g,
-            x,
-            dy,
-            || (),
-            |acc, image, grad, ()| {
-                with_thread_scratch(plan.padded_len(), |padded| {
-                    plan.pad_image(image, padded);
-                    plan.filter_gradient(padded, grad, acc);
-                });
-                Ok(())
-            },
-        );
+        return direct_filter_sums(g, &plan, x, dy);
     }
     // dWᵀ [c·kh·kw, o] += col · dyᵀ per block of output rows, accumulated into `acc`: with the
     // long pixel axis as the GEMM's inner dimension and the small channel count as its narrow
@@ -573,9 +622,14 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         Ok(())
     };
     let dw_t = if g.batch_parallel() {
-        per_group_sums(g, x, dy, Vec::new, |acc, image, grad, col| {
-            one(acc, image, grad, col, false)
-        })?
+        per_group_sums(
+            g,
+            x,
+            dy,
+            Vec::new,
+            |acc, image, grad, col| one(acc, image, grad, col, false),
+            |_, _| {},
+        )?
     } else {
         let mut dw_t = vec![0.0f32; wlen];
         let mut col = Vec::new();
@@ -824,7 +878,7 @@ mod blocked_tests {
 
     use super::{
         ConvGeometry, block_rows, conv_backward_data, conv_backward_filter, conv_forward,
-        direct_batch,
+        direct_batch, direct_filter_sums, winograd_filter_sums,
     };
     use crate::attrs::Conv2dAttrs;
     use crate::cpu::{direct_conv, winograd_conv};
@@ -978,12 +1032,12 @@ mod blocked_tests {
             );
             let what = format!("c {c} o {o} {h}x{w} k {k} pad {pad}");
             assert_passes_match(&g, &mut rng, &what);
-            // The 3×3 geometries with wide rows take the Winograd kernel above: the direct
-            // kernel's own forward and data passes, called here, must agree too.
+            // The 3×3 geometries with wide rows take the Winograd kernels above: the direct
+            // kernel's own passes, called here, must agree too.
             let x = random(n * g.in_image(), &mut rng);
             let wt = random(o * g.ckk(), &mut rng);
             let dy = random(n * o * g.out_plane(), &mut rng);
-            let [y, dx, _] = direct(&g, &x, &wt, &dy);
+            let [y, dx, dw] = direct(&g, &x, &wt, &dy);
             if let Some(plan) = g.direct_forward() {
                 let mut got = vec![0.0f32; y.len()];
                 direct_batch(&plan, &x, &plan.pack_filters(&wt), &mut got, g.in_image());
@@ -995,13 +1049,18 @@ mod blocked_tests {
                 direct_batch(&plan, &dy, &packed, &mut got, o * g.out_plane());
                 assert_close(&format!("direct data gradient, {what}"), &got, &dx);
             }
+            if let Some(plan) = g.direct_filter() {
+                let got = direct_filter_sums(&g, &plan, &x, &dy).unwrap();
+                assert_close(&format!("direct filter gradient, {what}"), &got, &dw);
+            }
         }
     }
 
-    /// The Winograd kernels (forward and data gradient) agree with the definition: odd output
+    /// The Winograd kernels (forward, data and filter gradients) agree with the definition: odd output
     /// heights and widths (half-used tiles), a ragged last vector of tiles, padding 0, 1 and 2
     /// (the data gradient then pads by 2, 1 and 0), several blocks of tile rows, a register tile
-    /// of tiles spanning two tile rows and a last one half used, several output-channel blocks.
+    /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
+    /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them).
     /// On a CPU without AVX-512 the same geometries check the other paths instead.
     #[test]
     fn winograd_kernel_matches_direct_loops() {
@@ -1012,12 +1071,17 @@ mod blocked_tests {
         pool.install(|| {
             let mut rng = SeededRng::new(9);
             let n = 4;
+            let mut filter_winograd = 0;
             for (c, o, [h, w], pad) in [
                 (5, 16, [37, 45], 1),
                 (16, 8, [30, 64], 0),
                 (8, 24, [21, 33], 2),
                 (24, 16, [66, 70], 1),
                 (3, 16, [32, 32], 1),
+                (16, 8, [16, 16], 1),
+                (8, 16, [13, 16], 1),
+                (24, 8, [20, 14], 2),
+                (12, 16, [40, 18], 0),
             ] {
                 let attrs = Conv2dAttrs::new().with_padding([pad, pad]);
                 let g = ConvGeometry::new([n, c, h, w], [o, c, 3, 3], &attrs).unwrap();
@@ -1028,10 +1092,17 @@ mod blocked_tests {
                 );
                 assert_eq!(
                     g.winograd_backward_data().is_some(),
-                    winograd_conv::enabled() && c % 8 == 0,
+                    winograd_conv::enabled() && c % 8 == 0 && w >= 16,
                     "data path for {g:?}"
                 );
+                filter_winograd += usize::from(g.winograd_filter().is_some());
                 assert_passes_match(&g, &mut rng, &format!("c {c} o {o} {h}x{w} pad {pad}"));
+            }
+            if winograd_conv::enabled() {
+                assert!(
+                    filter_winograd >= 3,
+                    "{filter_winograd} filter gradients on Winograd"
+                );
             }
         });
     }
@@ -1056,7 +1127,11 @@ mod blocked_tests {
             let wt = random(g.o * g.ckk(), &mut rng);
             let dy = random(2 * g.o * g.out_plane(), &mut rng);
             let [_, _, want] = direct(&g, &x, &wt, &dy);
-            let got = conv_backward_filter(&g, &x, &dy).unwrap();
+            // The direct kernel (the Winograd kernel takes this geometry by default: below).
+            let got = match g.direct_filter() {
+                Some(plan) => direct_filter_sums(&g, &plan, &x, &dy).unwrap(),
+                None => conv_backward_filter(&g, &x, &dy).unwrap(),
+            };
             for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(a.is_finite(), b.is_finite(), "element {i}: {a} vs {b}");
                 if b.is_finite() {
@@ -1070,6 +1145,15 @@ mod blocked_tests {
                 want.iter().any(|v| !v.is_finite()),
                 "the infinity reaches its own tap"
             );
+            // The Winograd kernel mixes a tile's 16 inputs in every transformed value, so the
+            // infinity reaches every tap of its channel's filters (as NaN or ±∞): never a finite
+            // value where the definition has none.
+            if let Some(plan) = g.winograd_filter() {
+                let wino = winograd_filter_sums(&g, &plan, &x, &dy).unwrap();
+                for (i, (&a, &b)) in wino.iter().zip(&want).enumerate() {
+                    assert!(b.is_finite() || !a.is_finite(), "element {i}: {a} vs {b}");
+                }
+            }
         });
     }
 }

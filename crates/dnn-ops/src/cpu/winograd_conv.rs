@@ -24,8 +24,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
-    _mm512_sub_ps,
+    _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_reduce_add_ps, _mm512_set1_ps,
+    _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
 };
 
 use super::direct_conv;
@@ -38,6 +38,16 @@ const GROUP: usize = 32;
 const LANES: usize = 16;
 /// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
+/// The filter gradient's transformed input and output gradient of one block: 4 MiB (a whole
+/// 32² image of 128 + 64 channels; fewer blocks mean fewer passes over the accumulator).
+const MAX_FILTER_BLOCK_FLOATS: usize = 1024 * 1024;
+/// Output and input channels per register tile of the filter gradient's sums over tiles.
+pub(crate) const FILTER_BLOCK: usize = 4;
+/// The fewest tiles per image for which the filter gradient takes the Winograd kernel.
+const FILTER_MIN_TILES: usize = 256;
+/// Tiles per pass of the filter gradient's sums (the output-gradient rows of a register tile,
+/// 16 KiB, stay in L1 while every input-channel block reads them).
+const FILTER_CHUNK: usize = 1024;
 
 /// Whether this process uses the Winograd kernels: the direct kernels' conditions (AVX-512F,
 /// not `MAGMA_CPU_CONV=im2col`) and not `MAGMA_CPU_CONV=direct`.
@@ -61,11 +71,16 @@ pub(crate) struct WinogradPlan {
     pw: usize,
     ho: usize,
     wo: usize,
-    /// Tile rows of the output, and tiles per tile row rounded up to whole vectors.
+    /// Tile rows of the output, and tiles per tile row rounded up to whole vectors (or to 8,
+    /// half a vector, when `paired`).
     tile_rows: usize,
     row_tiles: usize,
+    /// Whether each vector of 16 tiles holds two tile rows of 8 (rows of at most 16 columns).
+    paired: bool,
     /// Tile rows per block (the transformed input of a block is reused by every output channel).
     block_rows: usize,
+    /// Tile rows per block of the filter gradient (transformed input and output gradient).
+    filter_rows: usize,
     /// Rows and row length of the padded image.
     hp: usize,
     wp: usize,
@@ -73,7 +88,7 @@ pub(crate) struct WinogradPlan {
 
 impl WinogradPlan {
     /// The plan, if the Winograd kernels handle this problem: a 3×3 kernel, output channels in
-    /// whole blocks, output rows at least 32 columns wide (16 tiles: narrower rows would leave
+    /// whole blocks, output rows at least 16 columns wide (8 tiles; narrower rows would leave
     /// most of each vector idle), and padding below 3.
     pub(crate) fn new([c, h, w]: [usize; 3], o: usize, [ph, pw]: [usize; 2]) -> Option<Self> {
         if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || h == 0 || w == 0 {
@@ -83,17 +98,30 @@ impl WinogradPlan {
             return None;
         }
         let (ho, wo) = (h + 2 * ph - 2, (w + 2 * pw).checked_sub(2)?);
-        if wo < 2 * LANES || ho == 0 {
+        if wo < LANES || ho == 0 {
             return None;
         }
         let tile_rows = ho.div_ceil(2);
-        let row_tiles = wo.div_ceil(2).next_multiple_of(LANES);
-        // Enough tile rows for a few register tiles of tiles, within the block budget.
+        // Rows of at most 8 tiles (16 columns) share each vector between two tile rows.
+        let paired = wo.div_ceil(2) <= LANES / 2;
+        let row_tiles = if paired {
+            LANES / 2
+        } else {
+            wo.div_ceil(2).next_multiple_of(LANES)
+        };
+        let rows_per_vector = if paired { 2 } else { 1 };
+        // Enough tile rows for a few register tiles of tiles, within the block budget; whole
+        // vectors of tiles per block.
         let per_row = 16 * c * row_tiles;
         let block_rows = (4 * GROUP)
             .div_ceil(row_tiles)
             .min((MAX_BLOCK_FLOATS / per_row).max(1))
-            .min(tile_rows);
+            .min(tile_rows)
+            .next_multiple_of(rows_per_vector);
+        let filter_rows = (MAX_FILTER_BLOCK_FLOATS / (16 * (c + o) * row_tiles))
+            .max(1)
+            .min(tile_rows)
+            .next_multiple_of(rows_per_vector);
         Some(Self {
             c,
             h,
@@ -105,10 +133,13 @@ impl WinogradPlan {
             wo,
             tile_rows,
             row_tiles,
+            paired,
             block_rows,
-            // Tile row r reads padded rows 2r..2r + 4; tile t reads columns 2t..2t + 4, and
-            // the permuted loads of the last vector of tiles read up to column 2·row_tiles + 1.
-            hp: 2 * tile_rows + 2,
+            filter_rows,
+            // Tile row r reads padded rows 2r..2r + 4 (the last vector of paired rows may read
+            // one tile row past the last); tile t reads columns 2t..2t + 4, and the permuted
+            // loads of the last vector of tiles read up to column 2·row_tiles + 1.
+            hp: 2 * (tile_rows + rows_per_vector),
             wp: 2 * row_tiles + 2,
         })
     }
@@ -205,6 +236,148 @@ impl WinogradPlan {
     }
 }
 
+/// The filter gradient, `dW = G^T [(Bᵀ d B) ⊙ (A dy Aᵀ)] G` summed over the tiles (the
+/// transpose of the forward algorithm: the 3×3 correlation of each 4×4 input patch with the 2×2
+/// output-gradient tile under it, F(3×3, 2×2)). Per image, [`WinogradPlan::filter_accumulate`]
+/// adds the sums over its tiles, kept as 16 lanes per (frequency, output, input channel), into an
+/// accumulator of [`WinogradPlan::filter_acc_len`] floats; [`WinogradPlan::filter_finish`] adds the
+/// lanes and transforms the result back once per group of images.
+impl WinogradPlan {
+    /// Whether the filter gradient's register tiles fit — input channels in blocks of
+    /// [`FILTER_BLOCK`] (output channels come in blocks of [`OUT_BLOCK`]) — and an image has
+    /// tiles enough to repay the accumulator's traffic: each image loads and stores every
+    /// accumulator vector once per block, so with fewer than [`FILTER_MIN_TILES`] tiles (planes
+    /// below 32², where the channel counts and so the accumulators are largest) the direct or
+    /// im2col kernels are faster (measured: 256 → 128 channels at 16², 8 → 39 ms).
+    pub(crate) fn filter_supported(&self) -> bool {
+        self.c.is_multiple_of(FILTER_BLOCK) && self.tile_rows * self.row_tiles >= FILTER_MIN_TILES
+    }
+
+    /// Floats of the filter gradient's accumulator: 16 lanes per (frequency, o, c).
+    pub(crate) fn filter_acc_len(&self) -> usize {
+        16 * self.o * self.c * LANES
+    }
+
+    /// Floats of the filter gradient's per-thread scratch: the transformed input and output
+    /// gradient of one block of tile rows.
+    pub(crate) fn filter_scratch_len(&self) -> usize {
+        16 * (self.c + self.o) * self.filter_rows * self.row_tiles
+    }
+
+    /// `acc` += the lane-wise sums over the tiles of one image of `(A dy Aᵀ)[ξ, k] ·
+    /// (Bᵀ d B)[ξ, c]`, from the padded image and the output gradient `dy` (`[o, ho, wo]`);
+    /// `scratch` holds at least `filter_scratch_len` floats (any contents).
+    pub(crate) fn filter_accumulate(
+        &self,
+        padded: &[f32],
+        dy: &[f32],
+        acc: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        assert!(self.filter_supported(), "winograd conv: channel blocks");
+        assert_eq!(
+            padded.len(),
+            self.padded_len(),
+            "winograd conv: padded image"
+        );
+        assert_eq!(dy.len(), self.out_len(), "winograd conv: output gradient");
+        assert_eq!(
+            acc.len(),
+            self.filter_acc_len(),
+            "winograd conv: accumulator"
+        );
+        assert!(
+            scratch.len() >= self.filter_scratch_len(),
+            "winograd conv: scratch"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+        unsafe {
+            filter_accumulate_avx512(self, padded, dy, acc, scratch)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("WinogradPlan::new returns None without AVX-512")
+    }
+
+    /// `dw` (`[o, c, 3, 3]`) += `G^T M G`, where `M` are the lane sums of an accumulator filled
+    /// by [`WinogradPlan::filter_accumulate`], with
+    /// `G^T = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
+    pub(crate) fn filter_finish(&self, acc: &[f32], dw: &mut [f32]) {
+        assert_eq!(
+            acc.len(),
+            self.filter_acc_len(),
+            "winograd conv: accumulator"
+        );
+        assert_eq!(dw.len(), self.o * self.c * 9, "winograd conv: filters");
+        // The lane sums, [ξ, o, c].
+        let mut sums = vec![0.0f32; acc.len() / LANES];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+        unsafe {
+            lane_sums(acc, &mut sums)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("WinogradPlan::new returns None without AVX-512");
+        let back = |m: [f32; 4]| {
+            [
+                m[0] + 0.5 * (m[1] + m[2]),
+                0.5 * (m[1] - m[2]),
+                0.5 * (m[1] + m[2]) + m[3],
+            ]
+        };
+        for k in 0..self.o {
+            for ch in 0..self.c {
+                let mut m = [[0.0f32; 4]; 4];
+                for (xi, v) in m.iter_mut().flatten().enumerate() {
+                    *v = sums[(xi * self.o + k) * self.c + ch];
+                }
+                // Gᵀ M: 3 rows of 4, column by column; then each row times G.
+                let mut t = [[0.0f32; 4]; 3];
+                for j in 0..4 {
+                    let col = back([m[0][j], m[1][j], m[2][j], m[3][j]]);
+                    for (row, v) in t.iter_mut().zip(col) {
+                        row[j] = v;
+                    }
+                }
+                let dst = &mut dw[(k * self.c + ch) * 9..][..9];
+                for (a, row) in t.iter().enumerate() {
+                    for (b, v) in back(*row).into_iter().enumerate() {
+                        dst[3 * a + b] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `sums[i]` = the sum of the 16 floats `acc[16 i..16 i + 16]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lane_sums(acc: &[f32], sums: &mut [f32]) {
+    for (sum, lanes) in sums.iter_mut().zip(acc.chunks_exact(LANES)) {
+        // SAFETY: `lanes` holds 16 floats.
+        *sum = _mm512_reduce_add_ps(unsafe { _mm512_loadu_ps(lanes.as_ptr()) });
+    }
+}
+
+impl WinogradPlan {
+    /// Vectors of 16 tiles in `rows` tile rows of a block.
+    fn vectors(&self, rows: usize) -> usize {
+        (rows * self.row_tiles).div_ceil(LANES)
+    }
+
+    /// Where vector `m` of a block lies: the block-relative tile row and first tile of its lanes
+    /// 0..8 and 8..16 (paired rows: tiles 0..8 of rows 2m and 2m + 1; else 16 tiles of one row).
+    fn vector_tiles(&self, m: usize) -> [(usize, usize); 2] {
+        if self.paired {
+            [(2 * m, 0), (2 * m + 1, 0)]
+        } else {
+            let (r, t0) = (LANES * m / self.row_tiles, LANES * m % self.row_tiles);
+            [(r, t0), (r, t0 + LANES / 2)]
+        }
+    }
+}
+
 /// `U = G g Gᵀ` of one 3×3 filter `g` (row-major), row-major 4×4, with
 /// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
 fn filter_transform(g: &[f32]) -> [f32; 16] {
@@ -238,7 +411,7 @@ fn forward_avx512(
     let m = &mut rest[..16 * OUT_BLOCK * GROUP];
     for tr0 in (0..p.tile_rows).step_by(p.block_rows) {
         let rows = (p.tile_rows - tr0).min(p.block_rows);
-        input_transform(p, padded, tr0, rows, v);
+        input_transform(p, padded, tr0, rows, GROUP, v);
         let groups = (rows * p.row_tiles).div_ceil(GROUP);
         for block in 0..p.o / OUT_BLOCK {
             let u = &filters[block * 16 * p.c * OUT_BLOCK..][..16 * p.c * OUT_BLOCK];
@@ -265,62 +438,74 @@ fn permutes() -> [__m512i; 4] {
 }
 
 /// `V = Bᵀ d B` of the tiles of tile rows `tr0..tr0 + rows`, every input channel, into `v`
-/// laid out `[group of 32 tiles, 16 frequencies, c, 32]` (tiles numbered row by row within the
-/// block, `row_tiles` per row), with
+/// laid out `[tiles / group, 16 frequencies, c, group]` (tiles numbered row by row within the
+/// block, `row_tiles` per row; `group` a multiple of 16), with
 /// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn input_transform(p: &WinogradPlan, padded: &[f32], tr0: usize, rows: usize, v: &mut [f32]) {
+fn input_transform(
+    p: &WinogradPlan,
+    padded: &[f32],
+    tr0: usize,
+    rows: usize,
+    group_len: usize,
+    v: &mut [f32],
+) {
     let [even, odd, _, _] = permutes();
     let channel_len = p.hp * p.wp;
     for ch in 0..p.c {
         let channel = &padded[ch * channel_len..][..channel_len];
-        for r in 0..rows {
-            let top = 2 * (tr0 + r);
-            for q in 0..p.row_tiles / LANES {
-                let col0 = 2 * LANES * q;
-                // Per input row i of the patch, its 4 columns transformed: (d0 − d2, d1 + d2,
-                // d2 − d1, d1 − d3) for 16 tiles.
-                let mut t = [[_mm512_setzero_ps(); 4]; 4];
-                for (i, ti) in t.iter_mut().enumerate() {
-                    let row = &channel[(top + i) * p.wp + col0..][..2 * LANES + 2];
-                    // SAFETY: `row` holds 34 floats; the loads read floats 0..16, 16..32, 2..18
-                    // and 18..34 of it.
-                    let [a, b, a2, b2] = unsafe {
-                        [
-                            _mm512_loadu_ps(row.as_ptr()),
-                            _mm512_loadu_ps(row.as_ptr().add(16)),
-                            _mm512_loadu_ps(row.as_ptr().add(2)),
-                            _mm512_loadu_ps(row.as_ptr().add(18)),
-                        ]
-                    };
-                    let d0 = _mm512_permutex2var_ps(a, even, b);
-                    let d1 = _mm512_permutex2var_ps(a, odd, b);
-                    let d2 = _mm512_permutex2var_ps(a2, even, b2);
-                    let d3 = _mm512_permutex2var_ps(a2, odd, b2);
-                    *ti = [
-                        _mm512_sub_ps(d0, d2),
-                        _mm512_add_ps(d1, d2),
-                        _mm512_sub_ps(d2, d1),
-                        _mm512_sub_ps(d1, d3),
-                    ];
-                }
-                let tile = r * p.row_tiles + LANES * q;
-                let (group, lane) = (tile / GROUP, tile % GROUP);
-                let dst = &mut v[group * 16 * p.c * GROUP..][..16 * p.c * GROUP];
-                for j in 0..4 {
-                    let cols = [
-                        _mm512_sub_ps(t[0][j], t[2][j]),
-                        _mm512_add_ps(t[1][j], t[2][j]),
-                        _mm512_sub_ps(t[2][j], t[1][j]),
-                        _mm512_sub_ps(t[1][j], t[3][j]),
-                    ];
-                    for (i, vec) in cols.into_iter().enumerate() {
-                        let xi = 4 * i + j;
-                        let d = &mut dst[(xi * p.c + ch) * GROUP + lane..][..LANES];
-                        // SAFETY: `d` holds 16 floats.
-                        unsafe { _mm512_storeu_ps(d.as_mut_ptr(), vec) };
-                    }
+        for m in 0..p.vectors(rows) {
+            let [(r, t0), (r_hi, _)] = p.vector_tiles(m);
+            // Per input row i of the patch, its 4 columns transformed: (d0 − d2, d1 + d2,
+            // d2 − d1, d1 − d3) for 16 tiles.
+            let mut t = [[_mm512_setzero_ps(); 4]; 4];
+            for (i, ti) in t.iter_mut().enumerate() {
+                let at = |tr: usize, t: usize| (2 * (tr0 + tr) + i) * p.wp + 2 * t;
+                // The floats of the low lanes' tiles (`lo`) and of the high lanes' (`hi`):
+                // consecutive columns of one row, or the first 18 columns of two rows.
+                let (lo, hi) = if p.paired {
+                    (&channel[at(r, 0)..][..18], &channel[at(r_hi, 0)..][..18])
+                } else {
+                    let row = &channel[at(r, t0)..][..2 * LANES + 2];
+                    (&row[..18], &row[16..])
+                };
+                // SAFETY: `lo` and `hi` hold 18 floats each; the loads read floats 0..16 and
+                // 2..18 of each.
+                let [a, b, a2, b2] = unsafe {
+                    [
+                        _mm512_loadu_ps(lo.as_ptr()),
+                        _mm512_loadu_ps(hi.as_ptr()),
+                        _mm512_loadu_ps(lo.as_ptr().add(2)),
+                        _mm512_loadu_ps(hi.as_ptr().add(2)),
+                    ]
+                };
+                let d0 = _mm512_permutex2var_ps(a, even, b);
+                let d1 = _mm512_permutex2var_ps(a, odd, b);
+                let d2 = _mm512_permutex2var_ps(a2, even, b2);
+                let d3 = _mm512_permutex2var_ps(a2, odd, b2);
+                *ti = [
+                    _mm512_sub_ps(d0, d2),
+                    _mm512_add_ps(d1, d2),
+                    _mm512_sub_ps(d2, d1),
+                    _mm512_sub_ps(d1, d3),
+                ];
+            }
+            let tile = LANES * m;
+            let (group, lane) = (tile / group_len, tile % group_len);
+            let dst = &mut v[group * 16 * p.c * group_len..][..16 * p.c * group_len];
+            for j in 0..4 {
+                let cols = [
+                    _mm512_sub_ps(t[0][j], t[2][j]),
+                    _mm512_add_ps(t[1][j], t[2][j]),
+                    _mm512_sub_ps(t[2][j], t[1][j]),
+                    _mm512_sub_ps(t[1][j], t[3][j]),
+                ];
+                for (i, vec) in cols.into_iter().enumerate() {
+                    let xi = 4 * i + j;
+                    let d = &mut dst[(xi * p.c + ch) * group_len + lane..][..LANES];
+                    // SAFETY: `d` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), vec) };
                 }
             }
         }
@@ -378,15 +563,11 @@ fn output_transform(
     let [_, _, low, high] = permutes();
     let plane = p.ho * p.wo;
     for half in 0..GROUP / LANES {
-        let tile = group * GROUP + LANES * half;
-        let (r, t0) = (tile / p.row_tiles, tile % p.row_tiles);
-        let x0 = 2 * t0;
-        if r >= rows || x0 >= p.wo {
+        let vector = group * GROUP / LANES + half;
+        if vector >= p.vectors(rows) {
             continue;
         }
-        let valid = (p.wo - x0).min(2 * LANES);
-        let y0 = 2 * (tr0 + r);
-        let out_rows = (p.ho - y0).min(2);
+        let [(r, t0), (r_hi, _)] = p.vector_tiles(vector);
         for k in 0..OUT_BLOCK {
             let mut mv = [_mm512_setzero_ps(); 16];
             for (xi, mvx) in mv.iter_mut().enumerate() {
@@ -402,15 +583,219 @@ fn output_transform(
                 s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
             }
             let o = block * OUT_BLOCK + k;
-            for (i, si) in s.iter().enumerate().take(out_rows) {
+            for (i, si) in s.iter().enumerate() {
                 let even = _mm512_add_ps(_mm512_add_ps(si[0], si[1]), si[2]);
                 let odd = _mm512_sub_ps(_mm512_sub_ps(si[1], si[2]), si[3]);
+                // Output columns 2t, 2t + 1 of the low lanes' tiles, then of the high lanes'.
                 let lo = _mm512_permutex2var_ps(even, low, odd);
                 let hi = _mm512_permutex2var_ps(even, high, odd);
-                let dst = &mut out[o * plane + (y0 + i) * p.wo + x0..][..valid];
-                store_first(dst, lo, hi);
+                let mut row = |tr: usize, x0: usize, width: usize, lo, hi| {
+                    let y = 2 * (tr0 + tr) + i;
+                    if tr < rows && y < p.ho && x0 < p.wo {
+                        let valid = (p.wo - x0).min(width);
+                        let dst = &mut out[o * plane + y * p.wo + x0..][..valid];
+                        store_first(dst, lo, hi);
+                    }
+                };
+                if p.paired {
+                    row(r, 0, LANES, lo, lo);
+                    row(r_hi, 0, LANES, hi, hi);
+                } else {
+                    row(r, 2 * t0, 2 * LANES, lo, hi);
+                }
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn filter_accumulate_avx512(
+    p: &WinogradPlan,
+    padded: &[f32],
+    dy: &[f32],
+    acc: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let cap = p.filter_rows * p.row_tiles;
+    let (v, rest) = scratch.split_at_mut(16 * p.c * cap);
+    let d = &mut rest[..16 * p.o * cap];
+    for tr0 in (0..p.tile_rows).step_by(p.filter_rows) {
+        let rows = (p.tile_rows - tr0).min(p.filter_rows);
+        input_transform(p, padded, tr0, rows, cap, v);
+        gradient_transform(p, dy, tr0, rows, cap, d);
+        let tiles = p.vectors(rows) * LANES;
+        for xi in 0..16 {
+            let vx = &v[xi * p.c * cap..][..p.c * cap];
+            let dx = &d[xi * p.o * cap..][..p.o * cap];
+            let ax = &mut acc[xi * p.o * p.c * LANES..][..p.o * p.c * LANES];
+            for t0 in (0..tiles).step_by(FILTER_CHUNK) {
+                let len = (tiles - t0).min(FILTER_CHUNK);
+                tile_sums(p, vx, dx, cap, t0, len, ax);
+            }
+        }
+    }
+}
+
+/// `ax[k, c, lane] += Σ_t dx[k, t] · vx[c, t]` over the tiles `t0..t0 + len` (in vectors of 16,
+/// lane = t mod 16) of one frequency, in register tiles of [`FILTER_BLOCK`] × [`FILTER_BLOCK`]
+/// channel pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn tile_sums(
+    p: &WinogradPlan,
+    vx: &[f32],
+    dx: &[f32],
+    cap: usize,
+    t0: usize,
+    len: usize,
+    ax: &mut [f32],
+) {
+    const B: usize = FILTER_BLOCK;
+    for kb in (0..p.o).step_by(B) {
+        let mut drows = [&dx[..0]; B];
+        for (i, row) in drows.iter_mut().enumerate() {
+            *row = &dx[(kb + i) * cap + t0..][..len];
+        }
+        for cb in (0..p.c).step_by(B) {
+            let mut vrows = [&vx[..0]; B];
+            for (j, row) in vrows.iter_mut().enumerate() {
+                *row = &vx[(cb + j) * cap + t0..][..len];
+            }
+            let mut a = [[_mm512_setzero_ps(); B]; B];
+            for (i, ai) in a.iter_mut().enumerate() {
+                for (j, aij) in ai.iter_mut().enumerate() {
+                    let src = &ax[((kb + i) * p.c + cb + j) * LANES..][..LANES];
+                    // SAFETY: `src` holds 16 floats.
+                    *aij = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+                }
+            }
+            for t in (0..len).step_by(LANES) {
+                let mut dv = [_mm512_setzero_ps(); B];
+                let mut vv = [_mm512_setzero_ps(); B];
+                for (x, row) in dv.iter_mut().zip(&drows) {
+                    let s = &row[t..t + LANES];
+                    // SAFETY: `s` holds 16 floats.
+                    *x = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+                }
+                for (x, row) in vv.iter_mut().zip(&vrows) {
+                    let s = &row[t..t + LANES];
+                    // SAFETY: `s` holds 16 floats.
+                    *x = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+                }
+                for (ai, &di) in a.iter_mut().zip(&dv) {
+                    for (aij, &vj) in ai.iter_mut().zip(&vv) {
+                        *aij = _mm512_fmadd_ps(di, vj, *aij);
+                    }
+                }
+            }
+            for (i, ai) in a.iter().enumerate() {
+                for (j, &aij) in ai.iter().enumerate() {
+                    let dst = &mut ax[((kb + i) * p.c + cb + j) * LANES..][..LANES];
+                    // SAFETY: `dst` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), aij) };
+                }
+            }
+        }
+    }
+}
+
+/// `A dy Aᵀ` of the 2×2 output-gradient tiles of tile rows `tr0..tr0 + rows`, every output
+/// channel, into `d` laid out `[16 frequencies, o, cap]` (tiles as in [`input_transform`]), with
+/// `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`; outputs past the last row or column read as zeros,
+/// so tiles there add nothing.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gradient_transform(
+    p: &WinogradPlan,
+    dy: &[f32],
+    tr0: usize,
+    rows: usize,
+    cap: usize,
+    d: &mut [f32],
+) {
+    let [even, odd, _, _] = permutes();
+    let plane = p.ho * p.wo;
+    let zero = _mm512_setzero_ps();
+    for k in 0..p.o {
+        let grad = &dy[k * plane..][..plane];
+        for m in 0..p.vectors(rows) {
+            let [(r, t0), (r_hi, _)] = p.vector_tiles(m);
+            // The first `width` output-gradient values of row i of tile row `tr` from column
+            // `x0`, zeros past the output's last row or column.
+            let load = |tr: usize, i: usize, x0: usize, width: usize| {
+                let y = 2 * (tr0 + tr) + i;
+                if y >= p.ho || x0 >= p.wo {
+                    return (zero, zero);
+                }
+                let valid = (p.wo - x0).min(width);
+                load_first(&grad[y * p.wo + x0..][..valid])
+            };
+            // Even and odd columns of the tiles' two rows: [g00, g01] above [g10, g11].
+            let mut halves = [[zero; 2]; 2];
+            for (i, h) in halves.iter_mut().enumerate() {
+                let (a, b) = if p.paired {
+                    (load(r, i, 0, LANES).0, load(r_hi, i, 0, LANES).0)
+                } else {
+                    load(r, i, 2 * t0, 2 * LANES)
+                };
+                *h = [
+                    _mm512_permutex2var_ps(a, even, b),
+                    _mm512_permutex2var_ps(a, odd, b),
+                ];
+            }
+            let [[g00, g01], [g10, g11]] = halves;
+            // A dy: rows (g00, g01), (g00 + g10, g01 + g11), (g00 − g10, g01 − g11),
+            // (−g10, −g11); each row (u, v) times Aᵀ: (u, u + v, u − v, −v).
+            let rows4 = [
+                (g00, g01),
+                (_mm512_add_ps(g00, g10), _mm512_add_ps(g01, g11)),
+                (_mm512_sub_ps(g00, g10), _mm512_sub_ps(g01, g11)),
+                (_mm512_sub_ps(zero, g10), _mm512_sub_ps(zero, g11)),
+            ];
+            let tile = LANES * m;
+            for (a, (u, v)) in rows4.into_iter().enumerate() {
+                let vals = [
+                    u,
+                    _mm512_add_ps(u, v),
+                    _mm512_sub_ps(u, v),
+                    _mm512_sub_ps(zero, v),
+                ];
+                for (b, val) in vals.into_iter().enumerate() {
+                    let xi = 4 * a + b;
+                    let dst = &mut d[(xi * p.o + k) * cap + tile..][..LANES];
+                    // SAFETY: `dst` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), val) };
+                }
+            }
+        }
+    }
+}
+
+/// The first `src.len()` (1 to 32) floats of `src` as two vectors, zeros after them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn load_first(src: &[f32]) -> (__m512, __m512) {
+    let n = src.len();
+    debug_assert!((1..=2 * LANES).contains(&n));
+    let mask = |k: usize| {
+        if k >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << k) - 1) as u16
+        }
+    };
+    // SAFETY: the first load reads lanes 0..min(n, 16) from the start of `src`; the second,
+    // made only when n > 16, reads lanes 0..n − 16 from float 16: both inside `src`. Masked-off
+    // lanes are not read.
+    unsafe {
+        let a = _mm512_maskz_loadu_ps(mask(n), src.as_ptr());
+        let b = if n > LANES {
+            _mm512_maskz_loadu_ps(mask(n - LANES), src.as_ptr().add(LANES))
+        } else {
+            _mm512_setzero_ps()
+        };
+        (a, b)
     }
 }
 
