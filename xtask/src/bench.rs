@@ -36,12 +36,13 @@ pub fn gemm() -> Result<()> {
     Ok(())
 }
 
-/// The CPU backend's convolutions layer by layer (U-Net base 16, 128², batch 8) with the direct
-/// AVX-512 kernels and, for comparison, with `MAGMA_CPU_CONV=im2col` (docs/perf/bench-unet.md).
-/// Threads: `RAYON_NUM_THREADS`, default all cores.
+/// The CPU backend's convolutions layer by layer (U-Net base 16, 128², batch 8) with the default
+/// kernels (Winograd and direct AVX-512) and, for comparison, with `MAGMA_CPU_CONV=direct` (no
+/// Winograd) and `MAGMA_CPU_CONV=im2col` (docs/perf/bench-unet.md). Threads: `RAYON_NUM_THREADS`,
+/// default all cores.
 pub fn conv() -> Result<()> {
     build_example("dnn-ops", "bench_conv")?;
-    for path in ["default", "im2col"] {
+    for path in ["default", "direct", "im2col"] {
         println!("\nMAGMA_CPU_CONV={path}");
         let status = Command::new("target/release/examples/bench_conv")
             .env("MAGMA_CPU_CONV", path)

@@ -123,8 +123,13 @@ impl ConvGeometry {
         Some(plan)
     }
     /// The Winograd kernel's plan for the filter gradient: the forward plan, input channels in
-    /// blocks of 4.
+    /// blocks of 4, planes of 32² to 64², and at least two images per thread (with one, the
+    /// accumulator's zeroing and reduction per image made it slower than the direct kernel at 8
+    /// threads on the Xeon: docs/perf/bench-unet.md, round 50).
     fn winograd_filter(&self) -> Option<WinogradPlan> {
+        if self.n < 2 * rayon::current_num_threads() {
+            return None;
+        }
         self.winograd_forward()
             .filter(WinogradPlan::filter_supported)
     }
@@ -1077,6 +1082,7 @@ mod blocked_tests {
                 (16, 8, [30, 64], 0),
                 (8, 24, [21, 33], 2),
                 (24, 16, [66, 70], 1),
+                (24, 16, [40, 40], 1),
                 (3, 16, [32, 32], 1),
                 (16, 8, [16, 16], 1),
                 (8, 16, [13, 16], 1),
@@ -1119,13 +1125,13 @@ mod blocked_tests {
         pool.install(|| {
             let mut rng = SeededRng::new(10);
             let attrs = Conv2dAttrs::new();
-            let g = ConvGeometry::new([2, 8, 47, 47], [8, 8, 3, 3], &attrs).unwrap();
-            let mut x = random(2 * g.in_image(), &mut rng);
+            let g = ConvGeometry::new([4, 8, 47, 47], [8, 8, 3, 3], &attrs).unwrap();
+            let mut x = random(4 * g.in_image(), &mut rng);
             // Column 45 of channel 0, row 5, first image: only tap kj = 2 at output column 43
             // reads it (wo = 45).
             x[5 * 47 + 45] = f32::INFINITY;
             let wt = random(g.o * g.ckk(), &mut rng);
-            let dy = random(2 * g.o * g.out_plane(), &mut rng);
+            let dy = random(4 * g.o * g.out_plane(), &mut rng);
             let [_, _, want] = direct(&g, &x, &wt, &dy);
             // The direct kernel (the Winograd kernel takes this geometry by default: below).
             let got = match g.direct_filter() {
@@ -1148,7 +1154,10 @@ mod blocked_tests {
             // The Winograd kernel mixes a tile's 16 inputs in every transformed value, so the
             // infinity reaches every tap of its channel's filters (as NaN or ±∞): never a finite
             // value where the definition has none.
-            if let Some(plan) = g.winograd_filter() {
+            if winograd_conv::enabled() {
+                let plan = g
+                    .winograd_filter()
+                    .expect("4 images on 2 threads, 23 × 32 tiles");
                 let wino = winograd_filter_sums(&g, &plan, &x, &dy).unwrap();
                 for (i, (&a, &b)) in wino.iter().zip(&want).enumerate() {
                     assert!(b.is_finite() || !a.is_finite(), "element {i}: {a} vs {b}");

@@ -38,24 +38,40 @@ const GROUP: usize = 32;
 const LANES: usize = 16;
 /// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
-/// The filter gradient's transformed input and output gradient of one block: 4 MiB (a whole
-/// 32² image of 128 + 64 channels; fewer blocks mean fewer passes over the accumulator).
+/// The filter gradient's transformed input and output gradient of one block: from 1 MiB (so
+/// that with few channels they stay in L2 between the transforms and the sums; at 8 threads
+/// larger blocks made the 128² and 64² levels memory-bound) up to 4 MiB where the accumulator is
+/// as large (a whole 32² image of 128 + 64 channels: fewer blocks, fewer passes over it).
+const MIN_FILTER_BLOCK_FLOATS: usize = 256 * 1024;
 const MAX_FILTER_BLOCK_FLOATS: usize = 1024 * 1024;
 /// Output and input channels per register tile of the filter gradient's sums over tiles.
 pub(crate) const FILTER_BLOCK: usize = 4;
-/// The fewest tiles per image for which the filter gradient takes the Winograd kernel.
+/// The fewest and most tiles per image for which the filter gradient takes the Winograd
+/// kernel: 32² and 64² planes. At 128² (16–32 channels) the transforms cost as much as the
+/// multiplications saved (measured on the Xeon and the EPYC: no faster than the direct kernel).
 const FILTER_MIN_TILES: usize = 256;
+const FILTER_MAX_TILES: usize = 1024;
 /// Tiles per pass of the filter gradient's sums (the output-gradient rows of a register tile,
 /// 16 KiB, stay in L1 while every input-channel block reads them).
 const FILTER_CHUNK: usize = 1024;
 
 /// Whether this process uses the Winograd kernels: the direct kernels' conditions (AVX-512F,
-/// not `MAGMA_CPU_CONV=im2col`) and not `MAGMA_CPU_CONV=direct`.
+/// not `MAGMA_CPU_CONV=im2col`) and not `MAGMA_CPU_CONV=direct`. (`MAGMA_CPU_CONV=no-winograd-filter`
+/// keeps them for the forward pass and data gradient only: [`filter_enabled`].)
 pub(crate) fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
         let wanted = std::env::var("MAGMA_CPU_CONV").map_or(true, |v| v != "direct");
         wanted && direct_conv::enabled()
+    })
+}
+
+/// Whether the filter gradient uses the Winograd kernel where it can: [`enabled`] and not
+/// `MAGMA_CPU_CONV=no-winograd-filter` (a switch for benchmarks).
+fn filter_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        enabled() && std::env::var("MAGMA_CPU_CONV").map_or(true, |v| v != "no-winograd-filter")
     })
 }
 
@@ -118,7 +134,9 @@ impl WinogradPlan {
             .min((MAX_BLOCK_FLOATS / per_row).max(1))
             .min(tile_rows)
             .next_multiple_of(rows_per_vector);
-        let filter_rows = (MAX_FILTER_BLOCK_FLOATS / (16 * (c + o) * row_tiles))
+        let filter_budget =
+            (16 * o * c * LANES).clamp(MIN_FILTER_BLOCK_FLOATS, MAX_FILTER_BLOCK_FLOATS);
+        let filter_rows = (filter_budget / (16 * (c + o) * row_tiles))
             .max(1)
             .min(tile_rows)
             .next_multiple_of(rows_per_vector);
@@ -248,9 +266,13 @@ impl WinogradPlan {
     /// tiles enough to repay the accumulator's traffic: each image loads and stores every
     /// accumulator vector once per block, so with fewer than [`FILTER_MIN_TILES`] tiles (planes
     /// below 32², where the channel counts and so the accumulators are largest) the direct or
-    /// im2col kernels are faster (measured: 256 → 128 channels at 16², 8 → 39 ms).
+    /// im2col kernels are faster (measured: 256 → 128 channels at 16², 8 → 39 ms), and not
+    /// more than [`FILTER_MAX_TILES`]. (The caller also wants several images per thread: the
+    /// accumulator is zeroed and reduced once per group of images.)
     pub(crate) fn filter_supported(&self) -> bool {
-        self.c.is_multiple_of(FILTER_BLOCK) && self.tile_rows * self.row_tiles >= FILTER_MIN_TILES
+        filter_enabled()
+            && self.c.is_multiple_of(FILTER_BLOCK)
+            && (FILTER_MIN_TILES..=FILTER_MAX_TILES).contains(&(self.tile_rows * self.row_tiles))
     }
 
     /// Floats of the filter gradient's accumulator: 16 lanes per (frequency, o, c).
@@ -494,12 +516,13 @@ fn input_transform(
             let tile = LANES * m;
             let (group, lane) = (tile / group_len, tile % group_len);
             let dst = &mut v[group * 16 * p.c * group_len..][..16 * p.c * group_len];
-            for j in 0..4 {
+            let [t0, t1, t2, t3] = t;
+            for (j, (((&r0, &r1), &r2), &r3)) in t0.iter().zip(&t1).zip(&t2).zip(&t3).enumerate() {
                 let cols = [
-                    _mm512_sub_ps(t[0][j], t[2][j]),
-                    _mm512_add_ps(t[1][j], t[2][j]),
-                    _mm512_sub_ps(t[2][j], t[1][j]),
-                    _mm512_sub_ps(t[1][j], t[3][j]),
+                    _mm512_sub_ps(r0, r2),
+                    _mm512_add_ps(r1, r2),
+                    _mm512_sub_ps(r2, r1),
+                    _mm512_sub_ps(r1, r3),
                 ];
                 for (i, vec) in cols.into_iter().enumerate() {
                     let xi = 4 * i + j;
