@@ -1065,7 +1065,8 @@ mod blocked_tests {
     /// heights and widths (half-used tiles), a ragged last vector of tiles, padding 0, 1 and 2
     /// (the data gradient then pads by 2, 1 and 0), several blocks of tile rows, a register tile
     /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
-    /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them).
+    /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them, in
+    /// the filter gradient too).
     /// On a CPU without AVX-512 the same geometries check the other paths instead.
     #[test]
     fn winograd_kernel_matches_direct_loops() {
@@ -1083,6 +1084,7 @@ mod blocked_tests {
                 (8, 24, [21, 33], 2),
                 (24, 16, [66, 70], 1),
                 (24, 16, [40, 40], 1),
+                (8, 8, [65, 16], 1),
                 (3, 16, [32, 32], 1),
                 (16, 8, [16, 16], 1),
                 (8, 16, [13, 16], 1),

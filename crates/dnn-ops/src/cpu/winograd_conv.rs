@@ -339,7 +339,9 @@ impl WinogradPlan {
             lane_sums(acc, &mut sums)
         };
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("WinogradPlan::new returns None without AVX-512");
+        for (sum, lanes) in sums.iter_mut().zip(acc.chunks_exact(LANES)) {
+            *sum = lanes.iter().sum();
+        }
         let back = |m: [f32; 4]| {
             [
                 m[0] + 0.5 * (m[1] + m[2]),
@@ -537,6 +539,9 @@ fn input_transform(
 
 /// `m[ξ, k, t] = Σ_c u[ξ, c, k] · vg[ξ, c, t]` for the 16 frequencies ξ, one block of
 /// [`OUT_BLOCK`] output channels k and one group of 32 tiles t.
+///
+/// In a block's last group the tiles past the block (up to 16 lanes) hold whatever the thread's
+/// scratch held before; lanes never mix and their sums are not stored, so only their time counts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn channel_sums(c: usize, vg: &[f32], u: &[f32], m: &mut [f32]) {
