@@ -254,6 +254,12 @@ pub trait ShapeOps {
 /// Elementwise arithmetic, broadcasting of per-channel vectors, reductions and dropout.
 pub trait ElementwiseOps {
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// `acc += b` (same shapes): how gradients reaching one value by several paths are summed.
+    /// The default allocates `acc + b`; a backend may add in place.
+    fn add_assign(&self, acc: &mut Tensor, b: &Tensor) -> Result<()> {
+        *acc = self.add(acc, b)?;
+        Ok(())
+    }
     fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// `alpha · x + beta`.

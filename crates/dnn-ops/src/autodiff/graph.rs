@@ -372,7 +372,10 @@ impl<'b> Graph<'b> {
                             )));
                         }
                         grads[input] = Some(match grads[input].take() {
-                            Some(acc) => self.backend.add(&acc, &g)?,
+                            Some(mut acc) => {
+                                self.backend.add_assign(&mut acc, &g)?;
+                                acc
+                            }
                             None => g,
                         });
                     }

@@ -4,6 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::buffers::par_map;
 use super::elementwise::same_shape;
 use crate::attrs::Activation;
 use crate::backend::ActivationOps;
@@ -50,10 +51,8 @@ impl CpuBackend {
 
 impl ActivationOps for CpuBackend {
     fn activation(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
-        let mut v = x.to_vec()?;
-        v.par_iter_mut()
-            .with_min_len(4096)
-            .for_each(|e| *e = forward(kind, *e));
+        let x = x.contiguous()?;
+        let v = par_map(x.host_data()?, |e| forward(kind, e));
         Ok(Tensor::from_vec(v, x.shape())?)
     }
 
@@ -67,11 +66,15 @@ impl ActivationOps for CpuBackend {
         Self::check_activation_backward(x, y, dy)?;
         let (x, y) = (x.contiguous()?, y.contiguous()?);
         let (xd, yd) = (x.host_data()?, y.host_data()?);
-        let mut dx = dy.to_vec()?;
-        dx.par_iter_mut()
-            .with_min_len(4096)
-            .enumerate()
-            .for_each(|(i, d)| *d *= derivative(kind, xd[i], yd[i]));
+        let dy = dy.contiguous()?;
+        let dyd = dy.host_data()?;
+        let mut dx = Vec::with_capacity(dyd.len());
+        dx.par_extend(
+            (0..dyd.len())
+                .into_par_iter()
+                .with_min_len(4096)
+                .map(|i| dyd[i] * derivative(kind, xd[i], yd[i])),
+        );
         Ok(Tensor::from_vec(dx, x.shape())?)
     }
 }

@@ -23,6 +23,38 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     v
 }
 
+/// `f(a[i], b[i])` for every `i`, written once by the rayon pool's threads (no copy of `a`
+/// first: `a.to_vec()` is a one-thread copy as slow as the parallel pass after it).
+pub(crate) fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    debug_assert_eq!(a.len(), b.len());
+    let mut out = Vec::with_capacity(a.len());
+    out.par_extend(
+        a.par_iter()
+            .zip(b.par_iter())
+            .with_min_len(PARALLEL_CHUNK)
+            .map(|(&x, &y)| f(x, y)),
+    );
+    out
+}
+
+/// `f(a[i])` for every `i`, as [`par_map2`].
+pub(crate) fn par_map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.len());
+    out.par_extend(a.par_iter().with_min_len(PARALLEL_CHUNK).map(|&x| f(x)));
+    out
+}
+
+/// `acc[i] += b[i]` on the rayon pool's threads.
+pub(crate) fn par_add_assign(acc: &mut [f32], b: &[f32]) {
+    debug_assert_eq!(acc.len(), b.len());
+    acc.par_chunks_mut(PARALLEL_CHUNK)
+        .zip(b.par_chunks(PARALLEL_CHUNK))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+}
+
+/// The smallest share of an elementwise pass that one task takes (32 KiB).
+const PARALLEL_CHUNK: usize = 8192;
+
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }

@@ -15,6 +15,7 @@ use super::direct_conv::{DirectPlan, TILE_W};
 use super::elementwise::add_channel_bias_in_place;
 use super::gemm::{MatMut, MatRef, gemm_into};
 use super::winograd_conv::WinogradPlan;
+use super::winograd4_conv::Winograd4Plan;
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::ConvOps;
 use crate::error::{Result, shape_err};
@@ -99,6 +100,39 @@ impl ConvGeometry {
             return None;
         }
         WinogradPlan::new([self.c, self.h, self.w], self.o, a.padding)
+    }
+    /// The F(4×4, 3×3) Winograd kernel's plan for the forward pass, under the conditions of
+    /// [`ConvGeometry::winograd_forward`] (see `winograd4_conv`).
+    fn winograd4_forward(&self) -> Option<Winograd4Plan> {
+        let a = &self.attrs;
+        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
+            return None;
+        }
+        if [self.kh, self.kw] != [3, 3] {
+            return None;
+        }
+        Winograd4Plan::new([self.c, self.h, self.w], self.o, a.padding)
+    }
+    /// The F(4×4, 3×3) plan for the data gradient, as [`ConvGeometry::winograd_backward_data`].
+    fn winograd4_backward_data(&self) -> Option<Winograd4Plan> {
+        let a = &self.attrs;
+        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
+            return None;
+        }
+        if [self.kh, self.kw] != [3, 3] || a.padding[0] >= 3 || a.padding[1] >= 3 {
+            return None;
+        }
+        let plan = Winograd4Plan::new(
+            [self.o, self.ho, self.wo],
+            self.c,
+            [2 - a.padding[0], 2 - a.padding[1]],
+        )?;
+        debug_assert_eq!(
+            plan.out_len(),
+            self.in_image(),
+            "stride 1 maps back onto the input"
+        );
+        Some(plan)
     }
     /// The Winograd kernel's plan for the data gradient: the convolution of the output gradient
     /// with the filters flipped and transposed, padded by `2 − p`.
@@ -357,6 +391,28 @@ fn direct_batch(
         });
 }
 
+/// The F(4×4, 3×3) Winograd kernel over a batch, as [`direct_batch`] (filters already
+/// transformed).
+fn winograd4_batch(
+    plan: &Winograd4Plan,
+    inputs: &[f32],
+    filters: &[f32],
+    outputs: &mut [f32],
+    in_len: usize,
+) {
+    let padded_len = plan.padded_len();
+    outputs
+        .par_chunks_mut(plan.out_len())
+        .zip(inputs.par_chunks(in_len))
+        .for_each(|(out, image)| {
+            with_thread_scratch(padded_len + plan.scratch_len(), |buf| {
+                let (padded, scratch) = buf.split_at_mut(padded_len);
+                plan.pad_image(image, padded);
+                plan.forward(padded, filters, out, scratch);
+            })
+        });
+}
+
 /// The Winograd kernel over a batch, as [`direct_batch`] (filters already transformed).
 fn winograd_batch(
     plan: &WinogradPlan,
@@ -383,6 +439,10 @@ fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let out_image = g.o * plane;
     let mut y = zeroed(g.n * out_image);
     if out_image == 0 {
+        return Ok(y);
+    }
+    if let Some(plan) = g.winograd4_forward() {
+        winograd4_batch(&plan, x, &plan.transform_filters(w), &mut y, g.in_image());
         return Ok(y);
     }
     if let Some(plan) = g.winograd_forward() {
@@ -436,6 +496,11 @@ fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32
     let plane = g.out_plane();
     let out_image = g.o * plane;
     if dx.is_empty() || out_image == 0 {
+        return Ok(dx);
+    }
+    if let Some(plan) = g.winograd4_backward_data() {
+        let filters = plan.transform_filters(&g.flipped_filters(w));
+        winograd4_batch(&plan, dy, &filters, &mut dx, out_image);
         return Ok(dx);
     }
     if let Some(plan) = g.winograd_backward_data() {
@@ -883,10 +948,10 @@ mod blocked_tests {
 
     use super::{
         ConvGeometry, block_rows, conv_backward_data, conv_backward_filter, conv_forward,
-        direct_batch, direct_filter_sums, winograd_filter_sums,
+        direct_batch, direct_filter_sums, winograd_batch, winograd_filter_sums,
     };
     use crate::attrs::Conv2dAttrs;
-    use crate::cpu::{direct_conv, winograd_conv};
+    use crate::cpu::{direct_conv, winograd_conv, winograd4_conv};
 
     /// The three passes by their definition, in f64, one loop over every (sample, output
     /// channel, output position, input channel, tap) that reads inside the image:
@@ -938,6 +1003,32 @@ mod blocked_tests {
                 (f64::from(g) - w).abs() <= 1e-5 * scale,
                 "{what}[{i}]: {g} vs {w}"
             );
+        }
+    }
+
+    /// F(2×2, 3×3)'s forward pass and data gradient, where they apply to `g`, against
+    /// [`direct`] (the default passes prefer F(4×4, 3×3)).
+    fn assert_f2_passes_match(g: &ConvGeometry, rng: &mut SeededRng, what: &str) {
+        let x = random(g.n * g.in_image(), rng);
+        let w = random(g.o * g.ckk(), rng);
+        let dy = random(g.n * g.o * g.out_plane(), rng);
+        let [y, dx, _] = direct(g, &x, &w, &dy);
+        if let Some(plan) = g.winograd_forward() {
+            let mut got = vec![0.0; y.len()];
+            winograd_batch(
+                &plan,
+                &x,
+                &plan.transform_filters(&w),
+                &mut got,
+                g.in_image(),
+            );
+            assert_close(&format!("F(2x2) forward, {what}"), &got, &y);
+        }
+        if let Some(plan) = g.winograd_backward_data() {
+            let mut got = vec![0.0; dx.len()];
+            let filters = plan.transform_filters(&g.flipped_filters(&w));
+            winograd_batch(&plan, &dy, &filters, &mut got, g.o * g.out_plane());
+            assert_close(&format!("F(2x2) data gradient, {what}"), &got, &dx);
         }
     }
 
@@ -1067,6 +1158,9 @@ mod blocked_tests {
     /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
     /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them, in
     /// the filter gradient too).
+    /// F(4×4, 3×3) takes the forward and data passes where it applies (rows of 16 columns: four
+    /// tile rows per vector; of 17–32: two, an odd count among them; wider: runs of 16 tiles);
+    /// F(2×2, 3×3)'s forward and data passes are checked on every geometry they take.
     /// On a CPU without AVX-512 the same geometries check the other paths instead.
     #[test]
     fn winograd_kernel_matches_direct_loops() {
@@ -1077,7 +1171,7 @@ mod blocked_tests {
         pool.install(|| {
             let mut rng = SeededRng::new(9);
             let n = 4;
-            let mut filter_winograd = 0;
+            let (mut filter_winograd, mut f4_forward, mut f4_data) = (0, 0, 0);
             for (c, o, [h, w], pad) in [
                 (5, 16, [37, 45], 1),
                 (16, 8, [30, 64], 0),
@@ -1090,9 +1184,25 @@ mod blocked_tests {
                 (8, 16, [13, 16], 1),
                 (24, 8, [20, 14], 2),
                 (12, 16, [40, 18], 0),
+                (16, 16, [25, 30], 1),
             ] {
                 let attrs = Conv2dAttrs::new().with_padding([pad, pad]);
                 let g = ConvGeometry::new([n, c, h, w], [o, c, 3, 3], &attrs).unwrap();
+                let what = format!("c {c} o {o} {h}x{w} pad {pad}");
+                let (tile_rows, tiles) = (g.ho.div_ceil(4), g.wo.div_ceil(4));
+                let row_tiles = if tiles <= 8 {
+                    tiles.next_power_of_two().max(4)
+                } else {
+                    16
+                };
+                assert_eq!(
+                    g.winograd4_forward().is_some(),
+                    winograd4_conv::enabled() && tile_rows * row_tiles >= 32,
+                    "F(4x4) forward path for {g:?}"
+                );
+                f4_forward += usize::from(g.winograd4_forward().is_some());
+                f4_data += usize::from(g.winograd4_backward_data().is_some());
+                assert_f2_passes_match(&g, &mut rng, &what);
                 assert_eq!(
                     g.winograd_forward().is_some(),
                     winograd_conv::enabled(),
@@ -1110,6 +1220,10 @@ mod blocked_tests {
                 assert!(
                     filter_winograd >= 3,
                     "{filter_winograd} filter gradients on Winograd"
+                );
+                assert!(
+                    f4_forward >= 8 && f4_data >= 6,
+                    "F(4x4): {f4_forward} forward and {f4_data} data passes"
                 );
             }
         });

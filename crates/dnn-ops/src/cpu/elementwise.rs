@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::zeroed;
+use super::buffers::{par_add_assign, par_map, par_map2, zeroed};
 use super::softmax::channel_dims;
 use crate::backend::ElementwiseOps;
 use crate::error::{OpError, Result, shape_err};
@@ -35,19 +35,24 @@ fn zip_with(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Tensor> {
     same_shape(op, a, b)?;
-    let b = b.contiguous()?;
-    let bd = b.host_data()?;
-    let mut out = a.to_vec()?;
-    out.par_iter_mut()
-        .with_min_len(8192)
-        .zip(bd.par_iter())
-        .for_each(|(x, &y)| *x = f(*x, y));
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let out = par_map2(a.host_data()?, b.host_data()?, f);
     Ok(Tensor::from_vec(out, a.shape())?)
 }
 
 impl ElementwiseOps for CpuBackend {
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         zip_with("add", a, b, |x, y| x + y)
+    }
+
+    fn add_assign(&self, acc: &mut Tensor, b: &Tensor) -> Result<()> {
+        same_shape("add_assign", acc, b)?;
+        if !acc.is_contiguous() {
+            *acc = acc.contiguous()?;
+        }
+        let b = b.contiguous()?;
+        par_add_assign(acc.host_data_mut()?, b.host_data()?);
+        Ok(())
     }
 
     fn sub(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -59,10 +64,8 @@ impl ElementwiseOps for CpuBackend {
     }
 
     fn affine(&self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
-        let mut v = x.to_vec()?;
-        v.par_iter_mut()
-            .with_min_len(8192)
-            .for_each(|e| *e = alpha * *e + beta);
+        let x = x.contiguous()?;
+        let v = par_map(x.host_data()?, |e| alpha * e + beta);
         Ok(Tensor::from_vec(v, x.shape())?)
     }
 

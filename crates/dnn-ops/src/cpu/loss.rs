@@ -77,11 +77,22 @@ fn validate_labels(
     ignore_index: Option<i64>,
 ) -> Result<Labels> {
     let (outer, c, inner) = label_dims(op, logits, labels)?;
+    // A class index that is not ignored, tested with an integer conversion (`fract` is a libm
+    // call on baseline x86-64); anything else takes `label_class`'s full check and error.
+    let cf = c as f32;
+    let plain_class =
+        |v: f32| v >= 0.0 && v < cf && (v as i32) as f32 == v && ignore_index != Some(v as i64);
     let classes = labels
         .to_vec()?
         .iter()
         .enumerate()
-        .map(|(i, &v)| label_class(op, i, v, c, ignore_index))
+        .map(|(i, &v)| {
+            if plain_class(v) {
+                Ok(Some(v as usize))
+            } else {
+                label_class(op, i, v, c, ignore_index)
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     if classes.iter().all(Option::is_none) {
         return all_ignored(op, ignore_index);
@@ -198,43 +209,72 @@ fn weighted_ce(
     let ld = logits.host_data()?;
     let mut grad = zeroed(ld.len());
     let inv_total = (1.0 / total_weight) as f32;
+    // Pixels are taken in blocks so that each class's logits and gradients are read and written
+    // as contiguous runs (the layout is `[N, C, inner]`).
+    const BLOCK: usize = 64;
     let loss: f64 = grad
         .par_chunks_mut((c * inner).max(1))
         .enumerate()
         .map(|(n, g)| {
             let mut pixel = vec![0.0f32; c];
-            let mut exps = vec![0.0f32; c];
+            let mut exps = vec![0.0f32; c * BLOCK];
+            let mut max = [0.0f32; BLOCK];
+            let mut sum = [0.0f32; BLOCK];
             let mut acc = 0.0f64;
-            for i in 0..inner {
-                let Some(k) = lab.classes[n * inner + i] else {
-                    continue;
-                };
-                for (ch, p) in pixel.iter_mut().enumerate() {
-                    *p = ld[(n * c + ch) * inner + i];
-                }
-                let w = weight(n * inner + i, k);
-                // One exponential per class: softmax = e / Σe with e = exp(z − max).
-                let max = pixel.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                if !max.is_finite() {
-                    // A logit of ±∞ (or NaN in every class): the general form, as before. A NaN
-                    // beside finite logits stays on the fast path and gives NaN there too.
-                    let lse = log_sum_exp(&pixel);
-                    acc += w as f64 * (lse - pixel[k]) as f64;
-                    for (ch, &z) in pixel.iter().enumerate() {
-                        let onehot = if ch == k { 1.0 } else { 0.0 };
-                        g[ch * inner + i] = w * inv_total * ((z - lse).exp() - onehot);
+            let logits_of =
+                |ch: usize, i0: usize, len: usize| &ld[(n * c + ch) * inner + i0..][..len];
+            for i0 in (0..inner).step_by(BLOCK) {
+                let len = BLOCK.min(inner - i0);
+                let (max, sum) = (&mut max[..len], &mut sum[..len]);
+                max.fill(f32::NEG_INFINITY);
+                for ch in 0..c {
+                    for (m, &z) in max.iter_mut().zip(logits_of(ch, i0, len)) {
+                        *m = m.max(z);
                     }
-                    continue;
                 }
-                for (e, &z) in exps.iter_mut().zip(&pixel) {
-                    *e = (z - max).exp();
+                sum.fill(0.0);
+                for ch in 0..c {
+                    let e = &mut exps[ch * BLOCK..][..len];
+                    for ((e, &z), (&m, s)) in e
+                        .iter_mut()
+                        .zip(logits_of(ch, i0, len))
+                        .zip(max.iter().zip(sum.iter_mut()))
+                    {
+                        *e = (z - m).exp();
+                        *s += *e;
+                    }
                 }
-                let sum: f32 = exps.iter().sum();
-                let lse = max + sum.ln();
-                acc += w as f64 * (lse - pixel[k]) as f64;
-                for (ch, &e) in exps.iter().enumerate() {
-                    let onehot = if ch == k { 1.0 } else { 0.0 };
-                    g[ch * inner + i] = w * inv_total * (e / sum - onehot);
+                for j in 0..len {
+                    let i = i0 + j;
+                    let Some(k) = lab.classes[n * inner + i] else {
+                        for ch in 0..c {
+                            g[ch * inner + i] = 0.0;
+                        }
+                        continue;
+                    };
+                    let w = weight(n * inner + i, k);
+                    if !max[j].is_finite() {
+                        // A logit of ±∞ (or NaN in every class): the general form. A NaN beside
+                        // finite logits stays on the fast path and gives NaN there too.
+                        for (ch, p) in pixel.iter_mut().enumerate() {
+                            *p = ld[(n * c + ch) * inner + i];
+                        }
+                        let lse = log_sum_exp(&pixel);
+                        acc += w as f64 * (lse - pixel[k]) as f64;
+                        for (ch, &z) in pixel.iter().enumerate() {
+                            let onehot = if ch == k { 1.0 } else { 0.0 };
+                            g[ch * inner + i] = w * inv_total * ((z - lse).exp() - onehot);
+                        }
+                        continue;
+                    }
+                    // softmax = e / Σe with e = exp(z − max).
+                    let lse = max[j] + sum[j].ln();
+                    acc += w as f64 * (lse - ld[(n * c + k) * inner + i]) as f64;
+                    let scale = w * inv_total / sum[j];
+                    for ch in 0..c {
+                        let onehot = if ch == k { w * inv_total } else { 0.0 };
+                        g[ch * inner + i] = scale * exps[ch * BLOCK + j] - onehot;
+                    }
                 }
             }
             acc

@@ -62,28 +62,53 @@ fn argmax(plane: &[f32], g: &PoolGeometry, a: &Pool2dAttrs, oh: usize, ow: usize
     best
 }
 
-/// Index into `plane` of the first maximum of the 2×2 window at output `(oh, ow)` (stride 2, no
-/// padding), with [`argmax`]'s rule (the first NaN wins): the U-Net's pooling without the
-/// general window arithmetic.
-#[inline]
-fn argmax_2x2(plane: &[f32], w: usize, oh: usize, ow: usize) -> usize {
-    let top = 2 * oh * w + 2 * ow;
-    let mut best = top;
-    let mut best_v = plane[top];
-    if best_v.is_nan() {
-        return best;
+/// Which of a 2×2 window's values `[top left, top right, bottom left, bottom right]` [`argmax_2x2`]
+/// picks (0–3), without branches so that a row of windows vectorizes: a later value replaces the
+/// best so far when it is greater or NaN, unless the best so far is already NaN.
+#[inline(always)]
+fn pick_2x2(v: [f32; 4]) -> (f32, u32) {
+    let (mut best, mut at) = (v[0], 0u32);
+    for (i, &x) in v.iter().enumerate().skip(1) {
+        let take = (x > best || x.is_nan()) && !best.is_nan();
+        best = if take { x } else { best };
+        at = if take { i as u32 } else { at };
     }
-    for i in [top + 1, top + w, top + w + 1] {
-        let v = plane[i];
-        if v.is_nan() {
-            return i;
-        }
-        if v > best_v {
-            best_v = v;
-            best = i;
-        }
+    (best, at)
+}
+
+/// One output row of the 2×2 stride-2 max pool: `out[j]` is the maximum (the first NaN if any)
+/// of `top[2j..2j+2]` and `bottom[2j..2j+2]`.
+fn max_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
+    for ((o, t), b) in out
+        .iter_mut()
+        .zip(top.chunks_exact(2))
+        .zip(bottom.chunks_exact(2))
+    {
+        *o = pick_2x2([t[0], t[1], b[0], b[1]]).0;
     }
-    best
+}
+
+/// The gradient of [`max_2x2_row`]: each window's gradient goes to the input it picked, and the
+/// window's other three inputs get zero (every value of `dx_top` and `dx_bottom` is written).
+fn max_2x2_row_backward(
+    top: &[f32],
+    bottom: &[f32],
+    dy: &[f32],
+    dx_top: &mut [f32],
+    dx_bottom: &mut [f32],
+) {
+    let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(
+        dx_top
+            .chunks_exact_mut(2)
+            .zip(dx_bottom.chunks_exact_mut(2)),
+    );
+    for (((t, b), (gt, gb)), &d) in windows.zip(dy) {
+        let at = pick_2x2([t[0], t[1], b[0], b[1]]).1;
+        gt[0] = if at == 0 { d } else { 0.0 };
+        gt[1] = if at == 1 { d } else { 0.0 };
+        gb[0] = if at == 2 { d } else { 0.0 };
+        gb[1] = if at == 3 { d } else { 0.0 };
+    }
 }
 
 /// Whether [`argmax_2x2`] applies.
@@ -155,9 +180,9 @@ impl PoolOps for CpuBackend {
                     for oh in 0..g.ho {
                         let row = &mut out[oh * g.wo..(oh + 1) * g.wo];
                         if is_2x2(attrs) {
-                            for (ow, o) in row.iter_mut().enumerate() {
-                                *o = plane[argmax_2x2(plane, g.w, oh, ow)];
-                            }
+                            let top = &plane[2 * oh * g.w..][..2 * g.wo];
+                            let bottom = &plane[(2 * oh + 1) * g.w..][..2 * g.wo];
+                            max_2x2_row(top, bottom, row);
                         } else {
                             for (ow, o) in row.iter_mut().enumerate() {
                                 *o = plane[argmax(plane, &g, attrs, oh, ow)];
@@ -191,10 +216,17 @@ impl PoolOps for CpuBackend {
                     for oh in 0..g.ho {
                         let grad_row = &grad[oh * g.wo..(oh + 1) * g.wo];
                         if is_2x2(attrs) {
-                            // Windows do not overlap: each input receives at most one value.
-                            for (ow, &d) in grad_row.iter().enumerate() {
-                                out[argmax_2x2(plane, g.w, oh, ow)] = d;
-                            }
+                            // Windows do not overlap: each input receives at most one value,
+                            // and the two rows' window columns are written whole.
+                            let (top, bottom) = (2 * oh * g.w, (2 * oh + 1) * g.w);
+                            let (out_top, out_bottom) = out[top..].split_at_mut(g.w);
+                            max_2x2_row_backward(
+                                &plane[top..][..2 * g.wo],
+                                &plane[bottom..][..2 * g.wo],
+                                grad_row,
+                                &mut out_top[..2 * g.wo],
+                                &mut out_bottom[..2 * g.wo],
+                            );
                         } else {
                             for (ow, &d) in grad_row.iter().enumerate() {
                                 out[argmax(plane, &g, attrs, oh, ow)] += d;
@@ -272,13 +304,14 @@ impl PoolOps for CpuBackend {
 
 #[cfg(test)]
 mod fast_path_tests {
-    use super::{argmax, argmax_2x2, geometry};
+    use super::{argmax, geometry, max_2x2_row, max_2x2_row_backward};
     use crate::attrs::Pool2dAttrs;
 
-    /// The 2×2 path picks the same input as the general window rule, ties (first maximum) and
-    /// NaN (first NaN) included, on odd sizes whose last row and column no window reads.
+    /// The 2×2 rows pick the same input as the general window rule, ties (first maximum) and NaN
+    /// (first NaN) included, forward and backward, on odd sizes whose last row and column no
+    /// window reads.
     #[test]
-    fn two_by_two_path_agrees_with_the_general_rule() {
+    fn two_by_two_rows_agree_with_the_general_rule() {
         let attrs = Pool2dAttrs::square(2);
         let (h, w) = (7, 9);
         let g = geometry([1, 1, h, w], &attrs).unwrap();
@@ -294,13 +327,30 @@ mod fast_path_tests {
                     }
                 })
                 .collect();
+            let dy: Vec<f32> = (0..g.wo).map(|j| j as f32 + 1.0).collect();
             for oh in 0..g.ho {
+                let (top, bottom) = (
+                    &plane[2 * oh * w..][..2 * g.wo],
+                    &plane[(2 * oh + 1) * w..][..2 * g.wo],
+                );
+                let mut y = vec![0.0; g.wo];
+                max_2x2_row(top, bottom, &mut y);
+                let (mut dx_top, mut dx_bottom) = (vec![7.0; 2 * g.wo], vec![7.0; 2 * g.wo]);
+                max_2x2_row_backward(top, bottom, &dy, &mut dx_top, &mut dx_bottom);
                 for ow in 0..g.wo {
-                    assert_eq!(
-                        argmax_2x2(&plane, w, oh, ow),
-                        argmax(&plane, &g, &attrs, oh, ow),
-                        "trial {trial}, output ({oh}, {ow})"
+                    let at = argmax(&plane, &g, &attrs, oh, ow);
+                    let want = plane[at];
+                    assert!(
+                        y[ow] == want || (y[ow].is_nan() && want.is_nan()),
+                        "trial {trial}, output ({oh}, {ow}): {} vs {want}",
+                        y[ow]
                     );
+                    for (r, dx) in [(2 * oh, &dx_top), (2 * oh + 1, &dx_bottom)] {
+                        for c in 2 * ow..2 * ow + 2 {
+                            let want = if r * w + c == at { dy[ow] } else { 0.0 };
+                            assert_eq!(dx[c], want, "trial {trial}, input ({r}, {c})");
+                        }
+                    }
                 }
             }
         }

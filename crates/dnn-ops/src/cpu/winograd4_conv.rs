@@ -1,0 +1,676 @@
+//! Winograd F(4×4, 3×3) convolution with AVX-512: the forward pass and (through flipped
+//! filters) the data gradient of the 3×3, stride-1 convolutions that [`super::winograd_conv`]'s
+//! F(2×2, 3×3) also takes, with 36 multiplications per 4×4 outputs instead of 64 (2.25 per
+//! output and input channel against F(2×2)'s 4 and the direct kernel's 9).
+//!
+//! Each 4×4 block of outputs ("tile") of one output channel is computed from the 6×6 input patch
+//! under it: `V = Bᵀ d B`, multiplied element-wise with `U = G g Gᵀ` (36 values per (output,
+//! input) channel pair) and summed over the input channels, then `Y = Aᵀ M A` (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016; interpolation points 0, ±1, ±2):
+//!
+//! ```text
+//! Bᵀ = [4  0 −5  0 1 0]   G = [ 1/4     0    0]   Aᵀ = [1 1  1 1  1 0]
+//!      [0 −4 −4  1 1 0]       [−1/6 −1/6 −1/6]        [0 1 −1 2 −2 0]
+//!      [0  4 −4 −1 1 0]       [−1/6  1/6 −1/6]        [0 1  1 4  4 0]
+//!      [0 −2 −1  2 1 0]       [1/24 1/12  1/6]        [0 1 −1 8 −8 1]
+//!      [0  2 −1 −2 1 0]       [1/24 −1/12 1/6]
+//!      [0  4  0 −5 0 1]       [   0     0    1]
+//! ```
+//!
+//! Layout as in F(2×2): per image, blocks of tile rows whose transformed input stays in L2; the
+//! input transform vectorised over 16 tiles — each vector's tiles are four runs of four
+//! consecutive tiles (one 16-float load each, so a vector covers 16 tiles of one tile row, or 8
+//! of two rows, or 4 of four rows on narrow images), their patch columns gathered by two
+//! two-register permutes and a blend; the channel sums as register tiles of [`OUT_BLOCK`] output
+//! channels × 32 tiles; the output transform interleaved back into rows of 16 columns.
+//!
+//! Rounding: the transforms' coefficients (up to 8, down to 1/24) make the error larger than
+//! F(2×2)'s: a few 10⁻⁶ of the output's magnitude with 64 input channels (simulated in f32
+//! against f64, and checked against f64 loops in `conv.rs`'s tests), well inside what training
+//! in f32 resolves. `MAGMA_CPU_CONV=winograd2` keeps F(2×2) for comparisons.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m512, __m512i, _mm_loadu_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm512_add_ps,
+    _mm512_castpd_ps, _mm512_castps_pd, _mm512_castps256_ps512, _mm512_fmadd_ps,
+    _mm512_insertf32x4, _mm512_insertf64x4, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_sub_ps,
+};
+
+use rayon::prelude::*;
+
+use super::winograd_conv;
+
+/// Output channels per register tile of the channel sums.
+pub(crate) const OUT_BLOCK: usize = 8;
+/// Tiles per register tile of the channel sums (two vectors of 16).
+const GROUP: usize = 32;
+/// Tiles per vector.
+const LANES: usize = 16;
+/// Transformed values per tile (6 × 6).
+const FREQ: usize = 36;
+/// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
+const MAX_BLOCK_FLOATS: usize = 128 * 1024;
+
+/// Whether this process uses F(4×4, 3×3): the Winograd kernels are on ([`winograd_conv::enabled`])
+/// and `MAGMA_CPU_CONV` is not `winograd2` (F(2×2) only, a switch for benchmarks).
+pub(crate) fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        winograd_conv::enabled()
+            && std::env::var("MAGMA_CPU_CONV").map_or(true, |v| v != "winograd2")
+    })
+}
+
+/// A 3×3, stride-1, dilation-1 convolution of one image `[c, h, w]` with `o` filters `[c, 3, 3]`
+/// and zero padding `(ph, pw)`, each below 3, in the layout the kernel reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Winograd4Plan {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    ph: usize,
+    pw: usize,
+    ho: usize,
+    wo: usize,
+    /// Tile rows of the output.
+    tile_rows: usize,
+    /// Tiles per tile row as laid out in vectors: 4 or 8 (a vector holds 4 or 2 tile rows), or
+    /// a multiple of 16.
+    row_tiles: usize,
+    /// Tile rows per block (the transformed input of a block is reused by every output channel).
+    block_rows: usize,
+    /// Rows of the padded image, and the length of each of a padded row's four phases (see
+    /// [`Winograd4Plan::pad_image`]).
+    hp: usize,
+    phase_len: usize,
+}
+
+impl Winograd4Plan {
+    /// The plan, if the kernel handles this problem: a 3×3 kernel, output channels in whole
+    /// blocks, output rows at least 16 columns wide (4 tiles), at least 32 tiles, and padding
+    /// below 3.
+    pub(crate) fn new([c, h, w]: [usize; 3], o: usize, [ph, pw]: [usize; 2]) -> Option<Self> {
+        if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || h == 0 || w == 0 {
+            return None;
+        }
+        if ph >= 3 || pw >= 3 || h + 2 * ph < 3 {
+            return None;
+        }
+        let (ho, wo) = (h + 2 * ph - 2, (w + 2 * pw).checked_sub(2)?);
+        if wo < LANES || ho == 0 {
+            return None;
+        }
+        let tile_rows = ho.div_ceil(4);
+        let tiles = wo.div_ceil(4);
+        let row_tiles = match tiles {
+            ..=4 => 4,
+            5..=8 => 8,
+            _ => tiles.next_multiple_of(LANES),
+        };
+        // Fewer tiles than a register tile's 32 (a 16² image has 16) would leave half of every
+        // channel sum idle: F(2×2) is faster there (measured: 256 → 128 channels at 16², 6.5
+        // against 4.2 ms).
+        if tile_rows * row_tiles < GROUP {
+            return None;
+        }
+        let rows_per_vector = (LANES / row_tiles).max(1);
+        let per_row = FREQ * c * row_tiles;
+        let block_rows = (4 * GROUP)
+            .div_ceil(row_tiles)
+            .min((MAX_BLOCK_FLOATS / per_row).max(1))
+            .min(tile_rows)
+            .next_multiple_of(rows_per_vector);
+        Some(Self {
+            c,
+            h,
+            w,
+            o,
+            ph,
+            pw,
+            ho,
+            wo,
+            tile_rows,
+            row_tiles,
+            block_rows,
+            // Tile row r reads padded rows 4r..4r + 6, and the last vector may hold tile rows up
+            // to the next multiple of `rows_per_vector`; tile t reads columns 4t..4t + 6, so
+            // positions t and t + 1 of the phases.
+            hp: 4 * tile_rows.next_multiple_of(rows_per_vector) + 2,
+            phase_len: row_tiles + 2,
+        })
+    }
+
+    /// Elements of one padded image.
+    pub(crate) fn padded_len(&self) -> usize {
+        self.c * self.hp * self.row_len()
+    }
+
+    /// Elements of one output image `[o, ho, wo]`.
+    pub(crate) fn out_len(&self) -> usize {
+        self.o * self.ho * self.wo
+    }
+
+    /// Floats of the per-thread scratch (`scratch` of [`Winograd4Plan::forward`]): the
+    /// transformed input of a block of tile rows and the channel sums of one register tile.
+    pub(crate) fn scratch_len(&self) -> usize {
+        FREQ * self.c * self.tiles_cap() + FREQ * OUT_BLOCK * GROUP
+    }
+
+    /// Tiles of a block's transformed input, whole groups.
+    fn tiles_cap(&self) -> usize {
+        (self.block_rows * self.row_tiles).next_multiple_of(GROUP)
+    }
+
+    /// Floats of one padded row: its four phases.
+    fn row_len(&self) -> usize {
+        4 * self.phase_len
+    }
+
+    /// Copies one image `[c, h, w]` into `padded` (`padded_len` elements): zero padding of
+    /// `ph` rows and `pw` columns before the image and zeros after it, each padded row split
+    /// into four phases — phase φ holds its columns φ, 4 + φ, 8 + φ, … — so that column j of
+    /// the patches of consecutive tiles (columns 4t + j) lies at consecutive positions
+    /// `t + j / 4` of phase `j mod 4`.
+    pub(crate) fn pad_image(&self, image: &[f32], padded: &mut [f32]) {
+        assert_eq!(
+            padded.len(),
+            self.padded_len(),
+            "winograd F(4x4) conv: padded image"
+        );
+        assert_eq!(
+            image.len(),
+            self.c * self.h * self.w,
+            "winograd F(4x4) conv: image"
+        );
+        let row_len = self.row_len();
+        // One padded row before it is split: whole chunks of 64 columns.
+        let mut row = vec![0.0f32; row_len.next_multiple_of(4 * LANES)];
+        for (ch, channel) in padded.chunks_exact_mut(self.hp * row_len).enumerate() {
+            for (r, dst) in channel.chunks_exact_mut(row_len).enumerate() {
+                let Some(y) = r.checked_sub(self.ph).filter(|&y| y < self.h) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                row[self.pw..self.pw + self.w]
+                    .copy_from_slice(&image[(ch * self.h + y) * self.w..][..self.w]);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+                unsafe {
+                    split_phases(&row, self.phase_len, dst)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("Winograd4Plan::new returns None without AVX-512");
+            }
+        }
+    }
+
+    /// Filters `[o, c, 3, 3]` transformed (`U = G g Gᵀ`, computed in f64) and laid out
+    /// `[o / OUT_BLOCK, 36, c, OUT_BLOCK]`: for one output block and frequency, the values of
+    /// consecutive input channels are adjacent.
+    pub(crate) fn transform_filters(&self, w: &[f32]) -> Vec<f32> {
+        assert_eq!(
+            w.len(),
+            self.o * self.c * 9,
+            "winograd F(4x4) conv: filters"
+        );
+        let mut packed = vec![0.0f32; self.o * self.c * FREQ];
+        // One output block per task (a 256 × 256 layer has 65 536 filters to transform).
+        packed
+            .par_chunks_mut(FREQ * self.c * OUT_BLOCK)
+            .enumerate()
+            .for_each(|(block, dst)| {
+                for lane in 0..OUT_BLOCK {
+                    let o = block * OUT_BLOCK + lane;
+                    for ch in 0..self.c {
+                        let g = &w[(o * self.c + ch) * 9..][..9];
+                        for (xi, u) in filter_transform(g).into_iter().enumerate() {
+                            dst[(xi * self.c + ch) * OUT_BLOCK + lane] = u;
+                        }
+                    }
+                }
+            });
+        packed
+    }
+
+    /// `out` (`[o, ho, wo]`) = the convolution of one padded image with transformed filters;
+    /// `scratch` holds at least `scratch_len` floats (any contents).
+    pub(crate) fn forward(
+        &self,
+        padded: &[f32],
+        filters: &[f32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        assert_eq!(
+            padded.len(),
+            self.padded_len(),
+            "winograd F(4x4) conv: padded image"
+        );
+        assert_eq!(
+            filters.len(),
+            self.o * self.c * FREQ,
+            "winograd F(4x4) conv: filters"
+        );
+        assert_eq!(out.len(), self.out_len(), "winograd F(4x4) conv: output");
+        assert!(
+            scratch.len() >= self.scratch_len(),
+            "winograd F(4x4) conv: scratch"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Winograd4Plan::new` returns a plan only when `enabled()`, which checked at run
+        // time that the CPU has AVX-512F, the one feature `forward_avx512` is compiled for.
+        unsafe {
+            forward_avx512(self, padded, filters, out, scratch)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("Winograd4Plan::new returns None without AVX-512")
+    }
+
+    /// Vectors of 16 tiles in `rows` tile rows of a block.
+    fn vectors(&self, rows: usize) -> usize {
+        (rows * self.row_tiles).div_ceil(LANES)
+    }
+
+    /// Where the run of four tiles that starts at block tile `tile` (a multiple of 4) lies: its
+    /// block-relative tile row and its first output column.
+    fn run_at(&self, tile: usize) -> (usize, usize) {
+        (tile / self.row_tiles, 4 * (tile % self.row_tiles))
+    }
+}
+
+/// `U = G g Gᵀ` of one 3×3 filter `g` (row-major), row-major 6×6, computed in f64.
+fn filter_transform(g: &[f32]) -> [f32; FREQ] {
+    const SIXTH: f64 = 1.0 / 6.0;
+    let col = |a: f64, b: f64, c: f64| {
+        let (even, odd) = (0.25 * a + c, 0.5 * b);
+        [
+            0.25 * a,
+            -(a + b + c) * SIXTH,
+            -(a - b + c) * SIXTH,
+            (even + odd) * SIXTH,
+            (even - odd) * SIXTH,
+            c,
+        ]
+    };
+    // G g: 6 rows of 3, column by column.
+    let mut gg = [[0.0f64; 3]; 6];
+    for j in 0..3 {
+        let t = col(g[j].into(), g[3 + j].into(), g[6 + j].into());
+        for (row, v) in gg.iter_mut().zip(t) {
+            row[j] = v;
+        }
+    }
+    let mut u = [0.0f32; FREQ];
+    for (i, row) in gg.iter().enumerate() {
+        for (j, v) in col(row[0], row[1], row[2]).into_iter().enumerate() {
+            u[6 * i + j] = v as f32;
+        }
+    }
+    u
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn forward_avx512(
+    p: &Winograd4Plan,
+    padded: &[f32],
+    filters: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (v, rest) = scratch.split_at_mut(FREQ * p.c * p.tiles_cap());
+    let m = &mut rest[..FREQ * OUT_BLOCK * GROUP];
+    for tr0 in (0..p.tile_rows).step_by(p.block_rows) {
+        let rows = (p.tile_rows - tr0).min(p.block_rows);
+        input_transform(p, padded, tr0, rows, v);
+        let groups = (rows * p.row_tiles).div_ceil(GROUP);
+        for block in 0..p.o / OUT_BLOCK {
+            let u = &filters[block * FREQ * p.c * OUT_BLOCK..][..FREQ * p.c * OUT_BLOCK];
+            for group in 0..groups {
+                let vg = &v[group * FREQ * p.c * GROUP..][..FREQ * p.c * GROUP];
+                channel_sums(p.c, vg, u, m);
+                output_transform(p, m, block, tr0, group, rows, out);
+            }
+        }
+    }
+}
+
+/// `Bᵀ x` of six vectors (one transform along a patch row or column).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transform_b(x: [__m512; 6]) -> [__m512; 6] {
+    let [x0, x1, x2, x3, x4, x5] = x;
+    let (four, minus_four, minus_five) = (
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(-4.0),
+        _mm512_set1_ps(-5.0),
+    );
+    // Rows 1, 2: (x4 − 4x2) ± (x3 − 4x1); rows 3, 4: (x4 − x2) ± 2(x3 − x1).
+    let a = _mm512_fmadd_ps(minus_four, x2, x4);
+    let b = _mm512_fmadd_ps(minus_four, x1, x3);
+    let c = _mm512_sub_ps(x4, x2);
+    let d = _mm512_sub_ps(x3, x1);
+    let e = _mm512_add_ps(d, d);
+    [
+        _mm512_fmadd_ps(four, x0, _mm512_fmadd_ps(minus_five, x2, x4)),
+        _mm512_add_ps(a, b),
+        _mm512_sub_ps(a, b),
+        _mm512_add_ps(c, e),
+        _mm512_sub_ps(c, e),
+        _mm512_fmadd_ps(four, x1, _mm512_fmadd_ps(minus_five, x3, x5)),
+    ]
+}
+
+/// `Aᵀ m` of six vectors: four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transform_a(m: [__m512; 6]) -> [__m512; 4] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (s, d) = (_mm512_add_ps(m1, m2), _mm512_sub_ps(m1, m2));
+    let (s2, d2) = (_mm512_add_ps(m3, m4), _mm512_sub_ps(m3, m4));
+    [
+        _mm512_add_ps(_mm512_add_ps(m0, s), s2),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), d2, d),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), s2, s),
+        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d2, d), m5),
+    ]
+}
+
+/// Lane indices: the interleaving of two vectors' low (`PAIR_LOW`) and high halves, and of
+/// pairs of floats of two vectors' low (`QUAD_LOW`) and high halves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn permutes() -> [__m512i; 4] {
+    [
+        _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+        _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23),
+        _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31),
+    ]
+}
+
+/// `dst[φ·len + t] = row[4t + φ]` for `t < len` (`dst` holds `4·len` floats; `row` whole chunks
+/// of 64 floats covering them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn split_phases(row: &[f32], len: usize, dst: &mut [f32]) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    assert!(dst.len() == 4 * len && row.len() >= 4 * len.next_multiple_of(LANES));
+    for t0 in (0..len).step_by(LANES) {
+        let src = &row[4 * t0..][..4 * LANES];
+        // SAFETY: `src` holds 64 floats: the loads read 0..16, 16..32, 32..48 and 48..64.
+        let [v0, v1, v2, v3] = unsafe {
+            let at = src.as_ptr();
+            [
+                _mm512_loadu_ps(at),
+                _mm512_loadu_ps(at.add(16)),
+                _mm512_loadu_ps(at.add(32)),
+                _mm512_loadu_ps(at.add(48)),
+            ]
+        };
+        // Columns 2t (a, c) and 2t + 1 (b, d) of each half, then every fourth.
+        let (a, b) = (
+            _mm512_permutex2var_ps(v0, even, v1),
+            _mm512_permutex2var_ps(v0, odd, v1),
+        );
+        let (c, d) = (
+            _mm512_permutex2var_ps(v2, even, v3),
+            _mm512_permutex2var_ps(v2, odd, v3),
+        );
+        let phases = [
+            _mm512_permutex2var_ps(a, even, c),
+            _mm512_permutex2var_ps(b, even, d),
+            _mm512_permutex2var_ps(a, odd, c),
+            _mm512_permutex2var_ps(b, odd, d),
+        ];
+        let n = (len - t0).min(LANES);
+        for (phi, v) in phases.into_iter().enumerate() {
+            store_first(&mut dst[phi * len + t0..][..n], v);
+        }
+    }
+}
+
+/// `V = Bᵀ d B` of the tiles of tile rows `tr0..tr0 + rows`, every input channel, into `v`
+/// laid out `[tiles / GROUP, 36 frequencies, c, GROUP]` (tiles numbered row by row within the
+/// block, `row_tiles` per row).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v: &mut [f32]) {
+    let row_len = p.row_len();
+    let channel_len = p.hp * row_len;
+    for ch in 0..p.c {
+        let channel = &padded[ch * channel_len..][..channel_len];
+        for vector in 0..p.vectors(rows) {
+            let tile = LANES * vector;
+            // The four runs of four tiles: the offset of each run's first tile in patch row 0's
+            // phases (phase 0, position t).
+            let mut runs = [0usize; 4];
+            for (q, run) in runs.iter_mut().enumerate() {
+                let (r, x) = p.run_at(tile + 4 * q);
+                *run = 4 * (tr0 + r) * row_len + x / 4;
+            }
+            // Bᵀ along each patch row i: the row's six columns for the 16 tiles, then transformed.
+            let mut h = [[_mm512_setzero_ps(); 6]; 6];
+            for (i, hi) in h.iter_mut().enumerate() {
+                let mut cols = [_mm512_setzero_ps(); 6];
+                for (j, col) in cols.iter_mut().enumerate() {
+                    let shift = i * row_len + (j % 4) * p.phase_len + j / 4;
+                    *col = load_runs(channel, runs, shift, p.row_tiles);
+                }
+                *hi = transform_b(cols);
+            } // Bᵀ down each column k, stored by frequency 6i + k.
+            let (group, lane) = (tile / GROUP, tile % GROUP);
+            let dst = &mut v[group * FREQ * p.c * GROUP..][..FREQ * p.c * GROUP];
+            for k in 0..6 {
+                let column = transform_b([h[0][k], h[1][k], h[2][k], h[3][k], h[4][k], h[5][k]]);
+                for (i, vec) in column.into_iter().enumerate() {
+                    let xi = 6 * i + k;
+                    let d = &mut dst[(xi * p.c + ch) * GROUP + lane..][..LANES];
+                    // SAFETY: `d` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(d.as_mut_ptr(), vec) };
+                }
+            }
+        }
+    }
+}
+
+/// The 16 floats at `runs[q] + shift + 0..4` for q = 0..4, in order: one load when the runs
+/// are consecutive (rows of at least 16 tiles), two of 8 or four of 4 floats otherwise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn load_runs(channel: &[f32], runs: [usize; 4], shift: usize, row_tiles: usize) -> __m512 {
+    match row_tiles {
+        4 => {
+            let mut v = _mm512_setzero_ps();
+            for (q, &run) in runs.iter().enumerate() {
+                let src = &channel[run + shift..][..4];
+                // SAFETY: `src` holds 4 floats.
+                let x = unsafe { _mm_loadu_ps(src.as_ptr()) };
+                v = match q {
+                    0 => _mm512_insertf32x4::<0>(v, x),
+                    1 => _mm512_insertf32x4::<1>(v, x),
+                    2 => _mm512_insertf32x4::<2>(v, x),
+                    _ => _mm512_insertf32x4::<3>(v, x),
+                };
+            }
+            v
+        }
+        8 => {
+            let (low, high) = (
+                &channel[runs[0] + shift..][..8],
+                &channel[runs[2] + shift..][..8],
+            );
+            // SAFETY: `low` and `high` hold 8 floats each.
+            unsafe {
+                let v = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(low.as_ptr())));
+                let high = _mm256_castps_pd(_mm256_loadu_ps(high.as_ptr()));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(v, high))
+            }
+        }
+        _ => {
+            let src = &channel[runs[0] + shift..][..LANES];
+            // SAFETY: `src` holds 16 floats.
+            unsafe { _mm512_loadu_ps(src.as_ptr()) }
+        }
+    }
+}
+
+/// `m[ξ, k, t] = Σ_c u[ξ, c, k] · vg[ξ, c, t]` for the 36 frequencies ξ, one block of
+/// [`OUT_BLOCK`] output channels k and one group of 32 tiles t.
+///
+/// In a block's last group the tiles past the block (up to 16 lanes) hold whatever the thread's
+/// scratch held before; lanes never mix here and their sums are not stored.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn channel_sums(c: usize, vg: &[f32], u: &[f32], m: &mut [f32]) {
+    for xi in 0..FREQ {
+        let vx = &vg[xi * c * GROUP..][..c * GROUP];
+        let ux = &u[xi * c * OUT_BLOCK..][..c * OUT_BLOCK];
+        let mut acc = [[_mm512_setzero_ps(); 2]; OUT_BLOCK];
+        for (vc, uc) in vx.chunks_exact(GROUP).zip(ux.chunks_exact(OUT_BLOCK)) {
+            // SAFETY: `vc` holds 32 floats: the loads read 0..16 and 16..32.
+            let (v0, v1) = unsafe {
+                (
+                    _mm512_loadu_ps(vc.as_ptr()),
+                    _mm512_loadu_ps(vc.as_ptr().add(16)),
+                )
+            };
+            for (a, &uk) in acc.iter_mut().zip(uc) {
+                let b = _mm512_set1_ps(uk);
+                a[0] = _mm512_fmadd_ps(b, v0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, v1, a[1]);
+            }
+        }
+        let mx = &mut m[xi * OUT_BLOCK * GROUP..][..OUT_BLOCK * GROUP];
+        for (dst, a) in mx.chunks_exact_mut(GROUP).zip(&acc) {
+            // SAFETY: `dst` holds 32 floats: the stores write 0..16 and 16..32.
+            unsafe {
+                _mm512_storeu_ps(dst.as_mut_ptr(), a[0]);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(16), a[1]);
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` of one group of 32 tiles and one block of output channels, written into the
+/// output rows and columns those tiles cover (tiles past the output's edge are not written).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn output_transform(
+    p: &Winograd4Plan,
+    m: &[f32],
+    block: usize,
+    tr0: usize,
+    group: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    let [pair_low, pair_high, quad_low, quad_high] = permutes();
+    let plane = p.ho * p.wo;
+    for half in 0..GROUP / LANES {
+        let vector = group * GROUP / LANES + half;
+        if vector >= p.vectors(rows) {
+            continue;
+        }
+        let tile = LANES * vector;
+        for k in 0..OUT_BLOCK {
+            // Aᵀ M: four rows of six, column by column.
+            let mut s = [[_mm512_setzero_ps(); 6]; 4];
+            for j in 0..6 {
+                let mut mj = [_mm512_setzero_ps(); 6];
+                for (i, mij) in mj.iter_mut().enumerate() {
+                    let xi = 6 * i + j;
+                    let src = &m[(xi * OUT_BLOCK + k) * GROUP + LANES * half..][..LANES];
+                    // SAFETY: `src` holds 16 floats.
+                    *mij = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+                }
+                let col = transform_a(mj);
+                for (row, v) in s.iter_mut().zip(col) {
+                    row[j] = v;
+                }
+            }
+            let o = block * OUT_BLOCK + k;
+            for (a, row) in s.iter().enumerate() {
+                // Output columns 0..4 of the 16 tiles, interleaved into four runs of four tiles.
+                let [y0, y1, y2, y3] = transform_a(*row);
+                let (z_low, z_high) = (
+                    _mm512_permutex2var_ps(y0, pair_low, y1),
+                    _mm512_permutex2var_ps(y0, pair_high, y1),
+                );
+                let (w_low, w_high) = (
+                    _mm512_permutex2var_ps(y2, pair_low, y3),
+                    _mm512_permutex2var_ps(y2, pair_high, y3),
+                );
+                let runs = [
+                    _mm512_permutex2var_ps(z_low, quad_low, w_low),
+                    _mm512_permutex2var_ps(z_low, quad_high, w_low),
+                    _mm512_permutex2var_ps(z_high, quad_low, w_high),
+                    _mm512_permutex2var_ps(z_high, quad_high, w_high),
+                ];
+                for (q, run) in runs.into_iter().enumerate() {
+                    let (r, x0) = p.run_at(tile + 4 * q);
+                    let y = 4 * (tr0 + r) + a;
+                    if r < rows && y < p.ho && x0 < p.wo {
+                        let valid = (p.wo - x0).min(LANES);
+                        let dst = &mut out[o * plane + y * p.wo + x0..][..valid];
+                        store_first(dst, run);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes the first `dst.len()` (≤ 16) floats of `v` into `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn store_first(dst: &mut [f32], v: __m512) {
+    let n = dst.len();
+    debug_assert!(n <= LANES);
+    let mask = if n >= LANES {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as u16
+    };
+    // SAFETY: the store writes lanes 0..n from the start of `dst`, which holds n floats;
+    // masked-off lanes are not written.
+    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_transform;
+
+    /// `U = G g Gᵀ` of the filter that is 1 at one tap: the transform's columns, by hand.
+    #[test]
+    fn filter_transform_of_unit_taps() {
+        let g_matrix: [[f64; 3]; 6] = [
+            [0.25, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        for tap in 0..9 {
+            let mut g = [0.0f32; 9];
+            g[tap] = 1.0;
+            let u = filter_transform(&g);
+            let (a, b) = (tap / 3, tap % 3);
+            for i in 0..6 {
+                for j in 0..6 {
+                    let want = g_matrix[i][a] * g_matrix[j][b];
+                    let got = f64::from(u[6 * i + j]);
+                    assert!(
+                        (got - want).abs() <= 1e-7 * want.abs(),
+                        "tap {tap}, ({i}, {j}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
