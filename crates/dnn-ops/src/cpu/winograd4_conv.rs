@@ -462,11 +462,21 @@ fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v
                     *col = load_runs(channel, runs, shift, p.row_tiles);
                 }
                 *hi = transform_b(cols);
-            } // Bᵀ down each column k, stored by frequency 6i + k.
+            }
+            // Bᵀ down each column k, stored by frequency 6i + k.
             let (group, lane) = (tile / GROUP, tile % GROUP);
             let dst = &mut v[group * FREQ * p.c * GROUP..][..FREQ * p.c * GROUP];
-            for k in 0..6 {
-                let column = transform_b([h[0][k], h[1][k], h[2][k], h[3][k], h[4][k], h[5][k]]);
+            let [h0, h1, h2, h3, h4, h5] = h;
+            for (k, (((((&a0, &a1), &a2), &a3), &a4), &a5)) in h0
+                .iter()
+                .zip(&h1)
+                .zip(&h2)
+                .zip(&h3)
+                .zip(&h4)
+                .zip(&h5)
+                .enumerate()
+            {
+                let column = transform_b([a0, a1, a2, a3, a4, a5]);
                 for (i, vec) in column.into_iter().enumerate() {
                     let xi = 6 * i + k;
                     let d = &mut dst[(xi * p.c + ch) * GROUP + lane..][..LANES];
