@@ -157,15 +157,12 @@ impl ConvGeometry {
         Some(plan)
     }
     /// The Winograd kernel's plan for the filter gradient: the forward plan, input channels in
-    /// blocks of 4, planes of 32² to 64², and at least two images per thread (with one, the
-    /// accumulator's zeroing and reduction per image made it slower than the direct kernel at 8
-    /// threads on the Xeon: docs/perf/bench-unet.md, round 50).
+    /// blocks of 4, and enough tiles per thread's group of images (see
+    /// [`WinogradPlan::filter_supported`]).
     fn winograd_filter(&self) -> Option<WinogradPlan> {
-        if self.n < 2 * rayon::current_num_threads() {
-            return None;
-        }
+        let group = self.n.div_ceil(rayon::current_num_threads());
         self.winograd_forward()
-            .filter(WinogradPlan::filter_supported)
+            .filter(|plan| plan.filter_supported(group))
     }
     /// The direct kernel's plan for the filter gradient: the forward plan on rows of at least
     /// [`TILE_W`] columns (on narrower rows, where each (input channel, kernel row) has few

@@ -24,8 +24,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_reduce_add_ps, _mm512_set1_ps,
-    _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+    _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32,
+    _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps, _mm512_sub_ps,
 };
 
 use super::direct_conv;
@@ -40,17 +40,18 @@ const LANES: usize = 16;
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
 /// The filter gradient's transformed input and output gradient of one block: from 1 MiB (so
 /// that with few channels they stay in L2 between the transforms and the sums; at 8 threads
-/// larger blocks made the 128² and 64² levels memory-bound) up to 4 MiB where the accumulator is
-/// as large (a whole 32² image of 128 + 64 channels: fewer blocks, fewer passes over it).
+/// larger blocks made the 128² and 64² levels memory-bound) up to 4 MiB for many channel pairs
+/// (`16·o·c·16` floats and more: a whole 32² image of 128 + 64 channels in one block, so each
+/// register tile's lanes are added up once per image).
 const MIN_FILTER_BLOCK_FLOATS: usize = 256 * 1024;
 const MAX_FILTER_BLOCK_FLOATS: usize = 1024 * 1024;
 /// Output and input channels per register tile of the filter gradient's sums over tiles.
 pub(crate) const FILTER_BLOCK: usize = 4;
-/// The fewest and most tiles per image for which the filter gradient takes the Winograd
-/// kernel: 32² and 64² planes. At 128² (16–32 channels) the transforms cost as much as the
-/// multiplications saved (measured on the Xeon and the EPYC: no faster than the direct kernel).
+/// The fewest tiles per group of images (one thread's share of the batch) for which the filter
+/// gradient takes the Winograd kernel: below, the accumulator's zeroing and the sum of the
+/// groups' accumulators cost more than the multiplications saved (measured, 2 and 8 threads on
+/// 2 cores: a 16² plane (64 tiles) wins with 4 images per thread and loses with one).
 const FILTER_MIN_TILES: usize = 256;
-const FILTER_MAX_TILES: usize = 1024;
 /// Tiles per pass of the filter gradient's sums (the output-gradient rows of a register tile,
 /// 16 KiB, stay in L1 while every input-channel block reads them).
 const FILTER_CHUNK: usize = 1024;
@@ -257,27 +258,25 @@ impl WinogradPlan {
 /// The filter gradient, `dW = G^T [(Bᵀ d B) ⊙ (A dy Aᵀ)] G` summed over the tiles (the
 /// transpose of the forward algorithm: the 3×3 correlation of each 4×4 input patch with the 2×2
 /// output-gradient tile under it, F(3×3, 2×2)). Per image, [`WinogradPlan::filter_accumulate`]
-/// adds the sums over its tiles, kept as 16 lanes per (frequency, output, input channel), into an
-/// accumulator of [`WinogradPlan::filter_acc_len`] floats; [`WinogradPlan::filter_finish`] adds the
-/// lanes and transforms the result back once per group of images.
+/// adds the sums over its tiles, one per (frequency, output, input channel), into an
+/// accumulator of [`WinogradPlan::filter_acc_len`] floats (each register tile's 16 lanes are
+/// added up once per pass over a block's tiles, so the accumulator is 16× smaller than the
+/// lanes themselves and stays in L2); [`WinogradPlan::filter_finish`] transforms the result back
+/// once per group of images.
 impl WinogradPlan {
     /// Whether the filter gradient's register tiles fit — input channels in blocks of
-    /// [`FILTER_BLOCK`] (output channels come in blocks of [`OUT_BLOCK`]) — and an image has
-    /// tiles enough to repay the accumulator's traffic: each image loads and stores every
-    /// accumulator vector once per block, so with fewer than [`FILTER_MIN_TILES`] tiles (planes
-    /// below 32², where the channel counts and so the accumulators are largest) the direct or
-    /// im2col kernels are faster (measured: 256 → 128 channels at 16², 8 → 39 ms), and not
-    /// more than [`FILTER_MAX_TILES`]. (The caller also wants several images per thread: the
-    /// accumulator is zeroed and reduced once per group of images.)
-    pub(crate) fn filter_supported(&self) -> bool {
+    /// [`FILTER_BLOCK`] (output channels come in blocks of [`OUT_BLOCK`]) — and a group of
+    /// `images` has [`FILTER_MIN_TILES`] tiles or more to repay its accumulator.
+    pub(crate) fn filter_supported(&self, images: usize) -> bool {
         filter_enabled()
             && self.c.is_multiple_of(FILTER_BLOCK)
-            && (FILTER_MIN_TILES..=FILTER_MAX_TILES).contains(&(self.tile_rows * self.row_tiles))
+            && self.tile_rows * self.row_tiles * images >= FILTER_MIN_TILES
     }
 
-    /// Floats of the filter gradient's accumulator: 16 lanes per (frequency, o, c).
+    /// Floats of the filter gradient's accumulator: one sum per (frequency, o, c), laid out
+    /// `[16 frequencies, o / 4, c / 4, 4, 4]` (one register tile's 16 sums together).
     pub(crate) fn filter_acc_len(&self) -> usize {
-        16 * self.o * self.c * LANES
+        16 * self.o * self.c
     }
 
     /// Floats of the filter gradient's per-thread scratch: the transformed input and output
@@ -296,7 +295,10 @@ impl WinogradPlan {
         acc: &mut [f32],
         scratch: &mut [f32],
     ) {
-        assert!(self.filter_supported(), "winograd conv: channel blocks");
+        assert!(
+            self.c.is_multiple_of(FILTER_BLOCK),
+            "winograd conv: channel blocks"
+        );
         assert_eq!(
             padded.len(),
             self.padded_len(),
@@ -321,8 +323,16 @@ impl WinogradPlan {
         unreachable!("WinogradPlan::new returns None without AVX-512")
     }
 
-    /// `dw` (`[o, c, 3, 3]`) += `G^T M G`, where `M` are the lane sums of an accumulator filled
-    /// by [`WinogradPlan::filter_accumulate`], with
+    /// Where the sum of frequency `xi`, output channel `k` and input channel `ch` lies in the
+    /// accumulator.
+    fn filter_acc_index(&self, xi: usize, k: usize, ch: usize) -> usize {
+        const B: usize = FILTER_BLOCK;
+        let tile = (xi * self.o / B + k / B) * (self.c / B) + ch / B;
+        tile * B * B + (k % B) * B + ch % B
+    }
+
+    /// `dw` (`[o, c, 3, 3]`) += `G^T M G`, where `M` are the sums of an accumulator filled by
+    /// [`WinogradPlan::filter_accumulate`], with
     /// `G^T = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
     pub(crate) fn filter_finish(&self, acc: &[f32], dw: &mut [f32]) {
         assert_eq!(
@@ -331,17 +341,6 @@ impl WinogradPlan {
             "winograd conv: accumulator"
         );
         assert_eq!(dw.len(), self.o * self.c * 9, "winograd conv: filters");
-        // The lane sums, [ξ, o, c].
-        let mut sums = vec![0.0f32; acc.len() / LANES];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
-        unsafe {
-            lane_sums(acc, &mut sums)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        for (sum, lanes) in sums.iter_mut().zip(acc.chunks_exact(LANES)) {
-            *sum = lanes.iter().sum();
-        }
         let back = |m: [f32; 4]| {
             [
                 m[0] + 0.5 * (m[1] + m[2]),
@@ -353,7 +352,7 @@ impl WinogradPlan {
             for ch in 0..self.c {
                 let mut m = [[0.0f32; 4]; 4];
                 for (xi, v) in m.iter_mut().flatten().enumerate() {
-                    *v = sums[(xi * self.o + k) * self.c + ch];
+                    *v = acc[self.filter_acc_index(xi, k, ch)];
                 }
                 // Gᵀ M: 3 rows of 4, column by column; then each row times G.
                 let mut t = [[0.0f32; 4]; 3];
@@ -371,16 +370,6 @@ impl WinogradPlan {
                 }
             }
         }
-    }
-}
-
-/// `sums[i]` = the sum of the 16 floats `acc[16 i..16 i + 16]`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn lane_sums(acc: &[f32], sums: &mut [f32]) {
-    for (sum, lanes) in sums.iter_mut().zip(acc.chunks_exact(LANES)) {
-        // SAFETY: `lanes` holds 16 floats.
-        *sum = _mm512_reduce_add_ps(unsafe { _mm512_loadu_ps(lanes.as_ptr()) });
     }
 }
 
@@ -656,7 +645,7 @@ fn filter_accumulate_avx512(
         for xi in 0..16 {
             let vx = &v[xi * p.c * cap..][..p.c * cap];
             let dx = &d[xi * p.o * cap..][..p.o * cap];
-            let ax = &mut acc[xi * p.o * p.c * LANES..][..p.o * p.c * LANES];
+            let ax = &mut acc[xi * p.o * p.c..][..p.o * p.c];
             for t0 in (0..tiles).step_by(FILTER_CHUNK) {
                 let len = (tiles - t0).min(FILTER_CHUNK);
                 tile_sums(p, vx, dx, cap, t0, len, ax);
@@ -665,9 +654,9 @@ fn filter_accumulate_avx512(
     }
 }
 
-/// `ax[k, c, lane] += Σ_t dx[k, t] · vx[c, t]` over the tiles `t0..t0 + len` (in vectors of 16,
-/// lane = t mod 16) of one frequency, in register tiles of [`FILTER_BLOCK`] × [`FILTER_BLOCK`]
-/// channel pairs.
+/// `ax[k, c] += Σ_t dx[k, t] · vx[c, t]` over the tiles `t0..t0 + len` (in vectors of 16) of one
+/// frequency, in register tiles of [`FILTER_BLOCK`] × [`FILTER_BLOCK`] channel pairs whose 16
+/// lanes are added up once per call (`ax` laid out as one frequency of the accumulator).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn tile_sums(
@@ -691,13 +680,6 @@ fn tile_sums(
                 *row = &vx[(cb + j) * cap + t0..][..len];
             }
             let mut a = [[_mm512_setzero_ps(); B]; B];
-            for (i, ai) in a.iter_mut().enumerate() {
-                for (j, aij) in ai.iter_mut().enumerate() {
-                    let src = &ax[((kb + i) * p.c + cb + j) * LANES..][..LANES];
-                    // SAFETY: `src` holds 16 floats.
-                    *aij = unsafe { _mm512_loadu_ps(src.as_ptr()) };
-                }
-            }
             for t in (0..len).step_by(LANES) {
                 let mut dv = [_mm512_setzero_ps(); B];
                 let mut vv = [_mm512_setzero_ps(); B];
@@ -717,15 +699,57 @@ fn tile_sums(
                     }
                 }
             }
-            for (i, ai) in a.iter().enumerate() {
-                for (j, &aij) in ai.iter().enumerate() {
-                    let dst = &mut ax[((kb + i) * p.c + cb + j) * LANES..][..LANES];
-                    // SAFETY: `dst` holds 16 floats.
-                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), aij) };
-                }
+            // The 16 sums of the register tile, (i, j) at 4i + j, added to its accumulator.
+            let [a0, a1, a2, a3] = a;
+            let dst = &mut ax[((kb / B) * (p.c / B) + cb / B) * B * B..][..B * B];
+            // SAFETY: `dst` holds 16 floats.
+            unsafe {
+                let sums = sums_of_16([
+                    a0[0], a1[0], a2[0], a3[0], a0[1], a1[1], a2[1], a3[1], a0[2], a1[2], a2[2],
+                    a3[2], a0[3], a1[3], a2[3], a3[3],
+                ]);
+                let old = _mm512_loadu_ps(dst.as_ptr());
+                _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(old, sums));
             }
         }
     }
+}
+
+/// The sums of 16 vectors, in the order of a 4 × 4 transpose: lane `4m + k` holds the sum of
+/// `a[m + 4k]` (a transposing tree of 128-bit and in-lane shuffles: 30 shuffles and 15 adds
+/// instead of 16 separate reductions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sums_of_16(a: [__m512; 16]) -> __m512 {
+    // 16 → 8: b[p] holds a[2p]'s 8 pair sums in its low half and a[2p + 1]'s in its high half.
+    let mut b = [_mm512_setzero_ps(); 8];
+    for (bp, pair) in b.iter_mut().zip(a.chunks_exact(2)) {
+        *bp = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(pair[0], pair[1]),
+            _mm512_shuffle_f32x4::<0xEE>(pair[0], pair[1]),
+        );
+    }
+    // 8 → 4: 128-bit lane m of c[p] holds 4 partial sums of a[4p + m].
+    let mut c = [_mm512_setzero_ps(); 4];
+    for (cp, pair) in c.iter_mut().zip(b.chunks_exact(2)) {
+        *cp = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(pair[0], pair[1]),
+            _mm512_shuffle_f32x4::<0xDD>(pair[0], pair[1]),
+        );
+    }
+    // 4 → 2: lane m of d[p]: 2 partial sums of a[8p + m], then 2 of a[8p + 4 + m].
+    let mut d = [_mm512_setzero_ps(); 2];
+    for (dp, pair) in d.iter_mut().zip(c.chunks_exact(2)) {
+        *dp = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(pair[0], pair[1]),
+            _mm512_shuffle_ps::<0xEE>(pair[0], pair[1]),
+        );
+    }
+    // 2 → 1: lane m holds the sums of a[m], a[4 + m], a[8 + m], a[12 + m].
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(d[0], d[1]),
+        _mm512_shuffle_ps::<0xDD>(d[0], d[1]),
+    )
 }
 
 /// `A dy Aᵀ` of the 2×2 output-gradient tiles of tile rows `tr0..tr0 + rows`, every output
@@ -853,6 +877,33 @@ fn store_first(dst: &mut [f32], lo: __m512, hi: __m512) {
 #[cfg(test)]
 mod tests {
     use super::filter_transform;
+
+    /// The transposing reduction of 16 vectors: lane `4m + k` is the sum of vector `m + 4k`.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sums_of_16_transposes_4_by_4() {
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        // Vector v, lane l: v·100 + l² (distinct sums, exact in f32).
+        let values: Vec<[f32; 16]> = (0..16)
+            .map(|v| std::array::from_fn(|l| (v * 100 + l * l) as f32))
+            .collect();
+        let mut got = [0.0f32; 16];
+        // SAFETY: AVX-512F is present (checked above); every load and store covers 16 floats of
+        // a 16-float array.
+        unsafe {
+            let vectors = std::array::from_fn(|v| _mm512_loadu_ps(values[v].as_ptr()));
+            _mm512_storeu_ps(got.as_mut_ptr(), super::sums_of_16(vectors));
+        }
+        for (lane, &g) in got.iter().enumerate() {
+            let (m, k) = (lane / 4, lane % 4);
+            let want: f32 = values[m + 4 * k].iter().sum();
+            assert_eq!(g, want, "lane {lane}");
+        }
+    }
 
     /// `U = G g Gᵀ` of the filter that is 1 at one tap: the transform's columns, by hand.
     #[test]
