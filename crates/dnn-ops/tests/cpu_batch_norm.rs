@@ -2,7 +2,7 @@
 //! plain loops: planes longer than one summation block with ragged tails, a single value per
 //! plane, and inputs far from zero (where a one-pass Σx² − (Σx)² variance would cancel).
 
-use dnn_ops::backend::{FusedOps, NormOps};
+use dnn_ops::backend::{BatchNormSaved, FusedOps, NormOps};
 use dnn_ops::{BatchNormAttrs, CpuBackend, Tensor};
 use magma_tensor::SeededRng;
 
@@ -191,6 +191,32 @@ fn fused_batch_norm_relu_equals_the_composition() {
     assert_eq!(fused.0.to_vec().unwrap(), composed.0.to_vec().unwrap());
     assert_eq!(fused.1.to_vec().unwrap(), composed.1.to_vec().unwrap());
     assert_eq!(fused.2.to_vec().unwrap(), composed.2.to_vec().unwrap());
+    // The training pass keeps its coefficients, and the backward pass's mask from x with them
+    // is the mask from y: the same gradients as without them, bit for bit.
+    let (scale, shift) = saved
+        .relu_mask
+        .clone()
+        .expect("the fused pass keeps its coefficients");
+    let from_y = BatchNormSaved {
+        relu_mask: None,
+        ..saved.clone()
+    };
+    let by_y = be
+        .batch_norm_relu_backward(&x, &y, &dy, &gamma, &from_y)
+        .unwrap();
+    assert_eq!(fused.0.to_vec().unwrap(), by_y.0.to_vec().unwrap());
+    assert_eq!(fused.1.to_vec().unwrap(), by_y.1.to_vec().unwrap());
+    assert_eq!(fused.2.to_vec().unwrap(), by_y.2.to_vec().unwrap());
+    // Coefficients of the wrong length are refused, as other saved vectors are.
+    let short = BatchNormSaved {
+        relu_mask: Some((scale.narrow(0, 0, 5).unwrap(), shift)),
+        ..saved.clone()
+    };
+    assert!(
+        be.batch_norm_relu_backward(&x, &y, &dy, &gamma, &short)
+            .is_err(),
+        "a short ReLU mask must be refused"
+    );
     // Evaluation mode, with the running statistics just updated.
     let (ye, _) = be
         .batch_norm_relu_eval(&x, &gamma, &beta, &rm, &rv, &attrs)

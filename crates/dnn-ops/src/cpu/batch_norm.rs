@@ -69,15 +69,30 @@ fn channel_moments(xd: &[f32], dims: (usize, usize, usize), ch: usize) -> (f64, 
     (mean, m2 / count)
 }
 
-/// `y = x·scale + shift` per channel (then `max(0, ·)` when `relu`), parallel over `(n, c)`
-/// planes, with `scale = gamma·inv_std` and `shift = beta − mean·scale`.
-fn normalise(
-    xd: &[f32],
-    dims: (usize, usize, usize),
+/// Per channel `(scale, shift)` = `(gamma·inv_std, beta − mean·scale)`: `y = x·scale + shift`.
+fn coefficients(
     mean: &[f32],
     inv_std: &[f32],
     gamma: &[f32],
     beta: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
+/// `y = x·scale + shift` per channel (then `max(0, ·)` when `relu`), parallel over `(n, c)`
+/// planes.
+fn normalise(
+    xd: &[f32],
+    dims: (usize, usize, usize),
+    scale: &[f32],
+    shift: &[f32],
     relu: bool,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
@@ -87,8 +102,7 @@ fn normalise(
     }
     y.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
         let ch = p % c;
-        let scale = gamma[ch] * inv_std[ch];
-        let shift = beta[ch] - mean[ch] * scale;
+        let (scale, shift) = (scale[ch], shift[ch]);
         let src = &xd[p * inner..(p + 1) * inner];
         if relu {
             for (o, &v) in out.iter_mut().zip(src) {
@@ -103,12 +117,25 @@ fn normalise(
     y
 }
 
+/// Where the backward pass of a batch norm fused with a ReLU takes the ReLU's mask from.
+#[derive(Clone, Copy)]
+enum ReluMask<'a> {
+    /// No ReLU: the gradient passes whole.
+    None,
+    /// The ReLU's output `y`: `y > 0`.
+    Output(&'a [f32]),
+    /// The forward pass's per-channel `(scale, shift)`: `x·scale + shift > 0`, the very test
+    /// (same operands, same operations) behind the forward's `max(0, x·scale + shift)`, without
+    /// reading `y` (one operand less in each of the backward's two passes).
+    Coefficients(&'a [f32], &'a [f32]),
+}
+
 /// The per-channel sums of the backward pass, `(Σ dz, Σ dz·(x − mean))` in f64, where `dz` is
-/// `dy`, or `dy` masked by `y > 0` when the ReLU's output `y` is given.
+/// `dy` masked by the ReLU's mask, if any.
 fn channel_grad_sums(
     xd: &[f32],
     dyd: &[f32],
-    relu_y: Option<&[f32]>,
+    relu: ReluMask,
     dims: (usize, usize, usize),
     ch: usize,
     mean: f32,
@@ -117,20 +144,27 @@ fn channel_grad_sums(
     let planes = channel_planes(xd, dims, ch).zip(channel_planes(dyd, dims, ch));
     for (n, (xp, dp)) in planes.enumerate() {
         let (_, c, inner) = dims;
-        let yp = relu_y.map(|y| &y[(n * c + ch) * inner..(n * c + ch + 1) * inner]);
         for start in (0..inner).step_by(BLOCK) {
             let end = (start + BLOCK).min(inner);
             let (xb, db) = (&xp[start..end], &dp[start..end]);
-            let (s1, s2) = match yp {
-                Some(yp) => {
-                    let yb = &yp[start..end];
+            let (s1, s2) = match relu {
+                ReluMask::Output(y) => {
+                    let yb = &y[(n * c + ch) * inner + start..(n * c + ch) * inner + end];
                     let dz = |d: f32, y: f32| d * f32::from(y > 0.0);
                     (
                         lane_sum(db, yb, yb, |d, y, _| dz(d, y)),
                         lane_sum(db, yb, xb, |d, y, x| dz(d, y) * (x - mean)),
                     )
                 }
-                None => (
+                ReluMask::Coefficients(scale, shift) => {
+                    let (sc, sh) = (scale[ch], shift[ch]);
+                    let dz = |d: f32, x: f32| d * f32::from(x * sc + sh > 0.0);
+                    (
+                        lane_sum(db, xb, xb, |d, x, _| dz(d, x)),
+                        lane_sum(db, xb, xb, |d, x, _| dz(d, x) * (x - mean)),
+                    )
+                }
+                ReluMask::None => (
                     lane_sum(db, db, db, |d, _, _| d),
                     lane_sum(db, xb, xb, |d, x, _| d * (x - mean)),
                 ),
@@ -142,12 +176,12 @@ fn channel_grad_sums(
     (sdy, sdyx)
 }
 
-/// `(dx, dgamma, dbeta)` of batch norm (followed by a ReLU with output `relu_y`, if given).
+/// `(dx, dgamma, dbeta)` of batch norm (followed by a ReLU whose mask `relu` gives, if any).
 #[allow(clippy::too_many_arguments)]
 fn backward(
     xd: &[f32],
     dyd: &[f32],
-    relu_y: Option<&[f32]>,
+    relu: ReluMask,
     dims: (usize, usize, usize),
     mean: &[f32],
     inv_std: &[f32],
@@ -159,7 +193,7 @@ fn backward(
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (sdy, sdxm) = channel_grad_sums(xd, dyd, relu_y, dims, ch, mean[ch]);
+            let (sdy, sdxm) = channel_grad_sums(xd, dyd, relu, dims, ch, mean[ch]);
             (sdy, sdxm * f64::from(inv_std[ch]))
         })
         .collect();
@@ -179,18 +213,25 @@ fn backward(
             let range = p * inner..(p + 1) * inner;
             let (xs, ds) = (&xd[range.clone()], &dyd[range.clone()]);
             let mu = mean[ch];
-            // The ReLU's output is a loop operand either way (`dz` ignores it without a ReLU, and
-            // `ds` stands in), so that one loop without per-element branches serves both.
-            let relu = relu_y.is_some();
-            let mask_src = relu_y.map_or(ds, |y| &y[range]);
-            let dz = |d: f32, y: f32| if relu { d * f32::from(y > 0.0) } else { d };
-            if batch_statistics {
-                for (((o, &v), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(mask_src) {
-                    *o = k * dz(d, y) - b - (v - mu) * e;
+            match relu {
+                ReluMask::Output(y) => {
+                    let ys = &y[range];
+                    let dz = |d: f32, y: f32| d * f32::from(y > 0.0);
+                    for (((o, &v), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(ys) {
+                        *o = k * dz(d, y) - b - (v - mu) * e;
+                    }
                 }
-            } else {
-                for ((o, &d), &y) in out.iter_mut().zip(ds).zip(mask_src) {
-                    *o = k * dz(d, y);
+                ReluMask::Coefficients(scale, shift) => {
+                    let (sc, sh) = (scale[ch], shift[ch]);
+                    let dz = |d: f32, x: f32| d * f32::from(x * sc + sh > 0.0);
+                    for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                        *o = k * dz(d, v) - b - (v - mu) * e;
+                    }
+                }
+                ReluMask::None => {
+                    for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                        *o = k * d - b - (v - mu) * e;
+                    }
                 }
             }
         });
@@ -324,21 +365,24 @@ impl CpuBackend {
         relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
         let c = dims.1;
-        let y = normalise(
-            x.host_data()?,
-            dims,
-            &mean,
-            &inv_std,
-            &gamma.to_vec()?,
-            &beta.to_vec()?,
-            relu,
-        );
+        let (scale, shift) = coefficients(&mean, &inv_std, &gamma.to_vec()?, &beta.to_vec()?);
+        let y = normalise(x.host_data()?, dims, &scale, &shift, relu);
+        // With a ReLU, its backward pass takes the mask from the input through the same
+        // coefficients (`ReluMask::Coefficients`).
+        let relu_mask = if relu {
+            Some((
+                Tensor::from_vec(scale, &[c])?,
+                Tensor::from_vec(shift, &[c])?,
+            ))
+        } else {
+            None
+        };
         Ok((
             Tensor::from_vec(y, x.shape())?,
             BatchNormSaved {
                 mean: Tensor::from_vec(mean, &[c])?,
                 inv_std: Tensor::from_vec(inv_std, &[c])?,
-                relu_mask: None,
+                relu_mask,
             },
         ))
     }
@@ -358,12 +402,37 @@ impl CpuBackend {
             same_shape("batch_norm_relu_backward", x, y)?;
         }
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-        let y = relu_y.map(Tensor::contiguous).transpose()?;
-        let y = y.as_ref().map(Tensor::host_data).transpose()?;
+        // The mask from the forward pass's coefficients where it kept them, else from the
+        // ReLU's output.
+        let coefficients = match (&saved.relu_mask, relu_y) {
+            (Some((scale, shift)), Some(_)) => {
+                for v in [scale, shift] {
+                    if v.shape() != [c] {
+                        return shape_err(
+                            "batch_norm_relu_backward",
+                            "saved ReLU mask coefficients",
+                            v.shape(),
+                            format!("[{c}]"),
+                        );
+                    }
+                }
+                Some((scale.to_vec()?, shift.to_vec()?))
+            }
+            _ => None,
+        };
+        let y = match (&coefficients, relu_y) {
+            (None, Some(y)) => Some(y.contiguous()?),
+            _ => None,
+        };
+        let relu = match (&coefficients, &y) {
+            (Some((scale, shift)), _) => ReluMask::Coefficients(scale, shift),
+            (None, Some(y)) => ReluMask::Output(y.host_data()?),
+            (None, None) => ReluMask::None,
+        };
         let (dx, dgamma, dbeta) = backward(
             x.host_data()?,
             dy.host_data()?,
-            y,
+            relu,
             dims,
             &saved.mean.to_vec()?,
             &saved.inv_std.to_vec()?,

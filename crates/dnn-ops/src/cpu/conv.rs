@@ -198,15 +198,20 @@ impl ConvGeometry {
     fn flipped_filters(&self, w: &[f32]) -> Vec<f32> {
         let (kk, ckk) = (self.kh * self.kw, self.ckk());
         let mut flipped = vec![0.0f32; w.len()];
-        for o in 0..self.o {
-            for ci in 0..self.c {
-                let src = &w[o * ckk + ci * kk..][..kk];
-                let dst = &mut flipped[(ci * self.o + o) * kk..][..kk];
-                for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = v;
-                }
-            }
+        if kk == 0 || self.o == 0 {
+            return flipped;
         }
+        flipped
+            .par_chunks_mut(self.o * kk)
+            .enumerate()
+            .for_each(|(ci, dst)| {
+                for (o, dst) in dst.chunks_exact_mut(kk).enumerate() {
+                    let src = &w[o * ckk + ci * kk..][..kk];
+                    for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = v;
+                    }
+                }
+            });
         flipped
     }
     /// Run samples in parallel (single-threaded GEMMs) or one after another (parallel GEMMs).

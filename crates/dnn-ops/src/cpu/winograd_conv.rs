@@ -28,6 +28,8 @@ use std::arch::x86_64::{
     _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps, _mm512_sub_ps,
 };
 
+use rayon::prelude::*;
+
 use super::direct_conv;
 
 /// Output channels per register tile of the channel sums.
@@ -208,15 +210,21 @@ impl WinogradPlan {
     pub(crate) fn transform_filters(&self, w: &[f32]) -> Vec<f32> {
         assert_eq!(w.len(), self.o * self.c * 9, "winograd conv: filters");
         let mut packed = vec![0.0f32; self.o * self.c * 16];
-        for o in 0..self.o {
-            let (block, lane) = (o / OUT_BLOCK, o % OUT_BLOCK);
-            for ch in 0..self.c {
-                let g = &w[(o * self.c + ch) * 9..][..9];
-                for (xi, u) in filter_transform(g).into_iter().enumerate() {
-                    packed[((block * 16 + xi) * self.c + ch) * OUT_BLOCK + lane] = u;
+        // One output block per task (serial, a 256 × 128 layer's transform held up 8 threads).
+        packed
+            .par_chunks_mut(16 * self.c * OUT_BLOCK)
+            .enumerate()
+            .for_each(|(block, dst)| {
+                for lane in 0..OUT_BLOCK {
+                    let o = block * OUT_BLOCK + lane;
+                    for ch in 0..self.c {
+                        let g = &w[(o * self.c + ch) * 9..][..9];
+                        for (xi, u) in filter_transform(g).into_iter().enumerate() {
+                            dst[(xi * self.c + ch) * OUT_BLOCK + lane] = u;
+                        }
+                    }
                 }
-            }
-        }
+            });
         packed
     }
 
