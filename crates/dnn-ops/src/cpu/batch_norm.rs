@@ -15,6 +15,7 @@ use super::CpuBackend;
 use super::buffers::zeroed;
 use super::elementwise::same_shape;
 use super::reduce::{BLOCK, lane_sum};
+use super::vectorized::vectorized;
 use crate::attrs::BatchNormAttrs;
 use crate::backend::{BatchNormSaved, FusedOps, NormOps};
 use crate::error::{OpError, Result, shape_err};
@@ -46,6 +47,7 @@ fn channel_planes(
 
 /// One channel's mean and (biased) variance: per block its f32 sum and its squared deviations
 /// about its own mean, merged into f64 totals by the pairwise update.
+#[inline(always)]
 fn channel_moments(xd: &[f32], dims: (usize, usize, usize), ch: usize) -> (f64, f64) {
     let (mut count, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
     for plane in channel_planes(xd, dims, ch) {
@@ -104,15 +106,17 @@ fn normalise(
         let ch = p % c;
         let (scale, shift) = (scale[ch], shift[ch]);
         let src = &xd[p * inner..(p + 1) * inner];
-        if relu {
-            for (o, &v) in out.iter_mut().zip(src) {
-                *o = (v * scale + shift).max(0.0);
+        vectorized(|| {
+            if relu {
+                for (o, &v) in out.iter_mut().zip(src) {
+                    *o = (v * scale + shift).max(0.0);
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(src) {
+                    *o = v * scale + shift;
+                }
             }
-        } else {
-            for (o, &v) in out.iter_mut().zip(src) {
-                *o = v * scale + shift;
-            }
-        }
+        })
     });
     y
 }
@@ -132,6 +136,7 @@ enum ReluMask<'a> {
 
 /// The per-channel sums of the backward pass, `(Σ dz, Σ dz·(x − mean))` in f64, where `dz` is
 /// `dy` masked by the ReLU's mask, if any.
+#[inline(always)]
 fn channel_grad_sums(
     xd: &[f32],
     dyd: &[f32],
@@ -193,7 +198,7 @@ fn backward(
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (sdy, sdxm) = channel_grad_sums(xd, dyd, relu, dims, ch, mean[ch]);
+            let (sdy, sdxm) = vectorized(|| channel_grad_sums(xd, dyd, relu, dims, ch, mean[ch]));
             (sdy, sdxm * f64::from(inv_std[ch]))
         })
         .collect();
@@ -213,7 +218,7 @@ fn backward(
             let range = p * inner..(p + 1) * inner;
             let (xs, ds) = (&xd[range.clone()], &dyd[range.clone()]);
             let mu = mean[ch];
-            match relu {
+            vectorized(|| match relu {
                 ReluMask::Output(y) => {
                     let ys = &y[range];
                     let dz = |d: f32, y: f32| d * f32::from(y > 0.0);
@@ -233,7 +238,7 @@ fn backward(
                         *o = k * d - b - (v - mu) * e;
                     }
                 }
-            }
+            })
         });
     }
     let dgamma = sums.iter().map(|s| s.1 as f32).collect();
@@ -313,7 +318,7 @@ impl CpuBackend {
         let xd = x.host_data()?;
         let stats: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
-            .map(|ch| channel_moments(xd, dims, ch))
+            .map(|ch| vectorized(|| channel_moments(xd, dims, ch)))
             .collect();
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
         let inv_std: Vec<f32> = stats

@@ -17,6 +17,7 @@ mod reduce;
 mod resize;
 mod shape;
 mod softmax;
+mod vectorized;
 mod winograd4_conv;
 mod winograd_conv;
 

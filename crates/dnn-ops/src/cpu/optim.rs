@@ -4,6 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
+use super::vectorized::vectorized;
 use crate::attrs::{AdagradStep, AdamStep, RmsPropStep, SgdStep};
 use crate::backend::OptimizerOps;
 use crate::checks::{adam_scalars, update_operands};
@@ -25,20 +26,26 @@ impl OptimizerOps for CpuBackend {
         let p = param.host_data_mut()?;
         let md = m.host_data_mut()?;
         let vd = v.host_data_mut()?;
-        p.par_iter_mut()
-            .with_min_len(4096)
-            .zip(md.par_iter_mut().zip(vd.par_iter_mut()))
-            .zip(g.par_iter())
-            .for_each(|((p, (m, v)), &g)| {
-                let mut g = g;
-                if s.decoupled_weight_decay {
-                    *p *= 1.0 - s.lr * s.weight_decay;
-                } else if s.weight_decay != 0.0 {
-                    g += s.weight_decay * *p;
-                }
-                *m = s.beta1 * *m + (1.0 - s.beta1) * g;
-                *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
-                *p -= step_size * *m / (v.sqrt() / bc2_sqrt + s.eps);
+        // Chunks of 4096 per task, each loop compiled for AVX-512 where the CPU has it.
+        const CHUNK: usize = 4096;
+        p.par_chunks_mut(CHUNK)
+            .zip(md.par_chunks_mut(CHUNK).zip(vd.par_chunks_mut(CHUNK)))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|((p, (m, v)), g)| {
+                vectorized(|| {
+                    let values = p.iter_mut().zip(m.iter_mut().zip(v.iter_mut())).zip(g);
+                    for ((p, (m, v)), &g) in values {
+                        let mut g = g;
+                        if s.decoupled_weight_decay {
+                            *p *= 1.0 - s.lr * s.weight_decay;
+                        } else if s.weight_decay != 0.0 {
+                            g += s.weight_decay * *p;
+                        }
+                        *m = s.beta1 * *m + (1.0 - s.beta1) * g;
+                        *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
+                        *p -= step_size * *m / (v.sqrt() / bc2_sqrt + s.eps);
+                    }
+                })
             });
         Ok(())
     }

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::CpuBackend;
 use super::buffers::zeroed;
+use super::vectorized::{has_avx512, vectorized};
 use crate::attrs::Pool2dAttrs;
 use crate::backend::PoolOps;
 use crate::error::{Result, shape_err};
@@ -78,6 +79,7 @@ fn pick_2x2(v: [f32; 4]) -> (f32, u32) {
 
 /// One output row of the 2×2 stride-2 max pool: `out[j]` is the maximum (the first NaN if any)
 /// of `top[2j..2j+2]` and `bottom[2j..2j+2]`.
+#[inline(always)]
 fn max_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
     for ((o, t), b) in out
         .iter_mut()
@@ -90,6 +92,36 @@ fn max_2x2_row(top: &[f32], bottom: &[f32], out: &mut [f32]) {
 
 /// The gradient of [`max_2x2_row`]: each window's gradient goes to the input it picked, and the
 /// window's other three inputs get zero (every value of `dx_top` and `dx_bottom` is written).
+/// The pick is recomputed as the first of the window's values equal to its maximum (NaN
+/// counting as equal to a NaN maximum), which is [`pick_2x2`]'s, in a loop without branches.
+fn max_2x2_row_backward_scalar(
+    top: &[f32],
+    bottom: &[f32],
+    dy: &[f32],
+    dx_top: &mut [f32],
+    dx_bottom: &mut [f32],
+) {
+    let wo = dy.len();
+    let (top, bottom) = (&top[..2 * wo], &bottom[..2 * wo]);
+    let (dx_top, dx_bottom) = (&mut dx_top[..2 * wo], &mut dx_bottom[..2 * wo]);
+    for j in 0..wo {
+        let v = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+        let best = pick_2x2(v).0;
+        let same = |x: f32| x == best || (x.is_nan() && best.is_nan());
+        let t0 = same(v[0]);
+        let t1 = !t0 && same(v[1]);
+        let t2 = !t0 && !t1 && same(v[2]);
+        let t3 = !t0 && !t1 && !t2;
+        let d = dy[j];
+        dx_top[2 * j] = if t0 { d } else { 0.0 };
+        dx_top[2 * j + 1] = if t1 { d } else { 0.0 };
+        dx_bottom[2 * j] = if t2 { d } else { 0.0 };
+        dx_bottom[2 * j + 1] = if t3 { d } else { 0.0 };
+    }
+}
+
+/// [`max_2x2_row_backward_scalar`], 16 windows at a time with AVX-512 where the CPU has it (the
+/// compiler turned the scalar loop's stride-2 stores into scatters).
 fn max_2x2_row_backward(
     top: &[f32],
     bottom: &[f32],
@@ -97,17 +129,96 @@ fn max_2x2_row_backward(
     dx_top: &mut [f32],
     dx_bottom: &mut [f32],
 ) {
-    let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2)).zip(
-        dx_top
-            .chunks_exact_mut(2)
-            .zip(dx_bottom.chunks_exact_mut(2)),
+    let wo = dy.len();
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        done = wo - wo % 16;
+        // SAFETY: `has_avx512` checked at run time that the CPU has AVX-512F, the feature the
+        // function is compiled for.
+        unsafe {
+            max_2x2_windows_backward_avx512(
+                &top[..2 * done],
+                &bottom[..2 * done],
+                &dy[..done],
+                &mut dx_top[..2 * done],
+                &mut dx_bottom[..2 * done],
+            )
+        };
+    }
+    max_2x2_row_backward_scalar(
+        &top[2 * done..2 * wo],
+        &bottom[2 * done..2 * wo],
+        &dy[done..],
+        &mut dx_top[2 * done..2 * wo],
+        &mut dx_bottom[2 * done..2 * wo],
     );
-    for (((t, b), (gt, gb)), &d) in windows.zip(dy) {
-        let at = pick_2x2([t[0], t[1], b[0], b[1]]).1;
-        gt[0] = if at == 0 { d } else { 0.0 };
-        gt[1] = if at == 1 { d } else { 0.0 };
-        gb[0] = if at == 2 { d } else { 0.0 };
-        gb[1] = if at == 3 { d } else { 0.0 };
+}
+
+/// [`max_2x2_row_backward_scalar`] on whole vectors of 16 windows (`dy.len()` a multiple of 16):
+/// the windows' columns split into even and odd by permutes, [`pick_2x2`]'s rule as masks, the
+/// four masked gradients interleaved back into the two rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn max_2x2_windows_backward_avx512(
+    top: &[f32],
+    bottom: &[f32],
+    dy: &[f32],
+    dx_top: &mut [f32],
+    dx_bottom: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        __m512, _CMP_GT_OQ, _CMP_UNORD_Q, _mm512_cmp_ps_mask, _mm512_loadu_ps,
+        _mm512_mask_blend_ps, _mm512_maskz_mov_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
+        _mm512_storeu_ps,
+    };
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    assert!(dy.len().is_multiple_of(16));
+    assert!(top.len() == 2 * dy.len() && bottom.len() == top.len());
+    assert!(dx_top.len() == top.len() && dx_bottom.len() == top.len());
+    for (k, grad) in dy.chunks_exact(16).enumerate() {
+        let at = 32 * k;
+        // SAFETY: every slice holds `32 k + 32` floats (asserted above), so each 16-float load
+        // and store at `at` and `at + 16` stays inside it; `grad` holds 16 floats.
+        unsafe {
+            let split = |row: &[f32]| -> (__m512, __m512) {
+                let (v0, v1) = (
+                    _mm512_loadu_ps(row.as_ptr().add(at)),
+                    _mm512_loadu_ps(row.as_ptr().add(at + 16)),
+                );
+                (
+                    _mm512_permutex2var_ps(v0, even, v1),
+                    _mm512_permutex2var_ps(v0, odd, v1),
+                )
+            };
+            let ((a, b), (c, d)) = (split(top), split(bottom));
+            // pick_2x2: a later value replaces the best when greater or NaN, unless the best is
+            // NaN; `picked[i]` is where value i is the pick.
+            let mut best = a;
+            let mut picked = [0xFFFFu16, 0, 0, 0];
+            for (i, x) in [b, c, d].into_iter().enumerate() {
+                let take = (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, best)
+                    | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x))
+                    & !_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
+                best = _mm512_mask_blend_ps(take, best, x);
+                for p in picked.iter_mut().take(i + 1) {
+                    *p &= !take;
+                }
+                picked[i + 1] = take;
+            }
+            let g = _mm512_loadu_ps(grad.as_ptr());
+            let [g0, g1, g2, g3] = picked.map(|m| _mm512_maskz_mov_ps(m, g));
+            for (row, e, o) in [(&mut *dx_top, g0, g1), (&mut *dx_bottom, g2, g3)] {
+                _mm512_storeu_ps(row.as_mut_ptr().add(at), _mm512_permutex2var_ps(e, low, o));
+                _mm512_storeu_ps(
+                    row.as_mut_ptr().add(at + 16),
+                    _mm512_permutex2var_ps(e, high, o),
+                );
+            }
+        }
     }
 }
 
@@ -177,13 +288,19 @@ impl PoolOps for CpuBackend {
                 .enumerate()
                 .for_each(|(p, out)| {
                     let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
+                    if is_2x2(attrs) {
+                        vectorized(|| {
+                            for (oh, row) in out.chunks_exact_mut(g.wo).enumerate() {
+                                let top = &plane[2 * oh * g.w..][..2 * g.wo];
+                                let bottom = &plane[(2 * oh + 1) * g.w..][..2 * g.wo];
+                                max_2x2_row(top, bottom, row);
+                            }
+                        });
+                        return;
+                    }
                     for oh in 0..g.ho {
                         let row = &mut out[oh * g.wo..(oh + 1) * g.wo];
-                        if is_2x2(attrs) {
-                            let top = &plane[2 * oh * g.w..][..2 * g.wo];
-                            let bottom = &plane[(2 * oh + 1) * g.w..][..2 * g.wo];
-                            max_2x2_row(top, bottom, row);
-                        } else {
+                        {
                             for (ow, o) in row.iter_mut().enumerate() {
                                 *o = plane[argmax(plane, &g, attrs, oh, ow)];
                             }
@@ -213,21 +330,27 @@ impl PoolOps for CpuBackend {
                 .for_each(|(p, out)| {
                     let plane = &xd[p * g.h * g.w..(p + 1) * g.h * g.w];
                     let grad = &dyd[p * g.ho * g.wo..(p + 1) * g.ho * g.wo];
+                    if is_2x2(attrs) {
+                        // Windows do not overlap: each input receives at most one value, and
+                        // the two rows' window columns are written whole.
+                        vectorized(|| {
+                            for (oh, grad_row) in grad.chunks_exact(g.wo).enumerate() {
+                                let (top, bottom) = (2 * oh * g.w, (2 * oh + 1) * g.w);
+                                let (out_top, out_bottom) = out[top..].split_at_mut(g.w);
+                                max_2x2_row_backward(
+                                    &plane[top..][..2 * g.wo],
+                                    &plane[bottom..][..2 * g.wo],
+                                    grad_row,
+                                    &mut out_top[..2 * g.wo],
+                                    &mut out_bottom[..2 * g.wo],
+                                );
+                            }
+                        });
+                        return;
+                    }
                     for oh in 0..g.ho {
                         let grad_row = &grad[oh * g.wo..(oh + 1) * g.wo];
-                        if is_2x2(attrs) {
-                            // Windows do not overlap: each input receives at most one value,
-                            // and the two rows' window columns are written whole.
-                            let (top, bottom) = (2 * oh * g.w, (2 * oh + 1) * g.w);
-                            let (out_top, out_bottom) = out[top..].split_at_mut(g.w);
-                            max_2x2_row_backward(
-                                &plane[top..][..2 * g.wo],
-                                &plane[bottom..][..2 * g.wo],
-                                grad_row,
-                                &mut out_top[..2 * g.wo],
-                                &mut out_bottom[..2 * g.wo],
-                            );
-                        } else {
+                        {
                             for (ow, &d) in grad_row.iter().enumerate() {
                                 out[argmax(plane, &g, attrs, oh, ow)] += d;
                             }
@@ -305,6 +428,32 @@ impl PoolOps for CpuBackend {
 #[cfg(test)]
 mod fast_path_tests {
     use super::{argmax, geometry, max_2x2_row, max_2x2_row_backward};
+
+    /// The vector backward (whole groups of 16 windows, then the scalar rest) picks what the
+    /// scalar loop picks, ties and NaN included, on a row of 37 windows.
+    #[test]
+    fn vector_backward_agrees_with_the_scalar_rows() {
+        let wo = 37;
+        let mut state = 777u32;
+        for trial in 0..50 {
+            let mut next = || {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                match (state >> 24) % 7 {
+                    0 if trial % 2 == 0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    v => (v % 3) as f32,
+                }
+            };
+            let top: Vec<f32> = (0..2 * wo).map(|_| next()).collect();
+            let bottom: Vec<f32> = (0..2 * wo).map(|_| next()).collect();
+            let dy: Vec<f32> = (0..wo).map(|j| j as f32 + 1.0).collect();
+            let mut want = (vec![9.0; 2 * wo], vec![9.0; 2 * wo]);
+            super::max_2x2_row_backward_scalar(&top, &bottom, &dy, &mut want.0, &mut want.1);
+            let mut got = (vec![9.0; 2 * wo], vec![9.0; 2 * wo]);
+            max_2x2_row_backward(&top, &bottom, &dy, &mut got.0, &mut got.1);
+            assert_eq!(got, want, "trial {trial}");
+        }
+    }
     use crate::attrs::Pool2dAttrs;
 
     /// The 2×2 rows pick the same input as the general window rule, ties (first maximum) and NaN
