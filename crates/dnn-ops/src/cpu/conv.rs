@@ -14,6 +14,7 @@ use super::buffers::{with_thread_scratch, zeroed};
 use super::direct_conv::{DirectPlan, TILE_W};
 use super::elementwise::add_channel_bias_in_place;
 use super::gemm::{MatMut, MatRef, gemm_into};
+use super::vectorized::vectorized;
 use super::winograd_conv::WinogradPlan;
 use super::winograd4_conv::Winograd4Plan;
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
@@ -264,6 +265,9 @@ fn valid_outputs(
 /// (channel, kernel offset, output row) the padding columns are zeroed and the rest copied — a
 /// contiguous slice copy at stride 1.
 fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32], rows: Range<usize>) {
+    if column_pairs(g) {
+        return vectorized(|| im2col_column_pairs(g, image, col, rows));
+    }
     let a = &g.attrs;
     let plane = rows.len() * g.wo;
     let (s, d, p) = (a.stride[1], a.dilation[1], a.padding[1]);
@@ -306,6 +310,9 @@ fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32], rows: Range<usize>) 
 /// to what is there (the adjoint of [`im2col`]); the caller zeroes `image` before the first
 /// block.
 fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32], rows: Range<usize>) {
+    if column_pairs(g) {
+        return vectorized(|| col2im_column_pairs(g, col, image, rows));
+    }
     let a = &g.attrs;
     let plane = rows.len() * g.wo;
     let (s, d, p) = (a.stride[1], a.dilation[1], a.padding[1]);
@@ -337,6 +344,79 @@ fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32], rows: Range<usize>) 
                             dst[first + i * s] += v;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the kernel's two columns read disjoint column pairs of the input (kernel width 2,
+/// column stride 2, no column padding or dilation: the U-Net's 2×2 stride-2 transposed
+/// convolutions), so that [`im2col`] and [`col2im`] split or interleave whole rows instead of
+/// copying every other value.
+fn column_pairs(g: &ConvGeometry) -> bool {
+    let a = &g.attrs;
+    g.kw == 2 && a.stride[1] == 2 && a.padding[1] == 0 && a.dilation[1] == 1 && 2 * g.wo <= g.w
+}
+
+/// [`im2col`] where [`column_pairs`] holds: per input row read, columns `2j` and `2j + 1` go to
+/// the rows of kernel columns 0 and 1.
+#[inline(always)]
+fn im2col_column_pairs(g: &ConvGeometry, image: &[f32], col: &mut [f32], rows: Range<usize>) {
+    let a = &g.attrs;
+    let plane = rows.len() * g.wo;
+    for ci in 0..g.c {
+        let channel = &image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            let row = (ci * g.kh + ki) * 2;
+            let (even, odd) = col[row * plane..(row + 2) * plane].split_at_mut(plane);
+            for (r, oh) in rows.clone().enumerate() {
+                let (even, odd) = (
+                    &mut even[r * g.wo..(r + 1) * g.wo],
+                    &mut odd[r * g.wo..(r + 1) * g.wo],
+                );
+                match source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h) {
+                    Some(ih) => {
+                        let src = &channel[ih * g.w..][..2 * g.wo];
+                        for ((e, o), pair) in even.iter_mut().zip(odd).zip(src.chunks_exact(2)) {
+                            *e = pair[0];
+                            *o = pair[1];
+                        }
+                    }
+                    None => {
+                        even.fill(0.0);
+                        odd.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] where [`column_pairs`] holds: the rows of kernel columns 0 and 1 are interleaved
+/// back into the input row's column pairs (added to what is there).
+#[inline(always)]
+fn col2im_column_pairs(g: &ConvGeometry, col: &[f32], image: &mut [f32], rows: Range<usize>) {
+    let a = &g.attrs;
+    let plane = rows.len() * g.wo;
+    for ci in 0..g.c {
+        let channel = &mut image[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            let row = (ci * g.kh + ki) * 2;
+            let (even, odd) = col[row * plane..(row + 2) * plane].split_at(plane);
+            for (r, oh) in rows.clone().enumerate() {
+                let Some(ih) = source_index(oh, ki, a.stride[0], a.padding[0], a.dilation[0], g.h)
+                else {
+                    continue;
+                };
+                let dst = &mut channel[ih * g.w..][..2 * g.wo];
+                let (even, odd) = (
+                    &even[r * g.wo..(r + 1) * g.wo],
+                    &odd[r * g.wo..(r + 1) * g.wo],
+                );
+                for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+                    pair[0] += e;
+                    pair[1] += o;
                 }
             }
         }
@@ -1215,6 +1295,41 @@ mod blocked_tests {
     /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
     /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them, in
     /// the filter gradient too).
+    /// Kernels of width 2 at column stride 2 (the transposed convolutions' 2×2 stride-2 view)
+    /// unfold and fold whole column pairs: all three passes agree with the definition, with an
+    /// odd input width whose last column no output reads, row stride 1 and 2, and row padding.
+    #[test]
+    fn column_pair_unfolding_matches_direct_loops() {
+        let mut rng = SeededRng::new(13);
+        for (n, [c, h, w], o, [kh, kw], attrs) in [
+            (
+                2,
+                [6, 10, 12],
+                5,
+                [2, 2],
+                Conv2dAttrs::new().with_stride([2, 2]),
+            ),
+            (
+                3,
+                [4, 9, 13],
+                3,
+                [2, 2],
+                Conv2dAttrs::new().with_stride([2, 2]),
+            ),
+            (
+                2,
+                [3, 7, 9],
+                4,
+                [3, 2],
+                Conv2dAttrs::new().with_stride([1, 2]).with_padding([1, 0]),
+            ),
+        ] {
+            let g = ConvGeometry::new([n, c, h, w], [o, c, kh, kw], &attrs).unwrap();
+            assert!(super::column_pairs(&g), "column pairs for {g:?}");
+            assert_passes_match(&g, &mut rng, &format!("{g:?}"));
+        }
+    }
+
     /// With one image per thread on small planes, the im2col filter gradient splits its rows
     /// over the threads and sums the batch in order (`filter_rows_over_batch`): it agrees with
     /// the definition, including a ragged last row block and stride 2.
