@@ -82,19 +82,25 @@ fn validate_labels(
     let cf = c as f32;
     let plain_class =
         |v: f32| v >= 0.0 && v < cf && (v as i32) as f32 == v && ignore_index != Some(v as i64);
-    let classes = labels
-        .to_vec()?
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if plain_class(v) {
-                Ok(Some(v as usize))
-            } else {
-                label_class(op, i, v, c, ignore_index)
+    let labels = labels.contiguous()?;
+    let values = labels.host_data()?;
+    // On the pool (a one-thread pass here held up 8 threads); the values that are not plain
+    // classes then take the full check in order, so the first bad label is the one reported.
+    let mut classes = Vec::with_capacity(values.len());
+    classes.par_extend(
+        values
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&v| plain_class(v).then_some(v as usize)),
+    );
+    if let Some(first) = values.par_iter().position_first(|&v| !plain_class(v)) {
+        for (i, &v) in values.iter().enumerate().skip(first) {
+            if !plain_class(v) {
+                classes[i] = label_class(op, i, v, c, ignore_index)?;
             }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if classes.iter().all(Option::is_none) {
+        }
+    }
+    if !classes.par_iter().any(Option::is_some) {
         return all_ignored(op, ignore_index);
     }
     Ok(Labels {
@@ -196,11 +202,21 @@ fn weighted_ce(
     weight: impl Fn(usize, usize) -> f32 + Sync,
 ) -> Result<(Tensor, Tensor)> {
     let (c, inner) = (lab.c, lab.inner);
+    // Fixed blocks summed in order: the same total whatever the thread count.
+    const WEIGHT_BLOCK: usize = 4096;
     let total_weight: f64 = lab
         .classes
-        .iter()
+        .par_chunks(WEIGHT_BLOCK)
         .enumerate()
-        .filter_map(|(i, k)| k.map(|k| weight(i, k) as f64))
+        .map(|(b, block)| {
+            block
+                .iter()
+                .enumerate()
+                .filter_map(|(i, k)| k.map(|k| weight(b * WEIGHT_BLOCK + i, k) as f64))
+                .sum::<f64>()
+        })
+        .collect::<Vec<f64>>()
+        .iter()
         .sum();
     if total_weight <= 0.0 {
         return CpuBackend::zero_total_weight();
