@@ -34,8 +34,8 @@ use std::arch::x86_64::{
     __m512, __m512i, _mm_loadu_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm512_add_ps,
     _mm512_castpd_ps, _mm512_castps_pd, _mm512_castps256_ps512, _mm512_fmadd_ps,
     _mm512_insertf32x4, _mm512_insertf64x4, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
-    _mm512_sub_ps,
+    _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32,
+    _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
 };
 
 use rayon::prelude::*;
@@ -186,20 +186,17 @@ impl Winograd4Plan {
             "winograd F(4x4) conv: image"
         );
         let row_len = self.row_len();
-        // One padded row before it is split: whole chunks of 64 columns.
-        let mut row = vec![0.0f32; row_len.next_multiple_of(4 * LANES)];
         for (ch, channel) in padded.chunks_exact_mut(self.hp * row_len).enumerate() {
             for (r, dst) in channel.chunks_exact_mut(row_len).enumerate() {
                 let Some(y) = r.checked_sub(self.ph).filter(|&y| y < self.h) else {
                     dst.fill(0.0);
                     continue;
                 };
-                row[self.pw..self.pw + self.w]
-                    .copy_from_slice(&image[(ch * self.h + y) * self.w..][..self.w]);
+                let src = &image[(ch * self.h + y) * self.w..][..self.w];
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
                 unsafe {
-                    split_phases(&row, self.phase_len, dst)
+                    split_phases(src, self.pw, self.phase_len, dst)
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 unreachable!("Winograd4Plan::new returns None without AVX-512");
@@ -392,26 +389,21 @@ fn permutes() -> [__m512i; 4] {
     ]
 }
 
-/// `dst[φ·len + t] = row[4t + φ]` for `t < len` (`dst` holds `4·len` floats; `row` whole chunks
-/// of 64 floats covering them).
+/// `dst[φ·len + t] = row[4t + φ]` for `t < len` (`dst` holds `4·len` floats), where `row` is
+/// the image row `src` after `pad` zeros and followed by zeros: the padding is read as masked-off
+/// lanes, so the row is never copied.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn split_phases(row: &[f32], len: usize, dst: &mut [f32]) {
+fn split_phases(src: &[f32], pad: usize, len: usize, dst: &mut [f32]) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    assert!(dst.len() == 4 * len && row.len() >= 4 * len.next_multiple_of(LANES));
+    assert!(dst.len() == 4 * len);
     for t0 in (0..len).step_by(LANES) {
-        let src = &row[4 * t0..][..4 * LANES];
-        // SAFETY: `src` holds 64 floats: the loads read 0..16, 16..32, 32..48 and 48..64.
-        let [v0, v1, v2, v3] = unsafe {
-            let at = src.as_ptr();
-            [
-                _mm512_loadu_ps(at),
-                _mm512_loadu_ps(at.add(16)),
-                _mm512_loadu_ps(at.add(32)),
-                _mm512_loadu_ps(at.add(48)),
-            ]
-        };
+        // Padded columns 4·t0 .. 4·t0 + 64 are image columns from `start`.
+        let start = (4 * t0) as isize - pad as isize;
+        // (No `array::map` here: its closure would be compiled without AVX-512 and not inlined.)
+        let (v0, v1) = (load_inside(src, start), load_inside(src, start + 16));
+        let (v2, v3) = (load_inside(src, start + 32), load_inside(src, start + 48));
         // Columns 2t (a, c) and 2t + 1 (b, d) of each half, then every fourth.
         let (a, b) = (
             _mm512_permutex2var_ps(v0, even, v1),
@@ -432,6 +424,23 @@ fn split_phases(row: &[f32], len: usize, dst: &mut [f32]) {
             store_first(&mut dst[phi * len + t0..][..n], v);
         }
     }
+}
+
+/// The 16 floats of `src` from index `start` (which may lie before it or run past its end),
+/// zero where outside it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn load_inside(src: &[f32], start: isize) -> __m512 {
+    let len = src.len() as isize;
+    let (first, end) = ((-start).clamp(0, 16), (len - start).clamp(0, 16));
+    if first >= end {
+        return _mm512_setzero_ps();
+    }
+    let mask = (((1u32 << end) - 1) & !((1u32 << first) - 1)) as u16;
+    // SAFETY: lane l is read only where its bit is set, i.e. where 0 <= start + l < len, an
+    // element of `src`; masked-off lanes are not accessed (AVX-512 masked loads suppress them),
+    // so the pointer may point outside `src` (`wrapping_offset` never dereferences it).
+    unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().wrapping_offset(start)) }
 }
 
 /// `V = Bᵀ d B` of the tiles of tile rows `tr0..tr0 + rows`, every input channel, into `v`
