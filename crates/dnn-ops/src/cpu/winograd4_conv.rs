@@ -463,15 +463,10 @@ fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v
                 *run = 4 * (tr0 + r) * row_len + x / 4;
             }
             // Bᵀ along each patch row i: the row's six columns for the 16 tiles, then transformed.
-            let mut h = [[_mm512_setzero_ps(); 6]; 6];
-            for (i, hi) in h.iter_mut().enumerate() {
-                let mut cols = [_mm512_setzero_ps(); 6];
-                for (j, col) in cols.iter_mut().enumerate() {
-                    let shift = i * row_len + (j % 4) * p.phase_len + j / 4;
-                    *col = load_runs(channel, runs, shift, p.row_tiles);
-                }
-                *hi = transform_b(cols);
-            }
+            // (Array literals, not a zeroed array filled in a loop: 36 vectors do not fit in
+            // registers, and zeroing their stack copy was a memset per vector.)
+            let row = |i| patch_row(p, channel, runs, i);
+            let h = [row(0), row(1), row(2), row(3), row(4), row(5)];
             // Bᵀ down each column k, stored by frequency 6i + k.
             let (group, lane) = (tile / GROUP, tile % GROUP);
             let dst = &mut v[group * FREQ * p.c * GROUP..][..FREQ * p.c * GROUP];
@@ -495,6 +490,18 @@ fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v
             }
         }
     }
+}
+
+/// `Bᵀ` of patch row `i` of the 16 tiles whose runs start at `runs` (see `input_transform`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn patch_row(p: &Winograd4Plan, channel: &[f32], runs: [usize; 4], i: usize) -> [__m512; 6] {
+    let load = |j: usize| {
+        let shift = i * p.row_len() + (j % 4) * p.phase_len + j / 4;
+        load_runs(channel, runs, shift, p.row_tiles)
+    };
+    transform_b([load(0), load(1), load(2), load(3), load(4), load(5)])
 }
 
 /// The 16 floats at `runs[q] + shift + 0..4` for q = 0..4, in order: one load when the runs
@@ -597,25 +604,16 @@ fn output_transform(
         }
         let tile = LANES * vector;
         for k in 0..OUT_BLOCK {
-            // Aᵀ M: four rows of six, column by column.
-            let mut s = [[_mm512_setzero_ps(); 6]; 4];
-            for j in 0..6 {
-                let mut mj = [_mm512_setzero_ps(); 6];
-                for (i, mij) in mj.iter_mut().enumerate() {
-                    let xi = 6 * i + j;
-                    let src = &m[(xi * OUT_BLOCK + k) * GROUP + LANES * half..][..LANES];
-                    // SAFETY: `src` holds 16 floats.
-                    *mij = unsafe { _mm512_loadu_ps(src.as_ptr()) };
-                }
-                let col = transform_a(mj);
-                for (row, v) in s.iter_mut().zip(col) {
-                    row[j] = v;
-                }
-            }
+            // Aᵀ M: six columns of four (array literals, as in `input_transform`).
+            let col = |j| m_column(m, k, half, j);
+            let cols = [col(0), col(1), col(2), col(3), col(4), col(5)];
             let o = block * OUT_BLOCK + k;
-            for (a, row) in s.iter().enumerate() {
+            for a in 0..4 {
+                let row = [
+                    cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a],
+                ];
                 // Output columns 0..4 of the 16 tiles, interleaved into four runs of four tiles.
-                let [y0, y1, y2, y3] = transform_a(*row);
+                let [y0, y1, y2, y3] = transform_a(row);
                 let (z_low, z_high) = (
                     _mm512_permutex2var_ps(y0, pair_low, y1),
                     _mm512_permutex2var_ps(y0, pair_high, y1),
@@ -642,6 +640,21 @@ fn output_transform(
             }
         }
     }
+}
+
+/// `Aᵀ` of column `j` of the channel sums `m` of output channel `k` of a block, for the 16
+/// tiles of half `half` of the group (see `output_transform`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn m_column(m: &[f32], k: usize, half: usize, j: usize) -> [__m512; 4] {
+    let load = |i: usize| {
+        let xi = 6 * i + j;
+        let src = &m[(xi * OUT_BLOCK + k) * GROUP + LANES * half..][..LANES];
+        // SAFETY: `src` holds 16 floats.
+        unsafe { _mm512_loadu_ps(src.as_ptr()) }
+    };
+    transform_a([load(0), load(1), load(2), load(3), load(4), load(5)])
 }
 
 /// Writes the first `dst.len()` (≤ 16) floats of `v` into `dst`.
