@@ -606,12 +606,17 @@ fn output_transform(
         for k in 0..OUT_BLOCK {
             // Aᵀ M: six columns of four (array literals, as in `input_transform`).
             let col = |j| m_column(m, k, half, j);
-            let cols = [col(0), col(1), col(2), col(3), col(4), col(5)];
+            let [c0, c1, c2, c3, c4, c5] = [col(0), col(1), col(2), col(3), col(4), col(5)];
+            // Its four rows (a literal again: `array::map`'s closure would not be built for
+            // AVX-512, and the vectors would go through memory).
+            let m_rows = [
+                [c0[0], c1[0], c2[0], c3[0], c4[0], c5[0]],
+                [c0[1], c1[1], c2[1], c3[1], c4[1], c5[1]],
+                [c0[2], c1[2], c2[2], c3[2], c4[2], c5[2]],
+                [c0[3], c1[3], c2[3], c3[3], c4[3], c5[3]],
+            ];
             let o = block * OUT_BLOCK + k;
-            for a in 0..4 {
-                let row = [
-                    cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a],
-                ];
+            for (a, row) in m_rows.into_iter().enumerate() {
                 // Output columns 0..4 of the 16 tiles, interleaved into four runs of four tiles.
                 let [y0, y1, y2, y3] = transform_a(row);
                 let (z_low, z_high) = (
