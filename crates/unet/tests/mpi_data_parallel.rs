@@ -161,8 +161,19 @@ fn max_relative_difference(a: &Path, b: &Path) -> Result<(f64, String), String> 
             b.display()
         )
     })?;
+    worst_relative_difference(&wa, &wb, "w")
+}
+
+/// The parameter with the largest relative difference between two lists of named values in the
+/// same order (max |a − b| over max |b|, each printed with `MPI_TEST_VERBOSE`; `symbol` names
+/// the values there).
+fn worst_relative_difference(
+    a: &[(String, Vec<f32>)],
+    b: &[(String, Vec<f32>)],
+    symbol: &str,
+) -> Result<(f64, String), String> {
     let mut worst = (0.0f64, String::new());
-    for ((name, x), (other, y)) in wa.iter().zip(&wb) {
+    for ((name, x), (other, y)) in a.iter().zip(b) {
         ensure(name == other && x.len() == y.len(), || {
             format!("parameter {name} vs {other}")
         })?;
@@ -173,7 +184,9 @@ fn max_relative_difference(a: &Path, b: &Path) -> Result<(f64, String), String> 
             .fold(0.0f64, |m, (p, q)| m.max(f64::from((p - q).abs())));
         let rel = diff / scale.max(1e-12);
         if std::env::var_os("MPI_TEST_VERBOSE").is_some() {
-            println!("  {name}: max |diff| {diff:.3e}, max |w| {scale:.3e}, relative {rel:.3e}");
+            println!(
+                "  {name}: max |diff| {diff:.3e}, max |{symbol}| {scale:.3e}, relative {rel:.3e}"
+            );
         }
         if rel > worst.0 || worst.1.is_empty() {
             worst = (rel, name.clone());
@@ -229,7 +242,7 @@ fn gradients_are_the_full_batch_gradient(comm: &mut MpiCommunicator) -> Check {
     let masks: Vec<f32> = (0..n * BATCH * side * side)
         .map(|_| rng.below(3) as f32)
         .collect();
-    let mut gradients = |first: usize, count: usize| -> Result<Vec<(String, Tensor)>, String> {
+    let mut gradients = |first: usize, count: usize| -> Result<Vec<(String, Vec<f32>)>, String> {
         let (px, pm) = (3 * side * side, side * side);
         let x = Tensor::from_vec(
             images[first * px..(first + count) * px].to_vec(),
@@ -261,7 +274,7 @@ fn gradients_are_the_full_batch_gradient(comm: &mut MpiCommunicator) -> Check {
         let mut out = Vec::new();
         model.visit_parameters(&mut |p| {
             if let Some(t) = grads.param(p.id()) {
-                out.push((p.name().to_string(), t.clone()));
+                out.push((p.name().to_string(), t.to_vec().unwrap_or_default()));
             }
         });
         Ok(out)
@@ -279,28 +292,7 @@ fn gradients_are_the_full_batch_gradient(comm: &mut MpiCommunicator) -> Check {
                 whole.len()
             )
         })?;
-        let mut worst = (0.0f64, String::new());
-        for ((name, a), (_, b)) in reduced.iter().zip(&whole) {
-            let (a, b) = (
-                a.to_vec().map_err(|e| e.to_string())?,
-                b.to_vec().map_err(|e| e.to_string())?,
-            );
-            let diff = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| f64::from((x - y).abs()))
-                .fold(0.0, f64::max);
-            let scale = b.iter().map(|y| f64::from(y.abs())).fold(0.0, f64::max);
-            let rel = diff / scale.max(1e-30);
-            if std::env::var_os("MPI_TEST_VERBOSE").is_some() {
-                println!(
-                    "  gradient of {name}: max |diff| {diff:.3e}, max |g| {scale:.3e}, relative {rel:.3e}"
-                );
-            }
-            if rel > worst.0 {
-                worst = (rel, name.clone());
-            }
-        }
+        let worst = worst_relative_difference(&reduced, &whole, "g")?;
         println!(
             "one step: {n} ranks × batch {BATCH} vs 1 × {}: max relative gradient difference {:.2e} ({})",
             n * BATCH,

@@ -762,7 +762,7 @@ fn filter_rows_over_batch(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Opt
     // Row blocks of the filter gradient: four per thread, whole multiples of 8 rows.
     let rows = ckk.div_ceil(4 * threads).next_multiple_of(8);
     let out_image = g.o * plane;
-    let mut dw_t = vec![0.0f32; ckk * g.o];
+    let mut dw_t = zeroed(ckk * g.o);
     dw_t.par_chunks_mut(rows * g.o)
         .enumerate()
         .try_for_each(|(b, acc)| {
@@ -1289,12 +1289,6 @@ mod blocked_tests {
         }
     }
 
-    /// The Winograd kernels (forward, data and filter gradients) agree with the definition: odd output
-    /// heights and widths (half-used tiles), a ragged last vector of tiles, padding 0, 1 and 2
-    /// (the data gradient then pads by 2, 1 and 0), several blocks of tile rows, a register tile
-    /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
-    /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them, in
-    /// the filter gradient too).
     /// Kernels of width 2 at column stride 2 (the transposed convolutions' 2×2 stride-2 view)
     /// unfold and fold whole column pairs: all three passes agree with the definition, with an
     /// odd input width whose last column no output reads, row stride 1 and 2, and row padding.
@@ -1371,6 +1365,12 @@ mod blocked_tests {
         });
     }
 
+    /// The Winograd kernels (forward, data and filter gradients) agree with the definition: odd output
+    /// heights and widths (half-used tiles), a ragged last vector of tiles, padding 0, 1 and 2
+    /// (the data gradient then pads by 2, 1 and 0), several blocks of tile rows, a register tile
+    /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
+    /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them, in
+    /// the filter gradient too).
     /// F(4×4, 3×3) takes the forward and data passes where it applies (rows of 16 columns: four
     /// tile rows per vector; of 17–32: two, an odd count among them; wider: runs of 16 tiles);
     /// F(2×2, 3×3)'s forward and data passes are checked on every geometry they take.

@@ -300,10 +300,8 @@ impl PoolOps for CpuBackend {
                     }
                     for oh in 0..g.ho {
                         let row = &mut out[oh * g.wo..(oh + 1) * g.wo];
-                        {
-                            for (ow, o) in row.iter_mut().enumerate() {
-                                *o = plane[argmax(plane, &g, attrs, oh, ow)];
-                            }
+                        for (ow, o) in row.iter_mut().enumerate() {
+                            *o = plane[argmax(plane, &g, attrs, oh, ow)];
                         }
                     }
                 });
@@ -350,10 +348,8 @@ impl PoolOps for CpuBackend {
                     }
                     for oh in 0..g.ho {
                         let grad_row = &grad[oh * g.wo..(oh + 1) * g.wo];
-                        {
-                            for (ow, &d) in grad_row.iter().enumerate() {
-                                out[argmax(plane, &g, attrs, oh, ow)] += d;
-                            }
+                        for (ow, &d) in grad_row.iter().enumerate() {
+                            out[argmax(plane, &g, attrs, oh, ow)] += d;
                         }
                     }
                 });
@@ -428,6 +424,7 @@ impl PoolOps for CpuBackend {
 #[cfg(test)]
 mod fast_path_tests {
     use super::{argmax, geometry, max_2x2_row, max_2x2_row_backward};
+    use crate::attrs::Pool2dAttrs;
 
     /// The vector backward (whole groups of 16 windows, then the scalar rest) picks what the
     /// scalar loop picks, ties and NaN included, on a row of 37 windows.
@@ -454,7 +451,6 @@ mod fast_path_tests {
             assert_eq!(got, want, "trial {trial}");
         }
     }
-    use crate::attrs::Pool2dAttrs;
 
     /// The 2×2 rows pick the same input as the general window rule, ties (first maximum) and NaN
     /// (first NaN) included, forward and backward, on odd sizes whose last row and column no
