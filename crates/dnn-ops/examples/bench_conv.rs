@@ -37,6 +37,9 @@ const LAYERS: [(&str, usize, usize, usize, usize); 19] = [
 const BATCH: usize = 8;
 
 fn main() {
+    // `--filter-only`: the filter gradients of the 3×3 and 1×1 layers alone (forward and data
+    // columns left empty), for sweeps of the filter-gradient kernels.
+    let filter_only = std::env::args().any(|a| a == "--filter-only");
     let be = CpuBackend::new();
     let mut rng = SeededRng::new(1);
     println!(
@@ -53,13 +56,19 @@ fn main() {
         let x = random_tensor(&[BATCH, c, side, side], &mut rng, 0.0);
         let w = random_tensor(&[o, c, k, k], &mut rng, 0.0);
         let dy = random_tensor(&[BATCH, o, side, side], &mut rng, 0.0);
-        let fwd = timing::time_it(|| {
-            be.conv2d(&x, &w, None, &attrs).unwrap();
-        });
-        let data = timing::time_it(|| {
-            be.conv2d_backward_data(&dy, &w, [BATCH, c, side, side], &attrs)
-                .unwrap();
-        });
+        let (fwd, data) = if filter_only {
+            (0.0, 0.0)
+        } else {
+            (
+                timing::time_it(|| {
+                    be.conv2d(&x, &w, None, &attrs).unwrap();
+                }),
+                timing::time_it(|| {
+                    be.conv2d_backward_data(&dy, &w, [BATCH, c, side, side], &attrs)
+                        .unwrap();
+                }),
+            )
+        };
         let filter = timing::time_it(|| {
             be.conv2d_backward_filter(&x, &dy, [o, c, k, k], &attrs)
                 .unwrap();
@@ -85,6 +94,9 @@ fn main() {
         totals[1] * 1e3,
         totals[2] * 1e3
     );
+    if filter_only {
+        return;
+    }
     println!("\nTransposed 2×2 stride-2 convolutions (the upsampling), same batch:");
     println!("| layer | c→o | side in | forward ms | data grad ms | filter grad ms |");
     println!("|---|---|---:|---:|---:|---:|");

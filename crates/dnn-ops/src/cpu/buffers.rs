@@ -7,6 +7,7 @@
 //! for scratch that the kernel overwrites before reading (padded images, transformed tiles).
 
 use std::cell::RefCell;
+use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -59,24 +60,57 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's scratch buffer of `len` floats. Its contents are whatever the
-/// thread's last use left (zeros where it grew): `f` must write every value before reading it.
-/// A nested call on the same thread gets a fresh buffer of its own.
+/// Floats per cache line (64 bytes, one AVX-512 vector).
+pub(crate) const LINE_FLOATS: usize = 16;
+
+/// `len` rounded up to whole cache lines: where a kernel splits its scratch into parts, each
+/// part's length rounded so, keeps the next part's start on a line.
+pub(crate) fn line_aligned_len(len: usize) -> usize {
+    len.next_multiple_of(LINE_FLOATS)
+}
+
+/// Runs `f` with a buffer of `len` floats, starting on a cache line, that the process keeps
+/// between calls for scratch shared by the rayon pool's threads within one call (the batch-wide
+/// transforms of a filter gradient, several MiB: a fresh one would fault its pages in at every
+/// call). Its contents are whatever the last use left: `f` must write every value before
+/// reading it. A call while another holds it gets a fresh buffer.
+pub(crate) fn with_shared_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    static SHARED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+    let mut buf = std::mem::take(&mut *SHARED.lock().unwrap_or_else(PoisonError::into_inner));
+    let result = lend_aligned(&mut buf, len, f);
+    let mut kept = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() < buf.len() {
+        *kept = buf;
+    }
+    result
+}
+
+/// `f` on `len` floats of `buf` (grown as needed) from its first cache line.
+fn lend_aligned<R>(buf: &mut Vec<f32>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    if buf.len() < len + LINE_FLOATS {
+        buf.resize(len + LINE_FLOATS, 0.0);
+    }
+    // An f32 pointer reaches a multiple of 64 bytes within 15 floats.
+    let start = buf.as_ptr().align_offset(4 * LINE_FLOATS);
+    debug_assert!(start < LINE_FLOATS);
+    f(&mut buf[start..start + len])
+}
+
+/// Runs `f` with this thread's scratch buffer of `len` floats, starting on a cache line (64
+/// bytes: the allocator aligns large blocks to 16 bytes only, and a vector load or store across
+/// two lines costs two). Its contents are whatever the thread's last use left (zeros where it
+/// grew): `f` must write every value before reading it. A nested call on the same thread gets a
+/// fresh buffer of its own.
 pub(crate) fn with_thread_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
+        Ok(mut buf) => lend_aligned(&mut buf, len, f),
+        Err(_) => lend_aligned(&mut Vec::new(), len, f),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{PARALLEL_ZERO_MIN, with_thread_scratch, zeroed};
+    use super::{PARALLEL_ZERO_MIN, with_shared_scratch, with_thread_scratch, zeroed};
 
     #[test]
     fn zeroed_buffers_are_zero_at_every_size() {
@@ -109,9 +143,38 @@ mod tests {
             });
             assert_eq!(a, &[3.0; 8]);
         });
-        with_thread_scratch(16, |a| {
-            assert_eq!(&a[..8], &[3.0; 8], "kept between calls");
-            assert_eq!(&a[8..], &[0.0; 8], "grown with zeros");
+        with_thread_scratch(6, |a| {
+            assert_eq!(a, &[3.0; 6], "kept between calls");
         });
+    }
+
+    #[test]
+    fn shared_scratch_is_aligned_and_nested_calls_get_their_own() {
+        with_shared_scratch(100, |a| {
+            assert_eq!(a.as_ptr() as usize % 64, 0);
+            a.fill(2.0);
+            with_shared_scratch(50, |b| {
+                assert_eq!(b.as_ptr() as usize % 64, 0);
+                b.fill(4.0);
+            });
+            assert_eq!(
+                a, &[2.0; 100],
+                "a nested call does not touch the outer buffer"
+            );
+        });
+    }
+
+    #[test]
+    fn thread_scratch_starts_on_a_cache_line() {
+        for len in [1, 17, 1000, 1 << 20, 5, (1 << 20) + 3] {
+            with_thread_scratch(len, |a| {
+                assert_eq!(a.len(), len);
+                assert_eq!(a.as_ptr() as usize % 64, 0, "len {len}");
+                a.fill(1.0);
+                with_thread_scratch(len, |b| {
+                    assert_eq!(b.as_ptr() as usize % 64, 0, "nested, len {len}");
+                });
+            });
+        }
     }
 }

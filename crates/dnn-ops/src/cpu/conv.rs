@@ -10,12 +10,12 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::{with_thread_scratch, zeroed};
+use super::buffers::{line_aligned_len, with_shared_scratch, with_thread_scratch, zeroed};
 use super::direct_conv::{DirectPlan, TILE_W};
 use super::elementwise::add_channel_bias_in_place;
 use super::gemm::{MatMut, MatRef, gemm_into};
 use super::vectorized::vectorized;
-use super::winograd_conv::WinogradPlan;
+use super::winograd_conv::{self, WinogradFilter, WinogradPlan};
 use super::winograd4_conv::Winograd4Plan;
 use crate::attrs::{Conv2dAttrs, ConvTranspose2dAttrs};
 use crate::backend::ConvOps;
@@ -163,6 +163,45 @@ impl ConvGeometry {
     fn winograd_filter(&self) -> Option<WinogradPlan> {
         let group = self.n.div_ceil(rayon::current_num_threads());
         self.winograd_forward()
+            .filter(|plan| plan.filter_supported(group))
+    }
+    /// Whether the filter gradient of a Winograd plan takes the batch-wide kernel
+    /// ([`winograd_filter_batch`]): images of at most [`BATCH_FILTER_MAX_IMAGE_TILES`] tiles
+    /// (too few to repay a per-thread accumulator each), [`BATCH_FILTER_MIN_TILES`] in the batch,
+    /// input channels in whole register tiles.
+    fn batch_filter_fits(&self, plan: &impl WinogradFilter) -> bool {
+        let [_, c] = plan.channels();
+        winograd_conv::filter_enabled()
+            && c.is_multiple_of(winograd_conv::FILTER_BLOCK)
+            && plan.image_tiles() <= BATCH_FILTER_MAX_IMAGE_TILES
+            && self.n * plan.image_tiles() >= BATCH_FILTER_MIN_TILES
+    }
+    /// The F(4×4) plan for the batch-wide filter gradient: a 3×3, stride-1, dilation-1
+    /// convolution that F(4×4) takes, on images small enough ([`ConvGeometry::batch_filter_fits`];
+    /// any batch size: the work is split by frequency, not by image).
+    fn winograd4_batch_filter(&self) -> Option<Winograd4Plan> {
+        let a = &self.attrs;
+        if a.stride != [1, 1] || a.dilation != [1, 1] || [self.kh, self.kw] != [3, 3] {
+            return None;
+        }
+        Winograd4Plan::new([self.c, self.h, self.w], self.o, a.padding)
+            .filter(|plan| self.batch_filter_fits(plan))
+    }
+    /// The F(2×2) plan for the batch-wide filter gradient, as
+    /// [`ConvGeometry::winograd4_batch_filter`].
+    fn winograd_batch_filter(&self) -> Option<WinogradPlan> {
+        let a = &self.attrs;
+        if a.stride != [1, 1] || a.dilation != [1, 1] || [self.kh, self.kw] != [3, 3] {
+            return None;
+        }
+        WinogradPlan::new([self.c, self.h, self.w], self.o, a.padding)
+            .filter(|plan| self.batch_filter_fits(plan))
+    }
+    /// The F(4×4) plan for the filter gradient (F(3×3, 4×4)), under the conditions of
+    /// [`ConvGeometry::winograd_filter`] (see [`WinogradFilter::filter_supported`]).
+    fn winograd4_filter(&self) -> Option<Winograd4Plan> {
+        let group = self.n.div_ceil(rayon::current_num_threads());
+        self.winograd4_forward()
             .filter(|plan| plan.filter_supported(group))
     }
     /// The direct kernel's plan for the filter gradient: the forward plan on rows of at least
@@ -482,13 +521,15 @@ fn winograd4_batch(
     outputs: &mut [f32],
     in_len: usize,
 ) {
-    let padded_len = plan.padded_len();
+    // The transformed tiles after the padded image start on a cache line.
+    let (padded_len, lines) = (plan.padded_len(), line_aligned_len(plan.padded_len()));
     outputs
         .par_chunks_mut(plan.out_len())
         .zip(inputs.par_chunks(in_len))
         .for_each(|(out, image)| {
-            with_thread_scratch(padded_len + plan.scratch_len(), |buf| {
-                let (padded, scratch) = buf.split_at_mut(padded_len);
+            with_thread_scratch(lines + plan.scratch_len(), |buf| {
+                let (padded, scratch) = buf.split_at_mut(lines);
+                let padded = &mut padded[..padded_len];
                 plan.pad_image(image, padded);
                 plan.forward(padded, filters, out, scratch);
             })
@@ -503,13 +544,15 @@ fn winograd_batch(
     outputs: &mut [f32],
     in_len: usize,
 ) {
-    let padded_len = plan.padded_len();
+    // The transformed tiles after the padded image start on a cache line.
+    let (padded_len, lines) = (plan.padded_len(), line_aligned_len(plan.padded_len()));
     outputs
         .par_chunks_mut(plan.out_len())
         .zip(inputs.par_chunks(in_len))
         .for_each(|(out, image)| {
-            with_thread_scratch(padded_len + plan.scratch_len(), |buf| {
-                let (padded, scratch) = buf.split_at_mut(padded_len);
+            with_thread_scratch(lines + plan.scratch_len(), |buf| {
+                let (padded, scratch) = buf.split_at_mut(lines);
+                let padded = &mut padded[..padded_len];
                 plan.pad_image(image, padded);
                 plan.forward(padded, filters, out, scratch);
             })
@@ -679,30 +722,98 @@ fn per_group_sums<S>(
     Ok(sum)
 }
 
-/// The filter gradient on the Winograd kernel: per group of images, the lane sums of the
+/// The filter gradient on a Winograd kernel: per group of images, the lane sums of the
 /// transformed products, transformed back once (see `winograd_conv`).
 fn winograd_filter_sums(
     g: &ConvGeometry,
-    plan: &WinogradPlan,
+    plan: &impl WinogradFilter,
     x: &[f32],
     dy: &[f32],
 ) -> Result<Vec<f32>> {
-    let padded_len = plan.padded_len();
     per_group_sums(
         g,
         x,
         dy,
         || zeroed(plan.filter_acc_len()),
-        |_, image, grad, lanes| {
-            with_thread_scratch(padded_len + plan.filter_scratch_len(), |buf| {
-                let (padded, scratch) = buf.split_at_mut(padded_len);
-                plan.pad_image(image, padded);
-                plan.filter_accumulate(padded, grad, lanes, scratch);
+        |_, images, grads, lanes| {
+            with_thread_scratch(plan.filter_scratch_len(), |scratch| {
+                plan.filter_accumulate(images, grads, lanes, scratch);
             });
             Ok(())
         },
         |acc, lanes| plan.filter_finish(&lanes, acc),
     )
+}
+
+/// Images of at most this many Winograd tiles (a 32² plane in F(4×4), 16² in F(2×2)) take the
+/// batch-wide filter gradient, if the batch has [`BATCH_FILTER_MIN_TILES`] or more.
+const BATCH_FILTER_MAX_IMAGE_TILES: usize = 64;
+const BATCH_FILTER_MIN_TILES: usize = 128;
+/// The batch-wide filter gradient's transforms are kept within this many floats (16 MiB): a
+/// larger batch goes in several passes.
+const BATCH_FILTER_FLOATS: usize = 1 << 22;
+
+/// The filter gradient of small images on a Winograd kernel, split by frequency instead of by
+/// image (one image per thread leaves each thread 64 tiles or fewer, too few to repay the
+/// per-thread accumulator of [`winograd_filter_sums`]): every image's transformed input and
+/// output gradient at once (in parallel over images), then the sums over all the batch's tiles
+/// of one frequency and block of output channels per task, then the transform back per output
+/// channel. Each sum is made by one task in a fixed order, so the result does not depend on
+/// the thread count. Batches whose transforms exceed `max_floats` go in several passes.
+fn winograd_filter_batch(
+    g: &ConvGeometry,
+    plan: &impl WinogradFilter,
+    x: &[f32],
+    dy: &[f32],
+    max_floats: usize,
+) -> Vec<f32> {
+    let [o, c] = plan.channels();
+    let (freq, tiles) = (plan.frequencies(), plan.image_tiles());
+    let (v_len, d_len) = (freq * c * tiles, freq * o * tiles);
+    let (in_image, out_image) = (g.in_image(), o * g.out_plane());
+    // Tasks of one frequency and a block of output channels: at least 4 per thread.
+    let mut k_step = o;
+    while freq * (o / k_step) < 4 * rayon::current_num_threads() && k_step.is_multiple_of(8) {
+        k_step /= 2;
+    }
+    let mut acc = zeroed(freq * o * c);
+    let per_pass = (max_floats / (v_len + d_len)).clamp(1, g.n);
+    for first in (0..g.n).step_by(per_pass) {
+        let n = per_pass.min(g.n - first);
+        let images = &x[first * in_image..][..n * in_image];
+        let grads = &dy[first * out_image..][..n * out_image];
+        with_shared_scratch(n * (v_len + d_len), |buf| {
+            let (v, d) = buf.split_at_mut(n * v_len);
+            v.par_chunks_mut(v_len)
+                .zip(d.par_chunks_mut(d_len))
+                .zip(images.par_chunks(in_image).zip(grads.par_chunks(out_image)))
+                .for_each(|((vi, di), (image, grad))| {
+                    with_thread_scratch(plan.padded_len(), |padded| {
+                        plan.transform_image(image, grad, padded, vi, di);
+                    });
+                });
+            let (v, d) = (&*v, &*d);
+            acc.par_chunks_mut(k_step * c)
+                .enumerate()
+                .for_each(|(task, ax)| {
+                    let (xi, k0) = (task / (o / k_step), task % (o / k_step) * k_step);
+                    let parts: Vec<(&[f32], &[f32])> = (0..n)
+                        .map(|i| {
+                            (
+                                &v[i * v_len + xi * c * tiles..][..c * tiles],
+                                &d[i * d_len + (xi * o + k0) * tiles..][..k_step * tiles],
+                            )
+                        })
+                        .collect();
+                    plan.tile_sums([k_step, c], &parts, tiles, tiles, ax);
+                });
+        });
+    }
+    let mut dw = zeroed(o * c * 9);
+    dw.par_chunks_mut(c * 9)
+        .enumerate()
+        .for_each(|(k, dw_k)| plan.filter_finish_channel(&acc, k, dw_k));
+    dw
 }
 
 /// The filter gradient on the direct kernel.
@@ -787,6 +898,15 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
     let out_image = g.o * plane;
     if g.n == 0 || out_image == 0 {
         return Ok(vec![0.0; wlen]);
+    }
+    if let Some(plan) = g.winograd4_batch_filter() {
+        return Ok(winograd_filter_batch(g, &plan, x, dy, BATCH_FILTER_FLOATS));
+    }
+    if let Some(plan) = g.winograd4_filter() {
+        return winograd_filter_sums(g, &plan, x, dy);
+    }
+    if let Some(plan) = g.winograd_batch_filter() {
+        return Ok(winograd_filter_batch(g, &plan, x, dy, BATCH_FILTER_FLOATS));
     }
     if let Some(plan) = g.winograd_filter() {
         return winograd_filter_sums(g, &plan, x, dy);
@@ -1084,8 +1204,9 @@ mod blocked_tests {
     use magma_tensor::SeededRng;
 
     use super::{
-        ConvGeometry, block_rows, conv_backward_data, conv_backward_filter, conv_forward,
-        direct_batch, direct_filter_sums, winograd_batch, winograd_filter_sums,
+        ConvGeometry, WinogradFilter, block_rows, conv_backward_data, conv_backward_filter,
+        conv_forward, direct_batch, direct_filter_sums, winograd_batch, winograd_filter_batch,
+        winograd_filter_sums,
     };
     use crate::attrs::Conv2dAttrs;
     use crate::cpu::{direct_conv, winograd_conv, winograd4_conv};
@@ -1143,13 +1264,17 @@ mod blocked_tests {
         }
     }
 
-    /// F(2×2, 3×3)'s forward pass and data gradient, where they apply to `g`, against
-    /// [`direct`] (the default passes prefer F(4×4, 3×3)).
+    /// F(2×2, 3×3)'s three passes, where they apply to `g`, against [`direct`] (the default
+    /// passes prefer F(4×4, 3×3)).
     fn assert_f2_passes_match(g: &ConvGeometry, rng: &mut SeededRng, what: &str) {
         let x = random(g.n * g.in_image(), rng);
         let w = random(g.o * g.ckk(), rng);
         let dy = random(g.n * g.o * g.out_plane(), rng);
-        let [y, dx, _] = direct(g, &x, &w, &dy);
+        let [y, dx, dw] = direct(g, &x, &w, &dy);
+        if let Some(plan) = g.winograd_filter() {
+            let got = winograd_filter_sums(g, &plan, &x, &dy).unwrap();
+            assert_close(&format!("F(2x2) filter gradient, {what}"), &got, &dw);
+        }
         if let Some(plan) = g.winograd_forward() {
             let mut got = vec![0.0; y.len()];
             winograd_batch(
@@ -1167,6 +1292,25 @@ mod blocked_tests {
             winograd_batch(&plan, &dy, &filters, &mut got, g.o * g.out_plane());
             assert_close(&format!("F(2x2) data gradient, {what}"), &got, &dx);
         }
+    }
+
+    /// F(3×3, 4×4)'s per-image filter gradient, wherever an F(4×4) plan exists and the input
+    /// channels fill its register tiles (also where the default prefers the batch-wide kernel or
+    /// F(2×2) for speed), against [`direct`]; whether it ran.
+    fn assert_f4_filter_matches(g: &ConvGeometry, rng: &mut SeededRng, what: &str) -> bool {
+        let Some(plan) = g
+            .winograd4_forward()
+            .filter(|_| g.c.is_multiple_of(winograd_conv::FILTER_BLOCK))
+        else {
+            return false;
+        };
+        let x = random(g.n * g.in_image(), rng);
+        let w = random(g.o * g.ckk(), rng);
+        let dy = random(g.n * g.o * g.out_plane(), rng);
+        let [_, _, dw] = direct(g, &x, &w, &dy);
+        let got = winograd_filter_sums(g, &plan, &x, &dy).unwrap();
+        assert_close(&format!("F(4x4) filter gradient, {what}"), &got, &dw);
+        true
     }
 
     /// All three passes on random operands of geometry `g` against [`direct`].
@@ -1371,9 +1515,10 @@ mod blocked_tests {
     /// of tiles spanning two tile rows and a last one half used, several output-channel blocks,
     /// rows of 16 columns (two tile rows per vector, an odd number of tile rows among them, in
     /// the filter gradient too).
-    /// F(4×4, 3×3) takes the forward and data passes where it applies (rows of 16 columns: four
-    /// tile rows per vector; of 17–32: two, an odd count among them; wider: runs of 16 tiles);
-    /// F(2×2, 3×3)'s forward and data passes are checked on every geometry they take.
+    /// F(4×4, 3×3) takes the three passes where it applies (rows of 16 columns: four tile rows
+    /// per vector; of 17–32: two, an odd count among them; wider: runs of 16 tiles; the filter
+    /// gradient in several blocks of tile rows); F(2×2, 3×3)'s three passes are checked on every
+    /// geometry they take.
     /// On a CPU without AVX-512 the same geometries check the other paths instead.
     #[test]
     fn winograd_kernel_matches_direct_loops() {
@@ -1384,7 +1529,7 @@ mod blocked_tests {
         pool.install(|| {
             let mut rng = SeededRng::new(9);
             let n = 4;
-            let (mut filter_winograd, mut f4_forward, mut f4_data) = (0, 0, 0);
+            let (mut filter_winograd, mut f4_forward, mut f4_data, mut f4_filter) = (0, 0, 0, 0);
             for (c, o, [h, w], pad) in [
                 (5, 16, [37, 45], 1),
                 (16, 8, [30, 64], 0),
@@ -1427,6 +1572,7 @@ mod blocked_tests {
                     "data path for {g:?}"
                 );
                 filter_winograd += usize::from(g.winograd_filter().is_some());
+                f4_filter += usize::from(assert_f4_filter_matches(&g, &mut rng, &what));
                 assert_passes_match(&g, &mut rng, &format!("c {c} o {o} {h}x{w} pad {pad}"));
             }
             if winograd_conv::enabled() {
@@ -1435,11 +1581,70 @@ mod blocked_tests {
                     "{filter_winograd} filter gradients on Winograd"
                 );
                 assert!(
-                    f4_forward >= 8 && f4_data >= 6,
-                    "F(4x4): {f4_forward} forward and {f4_data} data passes"
+                    f4_forward >= 8 && f4_data >= 6 && f4_filter >= 6,
+                    "F(4x4): {f4_forward} forward, {f4_data} data and {f4_filter} filter passes"
                 );
             }
         });
+    }
+
+    /// The batch-wide filter gradient (images of 64 tiles or fewer) agrees with the definition
+    /// on F(2×2) and F(4×4) plans (a ragged last tile row and column among them), in one pass or
+    /// several, and gives the same bits on 1 and 16 threads (where each frequency's output
+    /// channels are split between tasks).
+    #[test]
+    fn winograd_filter_batch_matches_direct_loops() {
+        if !winograd_conv::enabled() {
+            eprintln!("skipped: no Winograd kernel on this CPU");
+            return;
+        }
+        let mut rng = SeededRng::new(12);
+        for (n, c, o, [h, w], pad, f4) in [
+            (5, 16, 8, [16, 16], 1, false),
+            (3, 8, 16, [32, 32], 1, true),
+            (4, 12, 8, [30, 29], 0, true),
+        ] {
+            let attrs = Conv2dAttrs::new().with_padding([pad, pad]);
+            let g = ConvGeometry::new([n, c, h, w], [o, c, 3, 3], &attrs).unwrap();
+            let what = format!("n {n} c {c} o {o} {h}x{w} pad {pad}");
+            let x = random(g.n * g.in_image(), &mut rng);
+            let wt = random(g.o * g.ckk(), &mut rng);
+            let dy = random(g.n * g.o * g.out_plane(), &mut rng);
+            let [_, _, want] = direct(&g, &x, &wt, &dy);
+            let run = |threads: usize, max_floats: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| match (g.winograd4_batch_filter(), f4) {
+                    (Some(plan), true) => winograd_filter_batch(&g, &plan, &x, &dy, max_floats),
+                    (None, false) => {
+                        let plan = g
+                            .winograd_batch_filter()
+                            .unwrap_or_else(|| panic!("{what}: F(2x2) batch-wide"));
+                        winograd_filter_batch(&g, &plan, &x, &dy, max_floats)
+                    }
+                    (plan, _) => panic!("{what}: F(4x4) batch-wide plan {plan:?}"),
+                })
+            };
+            let one_pass = run(16, usize::MAX);
+            assert_close(&format!("batch-wide, {what}"), &one_pass, &want);
+            assert_eq!(run(1, usize::MAX), one_pass, "{what}: 1 thread against 16");
+            // Two images per pass (and one left over where n is odd).
+            let per_image = match g.winograd4_batch_filter() {
+                Some(plan) => 36 * (c + o) * WinogradFilter::image_tiles(&plan),
+                None => {
+                    let plan = g.winograd_batch_filter().unwrap();
+                    16 * (c + o) * WinogradFilter::image_tiles(&plan)
+                }
+            };
+            let passes = run(16, 2 * per_image);
+            assert_close(
+                &format!("batch-wide in passes of 2, {what}"),
+                &passes,
+                &want,
+            );
+        }
     }
 
     /// Past the last output column the filter-gradient kernel's vectors still cover image
@@ -1487,9 +1692,19 @@ mod blocked_tests {
                 let plan = g
                     .winograd_filter()
                     .expect("4 images on 2 threads, 23 × 32 tiles");
-                let wino = winograd_filter_sums(&g, &plan, &x, &dy).unwrap();
-                for (i, (&a, &b)) in wino.iter().zip(&want).enumerate() {
-                    assert!(b.is_finite() || !a.is_finite(), "element {i}: {a} vs {b}");
+                let f2 = winograd_filter_sums(&g, &plan, &x, &dy).unwrap();
+                let f4 = g
+                    .winograd4_filter()
+                    .map(|plan| winograd_filter_sums(&g, &plan, &x, &dy).unwrap());
+                assert_eq!(
+                    f4.is_some(),
+                    winograd4_conv::enabled(),
+                    "F(4x4): 12 × 16 tiles"
+                );
+                for wino in [Some(f2), f4].into_iter().flatten() {
+                    for (i, (&a, &b)) in wino.iter().zip(&want).enumerate() {
+                        assert!(b.is_finite() || !a.is_finite(), "element {i}: {a} vs {b}");
+                    }
                 }
             }
         });

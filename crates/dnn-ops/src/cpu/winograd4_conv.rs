@@ -24,6 +24,11 @@
 //! two-register permutes and a blend; the channel sums as register tiles of [`OUT_BLOCK`] output
 //! channels × 32 tiles; the output transform interleaved back into rows of 16 columns.
 //!
+//! The filter gradient is the transpose, F(3×3, 4×4): `dW = Gᵀ [Σ (Bᵀ d B) ⊙ (A dy Aᵀ)] G` over
+//! the tiles, the same input transform, the output gradient's 4×4 tiles transformed by `A`
+//! (columns gathered as the padded rows' phases are), and the sums over tiles shared with
+//! F(2×2) (`winograd_conv::WinogradFilter`, `tile_sums`).
+//!
 //! Rounding: the transforms' coefficients (up to 8, down to 1/24) make the error larger than
 //! F(2×2)'s: a few 10⁻⁶ of the output's magnitude with 64 input channels (simulated in f32
 //! against f64, and checked against f64 loops in `conv.rs`'s tests), well inside what training
@@ -40,7 +45,8 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
-use super::winograd_conv;
+use super::buffers::line_aligned_len;
+use super::winograd_conv::{self, FILTER_BLOCK, FILTER_CHUNK, WinogradFilter, filter_acc_index};
 
 /// Output channels per register tile of the channel sums.
 pub(crate) const OUT_BLOCK: usize = 8;
@@ -52,6 +58,13 @@ const LANES: usize = 16;
 const FREQ: usize = 36;
 /// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
+/// The filter gradient's transformed input and output gradient of one block, as in F(2×2)
+/// (`winograd_conv`): from 1 MiB up to 4 MiB for many channel pairs.
+const MIN_FILTER_BLOCK_FLOATS: usize = 256 * 1024;
+const MAX_FILTER_BLOCK_FLOATS: usize = 1024 * 1024;
+/// The fewest tiles per group of images (one thread's share of the batch) for which the filter
+/// gradient takes F(3×3, 4×4) rather than F(2×2)'s F(3×3, 2×2).
+const FILTER_MIN_TILES: usize = 128;
 
 /// Whether this process uses F(4×4, 3×3): the Winograd kernels are on ([`winograd_conv::enabled`])
 /// and `MAGMA_CPU_CONV` is not `winograd2` (F(2×2) only, a switch for benchmarks).
@@ -82,6 +95,8 @@ pub(crate) struct Winograd4Plan {
     row_tiles: usize,
     /// Tile rows per block (the transformed input of a block is reused by every output channel).
     block_rows: usize,
+    /// Tile rows per block of the filter gradient (transformed input and output gradient).
+    filter_rows: usize,
     /// Rows of the padded image, and the length of each of a padded row's four phases (see
     /// [`Winograd4Plan::pad_image`]).
     hp: usize,
@@ -123,6 +138,12 @@ impl Winograd4Plan {
             .min((MAX_BLOCK_FLOATS / per_row).max(1))
             .min(tile_rows)
             .next_multiple_of(rows_per_vector);
+        let filter_budget =
+            (FREQ * o * c * LANES).clamp(MIN_FILTER_BLOCK_FLOATS, MAX_FILTER_BLOCK_FLOATS);
+        let filter_rows = (filter_budget / (FREQ * (c + o) * row_tiles))
+            .max(1)
+            .min(tile_rows)
+            .next_multiple_of(rows_per_vector);
         Some(Self {
             c,
             h,
@@ -135,6 +156,7 @@ impl Winograd4Plan {
             tile_rows,
             row_tiles,
             block_rows,
+            filter_rows,
             // Tile row r reads padded rows 4r..4r + 6, and the last vector may hold tile rows up
             // to the next multiple of `rows_per_vector`; tile t reads columns 4t..4t + 6, so
             // positions t and t + 1 of the phases.
@@ -276,6 +298,162 @@ impl Winograd4Plan {
     fn run_at(&self, tile: usize) -> (usize, usize) {
         (tile / self.row_tiles, 4 * (tile % self.row_tiles))
     }
+
+    /// Tiles of one whole image as laid out in vectors.
+    fn image_tiles(&self) -> usize {
+        self.vectors(self.tile_rows) * LANES
+    }
+}
+
+/// The filter gradient, F(3×3, 4×4): `dW = Gᵀ [Σ_tiles (Bᵀ d B) ⊙ (A dy Aᵀ)] G` (the transpose
+/// of the forward algorithm: the 3×3 correlation of each 6×6 input patch with the 4×4
+/// output-gradient tile under it), 36 multiplications per tile and channel pair where F(2×2)'s
+/// F(3×3, 2×2) needs 64 for the same 16 outputs. Built as F(2×2)'s (see [`WinogradFilter`]):
+/// per image, blocks of tile rows transformed into L2-sized buffers, then one sum per
+/// (frequency, output, input channel) in the accumulator through `winograd_conv::tile_sums`.
+impl WinogradFilter for Winograd4Plan {
+    /// Input channels in whole register tiles and [`FILTER_MIN_TILES`] tiles or more per block
+    /// (any number of images: the blocks are tile rows of one image).
+    fn filter_supported(&self, _images: usize) -> bool {
+        winograd_conv::filter_enabled()
+            && self.c.is_multiple_of(FILTER_BLOCK)
+            && self.filter_rows.min(self.tile_rows) * self.row_tiles >= FILTER_MIN_TILES
+    }
+
+    /// Laid out `[36 frequencies, o / 4, c / 4, 4, 4]`.
+    fn filter_acc_len(&self) -> usize {
+        FREQ * self.o * self.c
+    }
+
+    fn filter_scratch_len(&self) -> usize {
+        line_aligned_len(self.padded_len())
+            + FREQ * (self.c + self.o) * self.filter_rows * self.row_tiles
+    }
+
+    fn filter_accumulate(&self, image: &[f32], dy: &[f32], acc: &mut [f32], scratch: &mut [f32]) {
+        assert_eq!(
+            image.len(),
+            self.c * self.h * self.w,
+            "winograd F(4x4) conv: image"
+        );
+        assert_eq!(
+            dy.len(),
+            self.out_len(),
+            "winograd F(4x4) conv: output gradient"
+        );
+        assert!(
+            self.c.is_multiple_of(FILTER_BLOCK),
+            "winograd F(4x4) conv: channel blocks"
+        );
+        assert_eq!(
+            acc.len(),
+            self.filter_acc_len(),
+            "winograd F(4x4) conv: accumulator"
+        );
+        assert!(
+            scratch.len() >= self.filter_scratch_len(),
+            "winograd F(4x4) conv: scratch"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+        unsafe {
+            filter_accumulate_avx512(self, image, dy, acc, scratch)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("Winograd4Plan::new returns None without AVX-512")
+    }
+
+    /// `dw_k += Gᵀ M G` in f64, with `Gᵀ` (3 × 6) the transpose of `G` in the module docs.
+    fn filter_finish_channel(&self, acc: &[f32], k: usize, dw_k: &mut [f32]) {
+        assert_eq!(
+            acc.len(),
+            self.filter_acc_len(),
+            "winograd F(4x4) conv: accumulator"
+        );
+        assert!(k < self.o, "winograd F(4x4) conv: output channel");
+        assert_eq!(dw_k.len(), self.c * 9, "winograd F(4x4) conv: filters");
+        const SIXTH: f64 = 1.0 / 6.0;
+        let back = |m: [f64; 6]| {
+            let (sum, diff) = (m[1] + m[2], m[2] - m[1]);
+            let (sum2, diff2) = (m[3] + m[4], m[3] - m[4]);
+            [
+                0.25 * m[0] - sum * SIXTH + sum2 / 24.0,
+                diff * SIXTH + diff2 / 12.0,
+                (sum2 - sum) * SIXTH + m[5],
+            ]
+        };
+        for (ch, dst) in dw_k.chunks_exact_mut(9).enumerate() {
+            let mut m = [[0.0f64; 6]; 6];
+            for (xi, v) in m.iter_mut().flatten().enumerate() {
+                *v = acc[filter_acc_index([self.o, self.c], xi, k, ch)].into();
+            }
+            // Gᵀ M: 3 rows of 6, column by column; then each row times G.
+            let mut t = [[0.0f64; 6]; 3];
+            for j in 0..6 {
+                let col = back([m[0][j], m[1][j], m[2][j], m[3][j], m[4][j], m[5][j]]);
+                for (row, v) in t.iter_mut().zip(col) {
+                    row[j] = v;
+                }
+            }
+            for (a, row) in t.iter().enumerate() {
+                for (b, v) in back(*row).into_iter().enumerate() {
+                    dst[3 * a + b] += v as f32;
+                }
+            }
+        }
+    }
+
+    fn channels(&self) -> [usize; 2] {
+        [self.o, self.c]
+    }
+
+    fn frequencies(&self) -> usize {
+        FREQ
+    }
+
+    fn image_tiles(&self) -> usize {
+        Winograd4Plan::image_tiles(self)
+    }
+
+    fn padded_len(&self) -> usize {
+        Winograd4Plan::padded_len(self)
+    }
+
+    fn transform_image(
+        &self,
+        image: &[f32],
+        dy: &[f32],
+        padded: &mut [f32],
+        v: &mut [f32],
+        d: &mut [f32],
+    ) {
+        let tiles = Winograd4Plan::image_tiles(self);
+        assert_eq!(
+            image.len(),
+            self.c * self.h * self.w,
+            "winograd F(4x4) conv: image"
+        );
+        assert_eq!(
+            dy.len(),
+            self.out_len(),
+            "winograd F(4x4) conv: output gradient"
+        );
+        assert_eq!(v.len(), FREQ * self.c * tiles, "winograd F(4x4) conv: v");
+        assert_eq!(d.len(), FREQ * self.o * tiles, "winograd F(4x4) conv: d");
+        self.pad_image(image, padded);
+        let layout = TileLayout {
+            group: tiles,
+            channels: self.c,
+        };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+        unsafe {
+            input_transform(self, padded, 0, self.tile_rows, layout, v);
+            gradient_transform(self, dy, 0, self.tile_rows, tiles, d);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("Winograd4Plan::new returns None without AVX-512")
+    }
 }
 
 /// `U = G g Gᵀ` of one 3×3 filter `g` (row-major), row-major 6×6, computed in f64.
@@ -322,7 +500,11 @@ fn forward_avx512(
     let m = &mut rest[..FREQ * OUT_BLOCK * GROUP];
     for tr0 in (0..p.tile_rows).step_by(p.block_rows) {
         let rows = (p.tile_rows - tr0).min(p.block_rows);
-        input_transform(p, padded, tr0, rows, v);
+        let layout = TileLayout {
+            group: GROUP,
+            channels: p.c,
+        };
+        input_transform(p, padded, tr0, rows, layout, v);
         let groups = (rows * p.row_tiles).div_ceil(GROUP);
         for block in 0..p.o / OUT_BLOCK {
             let u = &filters[block * FREQ * p.c * OUT_BLOCK..][..FREQ * p.c * OUT_BLOCK];
@@ -333,6 +515,184 @@ fn forward_avx512(
             }
         }
     }
+}
+
+/// The filter gradient's sums over the tiles of one image (see [`WinogradFilter`]), block of tile
+/// rows by block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn filter_accumulate_avx512(
+    p: &Winograd4Plan,
+    image: &[f32],
+    dy: &[f32],
+    acc: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let cap = p.filter_rows * p.row_tiles;
+    let (padded, rest) = scratch.split_at_mut(line_aligned_len(p.padded_len()));
+    let padded = &mut padded[..p.padded_len()];
+    let (v, rest) = rest.split_at_mut(FREQ * p.c * cap);
+    let d = &mut rest[..FREQ * p.o * cap];
+    p.pad_image(image, padded);
+    let layout = TileLayout {
+        group: cap,
+        channels: p.c,
+    };
+    for tr0 in (0..p.tile_rows).step_by(p.filter_rows) {
+        let rows = (p.tile_rows - tr0).min(p.filter_rows);
+        input_transform(p, padded, tr0, rows, layout, v);
+        gradient_transform(p, dy, tr0, rows, cap, d);
+        filter_block_sums(p, v, d, cap, p.vectors(rows) * LANES, acc);
+    }
+}
+
+/// `acc` += the sums over the first `tiles` tiles of a block's transformed input `v`
+/// (`[36, c, cap]`) and output gradient `d` (`[36, o, cap]`), frequency by frequency.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn filter_block_sums(
+    p: &Winograd4Plan,
+    v: &[f32],
+    d: &[f32],
+    cap: usize,
+    tiles: usize,
+    acc: &mut [f32],
+) {
+    for xi in 0..FREQ {
+        let vx = &v[xi * p.c * cap..][..p.c * cap];
+        let dx = &d[xi * p.o * cap..][..p.o * cap];
+        let ax = &mut acc[xi * p.o * p.c..][..p.o * p.c];
+        for t0 in (0..tiles).step_by(FILTER_CHUNK) {
+            let len = (tiles - t0).min(FILTER_CHUNK);
+            winograd_conv::tile_sums([p.o, p.c], &[(vx, dx)], cap, t0, len, ax);
+        }
+    }
+}
+
+/// `A dy Aᵀ` of the 4×4 output-gradient tiles of tile rows `tr0..tr0 + rows`, every output
+/// channel, into `d` laid out `[36 frequencies, o, cap]` (tiles as in [`input_transform`]);
+/// outputs past the last row or column read as zeros, so tiles there add nothing.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gradient_transform(
+    p: &Winograd4Plan,
+    dy: &[f32],
+    tr0: usize,
+    rows: usize,
+    cap: usize,
+    d: &mut [f32],
+) {
+    let plane = p.ho * p.wo;
+    for k in 0..p.o {
+        let grad = &dy[k * plane..][..plane];
+        for vector in 0..p.vectors(rows) {
+            let tile = LANES * vector;
+            let mut runs = [(0usize, 0usize); 4];
+            for (q, run) in runs.iter_mut().enumerate() {
+                *run = p.run_at(tile + 4 * q);
+            }
+            // A along each tile row i (array literals, as in `input_transform`), then down each
+            // column b, stored by frequency 6a + b.
+            let row = |i| gradient_row(p, grad, tr0, runs, i);
+            let [r0, r1, r2, r3] = [row(0), row(1), row(2), row(3)];
+            for (b, (((&x0, &x1), &x2), &x3)) in r0.iter().zip(&r1).zip(&r2).zip(&r3).enumerate() {
+                for (a, val) in transform_at([x0, x1, x2, x3]).into_iter().enumerate() {
+                    let dst = &mut d[((6 * a + b) * p.o + k) * cap + tile..][..LANES];
+                    // SAFETY: `dst` holds 16 floats.
+                    unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), val) };
+                }
+            }
+        }
+    }
+}
+
+/// `A` along row `i` of the output-gradient tiles of one vector (its four runs of four tiles at
+/// `runs`, block-relative tile row and first column): each run's 16 values loaded (zeros past
+/// the output), their columns gathered as in [`split_phases`], then transformed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn gradient_row(
+    p: &Winograd4Plan,
+    grad: &[f32],
+    tr0: usize,
+    runs: [(usize, usize); 4],
+    i: usize,
+) -> [__m512; 6] {
+    let load = |q: usize| {
+        let (r, x0) = runs[q];
+        let y = 4 * (tr0 + r) + i;
+        if y >= p.ho || x0 >= p.wo {
+            return _mm512_setzero_ps();
+        }
+        let valid = (p.wo - x0).min(LANES);
+        load_first(&grad[y * p.wo + x0..][..valid])
+    };
+    let [x0, x1, x2, x3] = columns_of_runs([load(0), load(1), load(2), load(3)]);
+    transform_at([x0, x1, x2, x3])
+}
+
+/// The four columns of four runs of four 4-wide tiles (run `q`, tile `s`, column `j` at lane
+/// `4s + j` of `runs[q]`): vector `j` holds column `j` of tile `4q + s` at lane `4q + s`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn columns_of_runs(runs: [__m512; 4]) -> [__m512; 4] {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let [v0, v1, v2, v3] = runs;
+    // Columns 2t (a, c) and 2t + 1 (b, d) of each pair of runs, then every fourth.
+    let (a, b) = (
+        _mm512_permutex2var_ps(v0, even, v1),
+        _mm512_permutex2var_ps(v0, odd, v1),
+    );
+    let (c, d) = (
+        _mm512_permutex2var_ps(v2, even, v3),
+        _mm512_permutex2var_ps(v2, odd, v3),
+    );
+    [
+        _mm512_permutex2var_ps(a, even, c),
+        _mm512_permutex2var_ps(b, even, d),
+        _mm512_permutex2var_ps(a, odd, c),
+        _mm512_permutex2var_ps(b, odd, d),
+    ]
+}
+
+/// `A x` of four vectors: six, with `A` the transpose of `Aᵀ` in the module docs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transform_at(x: [__m512; 4]) -> [__m512; 6] {
+    let [x0, x1, x2, x3] = x;
+    // Rows 1, 2: (x0 + x2) ± (x1 + x3); rows 3, 4: (x0 + 4x2) ± 2(x1 + 4x3).
+    let four = _mm512_set1_ps(4.0);
+    let (even, odd) = (_mm512_add_ps(x0, x2), _mm512_add_ps(x1, x3));
+    let even4 = _mm512_fmadd_ps(four, x2, x0);
+    let odd4 = _mm512_fmadd_ps(four, x3, x1);
+    let odd4 = _mm512_add_ps(odd4, odd4);
+    [
+        x0,
+        _mm512_add_ps(even, odd),
+        _mm512_sub_ps(even, odd),
+        _mm512_add_ps(even4, odd4),
+        _mm512_sub_ps(even4, odd4),
+        x3,
+    ]
+}
+
+/// The first `src.len()` (1 to 16) floats of `src` as a vector, zeros after them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn load_first(src: &[f32]) -> __m512 {
+    let n = src.len();
+    debug_assert!((1..=LANES).contains(&n));
+    let mask = if n >= LANES {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as u16
+    };
+    // SAFETY: the load reads lanes 0..n from the start of `src`, which holds n floats;
+    // masked-off lanes are not read.
+    unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr()) }
 }
 
 /// `Bᵀ x` of six vectors (one transform along a patch row or column).
@@ -395,8 +755,6 @@ fn permutes() -> [__m512i; 4] {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn split_phases(src: &[f32], pad: usize, len: usize, dst: &mut [f32]) {
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     assert!(dst.len() == 4 * len);
     for t0 in (0..len).step_by(LANES) {
         // Padded columns 4·t0 .. 4·t0 + 64 are image columns from `start`.
@@ -404,21 +762,8 @@ fn split_phases(src: &[f32], pad: usize, len: usize, dst: &mut [f32]) {
         // (No `array::map` here: its closure would be compiled without AVX-512 and not inlined.)
         let (v0, v1) = (load_inside(src, start), load_inside(src, start + 16));
         let (v2, v3) = (load_inside(src, start + 32), load_inside(src, start + 48));
-        // Columns 2t (a, c) and 2t + 1 (b, d) of each half, then every fourth.
-        let (a, b) = (
-            _mm512_permutex2var_ps(v0, even, v1),
-            _mm512_permutex2var_ps(v0, odd, v1),
-        );
-        let (c, d) = (
-            _mm512_permutex2var_ps(v2, even, v3),
-            _mm512_permutex2var_ps(v2, odd, v3),
-        );
-        let phases = [
-            _mm512_permutex2var_ps(a, even, c),
-            _mm512_permutex2var_ps(b, even, d),
-            _mm512_permutex2var_ps(a, odd, c),
-            _mm512_permutex2var_ps(b, odd, d),
-        ];
+        // Every fourth column: the columns of 16 runs of four.
+        let phases = columns_of_runs([v0, v1, v2, v3]);
         let n = (len - t0).min(LANES);
         for (phi, v) in phases.into_iter().enumerate() {
             store_first(&mut dst[phi * len + t0..][..n], v);
@@ -443,12 +788,37 @@ fn load_inside(src: &[f32], start: isize) -> __m512 {
     unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().wrapping_offset(start)) }
 }
 
+/// Where a block's transformed values lie: `[tiles / group, 36 frequencies, channels, group]`
+/// (tiles numbered row by row within the block, `row_tiles` per row; `group` a multiple of 16).
+/// The forward pass groups 32 tiles (one register tile of its channel sums); the filter
+/// gradient puts a block's tiles (or a whole image's) in one group, so each (frequency,
+/// channel) is one row.
+#[derive(Debug, Clone, Copy)]
+struct TileLayout {
+    group: usize,
+    channels: usize,
+}
+
+impl TileLayout {
+    /// The offset of the 16 values of frequency `xi`, channel `ch`, tiles `tile..tile + 16`.
+    fn offset(&self, xi: usize, ch: usize, tile: usize) -> usize {
+        let (group, lane) = (tile / self.group, tile % self.group);
+        ((group * FREQ + xi) * self.channels + ch) * self.group + lane
+    }
+}
+
 /// `V = Bᵀ d B` of the tiles of tile rows `tr0..tr0 + rows`, every input channel, into `v`
-/// laid out `[tiles / GROUP, 36 frequencies, c, GROUP]` (tiles numbered row by row within the
-/// block, `row_tiles` per row).
+/// laid out as `layout` says.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v: &mut [f32]) {
+fn input_transform(
+    p: &Winograd4Plan,
+    padded: &[f32],
+    tr0: usize,
+    rows: usize,
+    layout: TileLayout,
+    v: &mut [f32],
+) {
     let row_len = p.row_len();
     let channel_len = p.hp * row_len;
     for ch in 0..p.c {
@@ -468,8 +838,6 @@ fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v
             let row = |i| patch_row(p, channel, runs, i);
             let h = [row(0), row(1), row(2), row(3), row(4), row(5)];
             // Bᵀ down each column k, stored by frequency 6i + k.
-            let (group, lane) = (tile / GROUP, tile % GROUP);
-            let dst = &mut v[group * FREQ * p.c * GROUP..][..FREQ * p.c * GROUP];
             let [h0, h1, h2, h3, h4, h5] = h;
             for (k, (((((&a0, &a1), &a2), &a3), &a4), &a5)) in h0
                 .iter()
@@ -482,8 +850,7 @@ fn input_transform(p: &Winograd4Plan, padded: &[f32], tr0: usize, rows: usize, v
             {
                 let column = transform_b([a0, a1, a2, a3, a4, a5]);
                 for (i, vec) in column.into_iter().enumerate() {
-                    let xi = 6 * i + k;
-                    let d = &mut dst[(xi * p.c + ch) * GROUP + lane..][..LANES];
+                    let d = &mut v[layout.offset(6 * i + k, ch, tile)..][..LANES];
                     // SAFETY: `d` holds 16 floats.
                     unsafe { _mm512_storeu_ps(d.as_mut_ptr(), vec) };
                 }

@@ -30,6 +30,7 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
+use super::buffers::line_aligned_len;
 use super::direct_conv;
 
 /// Output channels per register tile of the channel sums.
@@ -56,7 +57,7 @@ pub(crate) const FILTER_BLOCK: usize = 4;
 const FILTER_MIN_TILES: usize = 256;
 /// Tiles per pass of the filter gradient's sums (the output-gradient rows of a register tile,
 /// 16 KiB, stay in L1 while every input-channel block reads them).
-const FILTER_CHUNK: usize = 1024;
+pub(crate) const FILTER_CHUNK: usize = 1024;
 
 /// Whether this process uses the Winograd kernels: the direct kernels' conditions (AVX-512F,
 /// not `MAGMA_CPU_CONV=im2col`) and not `MAGMA_CPU_CONV=direct`. (`MAGMA_CPU_CONV=no-winograd-filter`
@@ -71,7 +72,7 @@ pub(crate) fn enabled() -> bool {
 
 /// Whether the filter gradient uses the Winograd kernel where it can: [`enabled`] and not
 /// `MAGMA_CPU_CONV=no-winograd-filter` (a switch for benchmarks).
-fn filter_enabled() -> bool {
+pub(crate) fn filter_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
         enabled() && std::env::var("MAGMA_CPU_CONV").map_or(true, |v| v != "no-winograd-filter")
@@ -263,54 +264,134 @@ impl WinogradPlan {
     }
 }
 
+/// A Winograd plan's filter gradient, summed over a group of images (`conv.rs` runs one group
+/// per thread): per image, [`WinogradFilter::filter_accumulate`] adds the sums over its tiles of
+/// the transformed products, one per (frequency, output, input channel), into an accumulator of
+/// [`WinogradFilter::filter_acc_len`] floats (each register tile's 16 lanes are added up once
+/// per pass over a block's tiles, so the accumulator is 16× smaller than the lanes themselves
+/// and stays in L2); [`WinogradFilter::filter_finish`] transforms the result back once per
+/// group. F(2×2)'s [`WinogradPlan`] computes it as F(3×3, 2×2), F(4×4)'s as F(3×3, 4×4).
+pub(crate) trait WinogradFilter: Sync {
+    /// Whether the kernel takes a group of `images`: input channels in whole register tiles and
+    /// enough tiles per block to repay the accumulator.
+    fn filter_supported(&self, images: usize) -> bool;
+    /// Floats of the accumulator: one sum per (frequency, o, c).
+    fn filter_acc_len(&self) -> usize;
+    /// Floats of the per-thread scratch: a padded image and the transformed input and output
+    /// gradient of one block.
+    fn filter_scratch_len(&self) -> usize;
+    /// `acc` += the lane-wise sums over the tiles of one `image` (`[c, h, w]`) of the
+    /// transformed output gradient times the transformed input, with `dy` its output gradient
+    /// (`[o, ho, wo]`); `scratch` holds at least `filter_scratch_len` floats (any contents).
+    fn filter_accumulate(&self, image: &[f32], dy: &[f32], acc: &mut [f32], scratch: &mut [f32]);
+    /// `dw_k` (`[c, 3, 3]`, output channel `k`) += the filter transform's transpose applied to
+    /// the sums of `acc`.
+    fn filter_finish_channel(&self, acc: &[f32], k: usize, dw_k: &mut [f32]);
+
+    /// `dw` (`[o, c, 3, 3]`) += the filter transform's transpose applied to the sums of `acc`.
+    fn filter_finish(&self, acc: &[f32], dw: &mut [f32]) {
+        let [o, c] = self.channels();
+        assert_eq!(dw.len(), o * c * 9, "winograd conv: filters");
+        for (k, dw_k) in dw.chunks_exact_mut(c * 9).enumerate() {
+            self.filter_finish_channel(acc, k, dw_k);
+        }
+    }
+
+    // The batch-wide filter gradient, for small images (see `conv.rs`): every image's
+    // transforms at once, then the sums over all of them per frequency.
+
+    /// Output and input channels `[o, c]`.
+    fn channels(&self) -> [usize; 2];
+    /// Transformed values per tile: 16 (F(2×2)) or 36 (F(4×4)).
+    fn frequencies(&self) -> usize;
+    /// Tiles of one whole image as the transforms lay them out (whole vectors of 16).
+    fn image_tiles(&self) -> usize;
+    /// Elements of one padded image.
+    fn padded_len(&self) -> usize;
+    /// The transforms of one whole image: `v` (`[frequencies, c, image_tiles]`) from `image`
+    /// (`[c, h, w]`, padded into `padded`, `padded_len` floats), `d` (`[frequencies, o,
+    /// image_tiles]`) from its output gradient `dy` (`[o, ho, wo]`).
+    fn transform_image(
+        &self,
+        image: &[f32],
+        dy: &[f32],
+        padded: &mut [f32],
+        v: &mut [f32],
+        d: &mut [f32],
+    );
+
+    /// `ax` (`[o / 4, c / 4, 4, 4]`: one frequency of the accumulator, or a block of its output
+    /// channels) += the sums over the first `tiles` tiles of every part `(v, d)`: one frequency's
+    /// `c` rows of transformed input and `o` rows of transformed output gradient, each row
+    /// `cap` floats long.
+    fn tile_sums(
+        &self,
+        [o, c]: [usize; 2],
+        parts: &[(&[f32], &[f32])],
+        cap: usize,
+        tiles: usize,
+        ax: &mut [f32],
+    ) {
+        assert!(
+            o.is_multiple_of(FILTER_BLOCK) && c.is_multiple_of(FILTER_BLOCK),
+            "winograd conv: channel blocks"
+        );
+        assert!(
+            tiles <= cap && tiles.is_multiple_of(LANES),
+            "winograd conv: tiles"
+        );
+        assert_eq!(ax.len(), o * c, "winograd conv: accumulator");
+        for &(v, d) in parts {
+            assert!(
+                v.len() >= c * cap && d.len() >= o * cap,
+                "winograd conv: rows"
+            );
+        }
+        for t0 in (0..tiles).step_by(FILTER_CHUNK) {
+            let len = (tiles - t0).min(FILTER_CHUNK);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: both plans exist only where the CPU has AVX-512F (their constructors
+            // check `enabled()`), the one feature `tile_sums` is compiled for.
+            unsafe {
+                tile_sums([o, c], parts, cap, t0, len, ax)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("no Winograd plan without AVX-512");
+        }
+    }
+}
+
 /// The filter gradient, `dW = G^T [(Bᵀ d B) ⊙ (A dy Aᵀ)] G` summed over the tiles (the
 /// transpose of the forward algorithm: the 3×3 correlation of each 4×4 input patch with the 2×2
-/// output-gradient tile under it, F(3×3, 2×2)). Per image, [`WinogradPlan::filter_accumulate`]
-/// adds the sums over its tiles, one per (frequency, output, input channel), into an
-/// accumulator of [`WinogradPlan::filter_acc_len`] floats (each register tile's 16 lanes are
-/// added up once per pass over a block's tiles, so the accumulator is 16× smaller than the
-/// lanes themselves and stays in L2); [`WinogradPlan::filter_finish`] transforms the result back
-/// once per group of images.
-impl WinogradPlan {
-    /// Whether the filter gradient's register tiles fit — input channels in blocks of
-    /// [`FILTER_BLOCK`] (output channels come in blocks of [`OUT_BLOCK`]) — and a group of
-    /// `images` has [`FILTER_MIN_TILES`] tiles or more to repay its accumulator.
-    pub(crate) fn filter_supported(&self, images: usize) -> bool {
+/// output-gradient tile under it, F(3×3, 2×2)).
+impl WinogradFilter for WinogradPlan {
+    /// Input channels in blocks of [`FILTER_BLOCK`] (output channels come in blocks of
+    /// [`OUT_BLOCK`]) and [`FILTER_MIN_TILES`] tiles or more.
+    fn filter_supported(&self, images: usize) -> bool {
         filter_enabled()
             && self.c.is_multiple_of(FILTER_BLOCK)
             && self.tile_rows * self.row_tiles * images >= FILTER_MIN_TILES
     }
 
-    /// Floats of the filter gradient's accumulator: one sum per (frequency, o, c), laid out
-    /// `[16 frequencies, o / 4, c / 4, 4, 4]` (one register tile's 16 sums together).
-    pub(crate) fn filter_acc_len(&self) -> usize {
+    /// Laid out `[16 frequencies, o / 4, c / 4, 4, 4]` (one register tile's 16 sums together).
+    fn filter_acc_len(&self) -> usize {
         16 * self.o * self.c
     }
 
-    /// Floats of the filter gradient's per-thread scratch: the transformed input and output
-    /// gradient of one block of tile rows.
-    pub(crate) fn filter_scratch_len(&self) -> usize {
-        16 * (self.c + self.o) * self.filter_rows * self.row_tiles
+    fn filter_scratch_len(&self) -> usize {
+        line_aligned_len(self.padded_len())
+            + 16 * (self.c + self.o) * self.filter_rows * self.row_tiles
     }
 
-    /// `acc` += the lane-wise sums over the tiles of one image of `(A dy Aᵀ)[ξ, k] ·
-    /// (Bᵀ d B)[ξ, c]`, from the padded image and the output gradient `dy` (`[o, ho, wo]`);
-    /// `scratch` holds at least `filter_scratch_len` floats (any contents).
-    pub(crate) fn filter_accumulate(
-        &self,
-        padded: &[f32],
-        dy: &[f32],
-        acc: &mut [f32],
-        scratch: &mut [f32],
-    ) {
+    fn filter_accumulate(&self, image: &[f32], dy: &[f32], acc: &mut [f32], scratch: &mut [f32]) {
         assert!(
             self.c.is_multiple_of(FILTER_BLOCK),
             "winograd conv: channel blocks"
         );
         assert_eq!(
-            padded.len(),
-            self.padded_len(),
-            "winograd conv: padded image"
+            image.len(),
+            self.c * self.h * self.w,
+            "winograd conv: image"
         );
         assert_eq!(dy.len(), self.out_len(), "winograd conv: output gradient");
         assert_eq!(
@@ -322,6 +403,9 @@ impl WinogradPlan {
             scratch.len() >= self.filter_scratch_len(),
             "winograd conv: scratch"
         );
+        let (padded, scratch) = scratch.split_at_mut(line_aligned_len(self.padded_len()));
+        let padded = &mut padded[..self.padded_len()];
+        self.pad_image(image, padded);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
         unsafe {
@@ -331,24 +415,15 @@ impl WinogradPlan {
         unreachable!("WinogradPlan::new returns None without AVX-512")
     }
 
-    /// Where the sum of frequency `xi`, output channel `k` and input channel `ch` lies in the
-    /// accumulator.
-    fn filter_acc_index(&self, xi: usize, k: usize, ch: usize) -> usize {
-        const B: usize = FILTER_BLOCK;
-        let tile = (xi * self.o / B + k / B) * (self.c / B) + ch / B;
-        tile * B * B + (k % B) * B + ch % B
-    }
-
-    /// `dw` (`[o, c, 3, 3]`) += `G^T M G`, where `M` are the sums of an accumulator filled by
-    /// [`WinogradPlan::filter_accumulate`], with
-    /// `G^T = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
-    pub(crate) fn filter_finish(&self, acc: &[f32], dw: &mut [f32]) {
+    /// `dw_k += G^T M G`, with `G^T = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
+    fn filter_finish_channel(&self, acc: &[f32], k: usize, dw_k: &mut [f32]) {
         assert_eq!(
             acc.len(),
             self.filter_acc_len(),
             "winograd conv: accumulator"
         );
-        assert_eq!(dw.len(), self.o * self.c * 9, "winograd conv: filters");
+        assert!(k < self.o, "winograd conv: output channel");
+        assert_eq!(dw_k.len(), self.c * 9, "winograd conv: filters");
         let back = |m: [f32; 4]| {
             [
                 m[0] + 0.5 * (m[1] + m[2]),
@@ -356,29 +431,92 @@ impl WinogradPlan {
                 0.5 * (m[1] + m[2]) + m[3],
             ]
         };
-        for k in 0..self.o {
-            for ch in 0..self.c {
-                let mut m = [[0.0f32; 4]; 4];
-                for (xi, v) in m.iter_mut().flatten().enumerate() {
-                    *v = acc[self.filter_acc_index(xi, k, ch)];
+        for (ch, dst) in dw_k.chunks_exact_mut(9).enumerate() {
+            let mut m = [[0.0f32; 4]; 4];
+            for (xi, v) in m.iter_mut().flatten().enumerate() {
+                *v = acc[filter_acc_index([self.o, self.c], xi, k, ch)];
+            }
+            // Gᵀ M: 3 rows of 4, column by column; then each row times G.
+            let mut t = [[0.0f32; 4]; 3];
+            for j in 0..4 {
+                let col = back([m[0][j], m[1][j], m[2][j], m[3][j]]);
+                for (row, v) in t.iter_mut().zip(col) {
+                    row[j] = v;
                 }
-                // Gᵀ M: 3 rows of 4, column by column; then each row times G.
-                let mut t = [[0.0f32; 4]; 3];
-                for j in 0..4 {
-                    let col = back([m[0][j], m[1][j], m[2][j], m[3][j]]);
-                    for (row, v) in t.iter_mut().zip(col) {
-                        row[j] = v;
-                    }
-                }
-                let dst = &mut dw[(k * self.c + ch) * 9..][..9];
-                for (a, row) in t.iter().enumerate() {
-                    for (b, v) in back(*row).into_iter().enumerate() {
-                        dst[3 * a + b] += v;
-                    }
+            }
+            for (a, row) in t.iter().enumerate() {
+                for (b, v) in back(*row).into_iter().enumerate() {
+                    dst[3 * a + b] += v;
                 }
             }
         }
     }
+
+    fn channels(&self) -> [usize; 2] {
+        [self.o, self.c]
+    }
+
+    fn frequencies(&self) -> usize {
+        16
+    }
+
+    fn image_tiles(&self) -> usize {
+        self.vectors(self.tile_rows) * LANES
+    }
+
+    fn padded_len(&self) -> usize {
+        WinogradPlan::padded_len(self)
+    }
+
+    fn transform_image(
+        &self,
+        image: &[f32],
+        dy: &[f32],
+        padded: &mut [f32],
+        v: &mut [f32],
+        d: &mut [f32],
+    ) {
+        let tiles = WinogradFilter::image_tiles(self);
+        assert_eq!(
+            image.len(),
+            self.c * self.h * self.w,
+            "winograd conv: image"
+        );
+        assert_eq!(dy.len(), self.out_len(), "winograd conv: output gradient");
+        assert_eq!(
+            padded.len(),
+            self.padded_len(),
+            "winograd conv: padded image"
+        );
+        assert_eq!(
+            v.len(),
+            16 * self.c * tiles,
+            "winograd conv: transformed input"
+        );
+        assert_eq!(
+            d.len(),
+            16 * self.o * tiles,
+            "winograd conv: transformed gradient"
+        );
+        self.pad_image(image, padded);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `forward`: a plan exists only where the CPU has AVX-512F.
+        unsafe {
+            input_transform(self, padded, 0, self.tile_rows, tiles, v);
+            gradient_transform(self, dy, 0, self.tile_rows, tiles, d);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("WinogradPlan::new returns None without AVX-512")
+    }
+}
+
+/// Where the sum of frequency `xi`, output channel `k` and input channel `ch` lies in a filter
+/// gradient's accumulator for `o` output and `c` input channels (`[frequencies, o / 4, c / 4, 4,
+/// 4]`, the layout [`tile_sums`] adds into).
+pub(crate) fn filter_acc_index([o, c]: [usize; 2], xi: usize, k: usize, ch: usize) -> usize {
+    const B: usize = FILTER_BLOCK;
+    let tile = (xi * o / B + k / B) * (c / B) + ch / B;
+    tile * B * B + (k % B) * B + ch % B
 }
 
 impl WinogradPlan {
@@ -656,60 +794,64 @@ fn filter_accumulate_avx512(
             let ax = &mut acc[xi * p.o * p.c..][..p.o * p.c];
             for t0 in (0..tiles).step_by(FILTER_CHUNK) {
                 let len = (tiles - t0).min(FILTER_CHUNK);
-                tile_sums(p, vx, dx, cap, t0, len, ax);
+                tile_sums([p.o, p.c], &[(vx, dx)], cap, t0, len, ax);
             }
         }
     }
 }
 
-/// `ax[k, c] += Σ_t dx[k, t] · vx[c, t]` over the tiles `t0..t0 + len` (in vectors of 16) of one
-/// frequency, in register tiles of [`FILTER_BLOCK`] × [`FILTER_BLOCK`] channel pairs whose 16
-/// lanes are added up once per call (`ax` laid out as one frequency of the accumulator).
+/// `ax[k, c] += Σ_parts Σ_t dx[k, t] · vx[c, t]` over the tiles `t0..t0 + len` (in vectors of
+/// 16) of one frequency, for `o` output and `c` input channels: each part `(vx, dx)` a block's
+/// or an image's rows of that frequency (`cap` floats apart), all parts added up in registers
+/// before the register tile's 16 lanes are (once per call), in register tiles of
+/// [`FILTER_BLOCK`] × [`FILTER_BLOCK`] channel pairs (`ax` laid out `[o / 4, c / 4, 4, 4]`, one
+/// frequency of the accumulator; F(4×4)'s filter gradient shares it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn tile_sums(
-    p: &WinogradPlan,
-    vx: &[f32],
-    dx: &[f32],
+pub(crate) fn tile_sums(
+    [o, c]: [usize; 2],
+    parts: &[(&[f32], &[f32])],
     cap: usize,
     t0: usize,
     len: usize,
     ax: &mut [f32],
 ) {
     const B: usize = FILTER_BLOCK;
-    for kb in (0..p.o).step_by(B) {
-        let mut drows = [&dx[..0]; B];
-        for (i, row) in drows.iter_mut().enumerate() {
-            *row = &dx[(kb + i) * cap + t0..][..len];
-        }
-        for cb in (0..p.c).step_by(B) {
-            let mut vrows = [&vx[..0]; B];
-            for (j, row) in vrows.iter_mut().enumerate() {
-                *row = &vx[(cb + j) * cap + t0..][..len];
-            }
+    for kb in (0..o).step_by(B) {
+        for cb in (0..c).step_by(B) {
             let mut a = [[_mm512_setzero_ps(); B]; B];
-            for t in (0..len).step_by(LANES) {
-                let mut dv = [_mm512_setzero_ps(); B];
-                let mut vv = [_mm512_setzero_ps(); B];
-                for (x, row) in dv.iter_mut().zip(&drows) {
-                    let s = &row[t..t + LANES];
-                    // SAFETY: `s` holds 16 floats.
-                    *x = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+            for &(vx, dx) in parts {
+                let mut drows = [&dx[..0]; B];
+                for (i, row) in drows.iter_mut().enumerate() {
+                    *row = &dx[(kb + i) * cap + t0..][..len];
                 }
-                for (x, row) in vv.iter_mut().zip(&vrows) {
-                    let s = &row[t..t + LANES];
-                    // SAFETY: `s` holds 16 floats.
-                    *x = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+                let mut vrows = [&vx[..0]; B];
+                for (j, row) in vrows.iter_mut().enumerate() {
+                    *row = &vx[(cb + j) * cap + t0..][..len];
                 }
-                for (ai, &di) in a.iter_mut().zip(&dv) {
-                    for (aij, &vj) in ai.iter_mut().zip(&vv) {
-                        *aij = _mm512_fmadd_ps(di, vj, *aij);
+                for t in (0..len).step_by(LANES) {
+                    let mut dv = [_mm512_setzero_ps(); B];
+                    let mut vv = [_mm512_setzero_ps(); B];
+                    for (x, row) in dv.iter_mut().zip(&drows) {
+                        let s = &row[t..t + LANES];
+                        // SAFETY: `s` holds 16 floats.
+                        *x = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+                    }
+                    for (x, row) in vv.iter_mut().zip(&vrows) {
+                        let s = &row[t..t + LANES];
+                        // SAFETY: `s` holds 16 floats.
+                        *x = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+                    }
+                    for (ai, &di) in a.iter_mut().zip(&dv) {
+                        for (aij, &vj) in ai.iter_mut().zip(&vv) {
+                            *aij = _mm512_fmadd_ps(di, vj, *aij);
+                        }
                     }
                 }
             }
             // The 16 sums of the register tile, (i, j) at 4i + j, added to its accumulator.
             let [a0, a1, a2, a3] = a;
-            let dst = &mut ax[((kb / B) * (p.c / B) + cb / B) * B * B..][..B * B];
+            let dst = &mut ax[((kb / B) * (c / B) + cb / B) * B * B..][..B * B];
             // SAFETY: `dst` holds 16 floats.
             unsafe {
                 let sums = sums_of_16([
