@@ -4,6 +4,7 @@
 # before). The round-62 build is carried as gpu-bundle/old/ (bench_conv and xtask-tasks).
 # Filter gradients layer by layer, old and new alternating, twice at 2 and 8 threads; then
 # bench-unet beside the PyTorch peer, old and new alternating, three times at 2 and 8 threads.
+# (The 8^2 change was reverted afterwards: see docs/perf/bench-unet.md, twelfth session.)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 root="$(cd "$(dirname "$0")/../.." && pwd)"; cd "$root"

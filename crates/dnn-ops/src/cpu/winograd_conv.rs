@@ -110,23 +110,7 @@ impl WinogradPlan {
     /// The plan, if the Winograd kernels handle this problem: a 3×3 kernel, output channels in
     /// whole blocks, output rows at least 16 columns wide (8 tiles; narrower rows would leave
     /// most of each vector idle), and padding below 3.
-    pub(crate) fn new(image: [usize; 3], o: usize, padding: [usize; 2]) -> Option<Self> {
-        Self::with_min_width(image, o, padding, LANES)
-    }
-
-    /// As [`WinogradPlan::new`] for rows of 8 to 15 output columns too, where half of each
-    /// vector's tiles lie past the row: for the batch-wide filter gradient of 8² planes, which
-    /// still does 8 products per output against im2col's 9 and runs as one batch.
-    pub(crate) fn narrow(image: [usize; 3], o: usize, padding: [usize; 2]) -> Option<Self> {
-        Self::with_min_width(image, o, padding, LANES / 2)
-    }
-
-    fn with_min_width(
-        [c, h, w]: [usize; 3],
-        o: usize,
-        [ph, pw]: [usize; 2],
-        min_width: usize,
-    ) -> Option<Self> {
+    pub(crate) fn new([c, h, w]: [usize; 3], o: usize, [ph, pw]: [usize; 2]) -> Option<Self> {
         if !enabled() || o == 0 || !o.is_multiple_of(OUT_BLOCK) || c == 0 || h == 0 || w == 0 {
             return None;
         }
@@ -134,7 +118,7 @@ impl WinogradPlan {
             return None;
         }
         let (ho, wo) = (h + 2 * ph - 2, (w + 2 * pw).checked_sub(2)?);
-        if wo < min_width || ho == 0 {
+        if wo < LANES || ho == 0 {
             return None;
         }
         let tile_rows = ho.div_ceil(2);
