@@ -90,14 +90,17 @@ impl ConvGeometry {
             a.padding,
         )
     }
+    /// Whether the Winograd kernels can compute this convolution: a 3×3 kernel, stride 1,
+    /// dilation 1.
+    fn winograd_3x3(&self) -> bool {
+        let a = &self.attrs;
+        a.stride == [1, 1] && a.dilation == [1, 1] && [self.kh, self.kw] == [3, 3]
+    }
     /// The Winograd kernel's plan for the forward pass, if it handles this convolution (3×3,
     /// stride 1, dilation 1, a batch that keeps every thread busy; see `winograd_conv`).
     fn winograd_forward(&self) -> Option<WinogradPlan> {
         let a = &self.attrs;
-        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
-            return None;
-        }
-        if [self.kh, self.kw] != [3, 3] {
+        if !self.winograd_3x3() || !self.batch_parallel() {
             return None;
         }
         WinogradPlan::new([self.c, self.h, self.w], self.o, a.padding)
@@ -106,10 +109,7 @@ impl ConvGeometry {
     /// [`ConvGeometry::winograd_forward`] (see `winograd4_conv`).
     fn winograd4_forward(&self) -> Option<Winograd4Plan> {
         let a = &self.attrs;
-        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
-            return None;
-        }
-        if [self.kh, self.kw] != [3, 3] {
+        if !self.winograd_3x3() || !self.batch_parallel() {
             return None;
         }
         Winograd4Plan::new([self.c, self.h, self.w], self.o, a.padding)
@@ -117,10 +117,8 @@ impl ConvGeometry {
     /// The F(4×4, 3×3) plan for the data gradient, as [`ConvGeometry::winograd_backward_data`].
     fn winograd4_backward_data(&self) -> Option<Winograd4Plan> {
         let a = &self.attrs;
-        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
-            return None;
-        }
-        if [self.kh, self.kw] != [3, 3] || a.padding[0] >= 3 || a.padding[1] >= 3 {
+        if !self.winograd_3x3() || !self.batch_parallel() || a.padding[0] >= 3 || a.padding[1] >= 3
+        {
             return None;
         }
         let plan = Winograd4Plan::new(
@@ -139,10 +137,8 @@ impl ConvGeometry {
     /// with the filters flipped and transposed, padded by `2 − p`.
     fn winograd_backward_data(&self) -> Option<WinogradPlan> {
         let a = &self.attrs;
-        if a.stride != [1, 1] || a.dilation != [1, 1] || !self.batch_parallel() {
-            return None;
-        }
-        if [self.kh, self.kw] != [3, 3] || a.padding[0] >= 3 || a.padding[1] >= 3 {
+        if !self.winograd_3x3() || !self.batch_parallel() || a.padding[0] >= 3 || a.padding[1] >= 3
+        {
             return None;
         }
         let plan = WinogradPlan::new(
@@ -180,21 +176,19 @@ impl ConvGeometry {
     /// convolution that F(4×4) takes, on images small enough ([`ConvGeometry::batch_filter_fits`];
     /// any batch size: the work is split by frequency, not by image).
     fn winograd4_batch_filter(&self) -> Option<Winograd4Plan> {
-        let a = &self.attrs;
-        if a.stride != [1, 1] || a.dilation != [1, 1] || [self.kh, self.kw] != [3, 3] {
+        if !self.winograd_3x3() {
             return None;
         }
-        Winograd4Plan::new([self.c, self.h, self.w], self.o, a.padding)
+        Winograd4Plan::new([self.c, self.h, self.w], self.o, self.attrs.padding)
             .filter(|plan| self.batch_filter_fits(plan))
     }
     /// The F(2×2) plan for the batch-wide filter gradient, as
     /// [`ConvGeometry::winograd4_batch_filter`].
     fn winograd_batch_filter(&self) -> Option<WinogradPlan> {
-        let a = &self.attrs;
-        if a.stride != [1, 1] || a.dilation != [1, 1] || [self.kh, self.kw] != [3, 3] {
+        if !self.winograd_3x3() {
             return None;
         }
-        WinogradPlan::new([self.c, self.h, self.w], self.o, a.padding)
+        WinogradPlan::new([self.c, self.h, self.w], self.o, self.attrs.padding)
             .filter(|plan| self.batch_filter_fits(plan))
     }
     /// The F(4×4) plan for the filter gradient (F(3×3, 4×4)), under the conditions of
