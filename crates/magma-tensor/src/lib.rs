@@ -8,14 +8,16 @@
 //! through the [`DeviceBuffer`](device::DeviceBuffer) seam, filled by the cust-backed `cuda`
 //! module (a caching allocator, one stream per GPU, pinned staging for copies). The crate
 //! also owns seeded initialisers ([`Initializer`], [`SeededRng`]) and zero-copy `ndarray`
-//! interop, and how the C allocator keeps freed host blocks ([`host_memory`]). It knows nothing of operations, gradients or layers: those live in `dnn-ops` and
-//! above. Every fallible public call returns a typed [`TensorError`].
+//! interop, how the C allocator keeps freed host blocks ([`host_memory`]) and the reuse of freed
+//! activation-sized host buffers for outputs written in full ([`host_buffer_pool`]). It knows
+//! nothing of operations, gradients or layers: those live in `dnn-ops` and above. Every fallible public call returns a typed [`TensorError`].
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "device-seam")]
 pub mod device;
 mod error;
+pub mod host_buffer_pool;
 pub mod host_memory;
 mod init;
 mod layout;

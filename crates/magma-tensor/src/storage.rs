@@ -90,6 +90,15 @@ impl Storage {
         }
     }
 
+    /// The host elements, taken out (an empty vector is left behind), or `None` for other kinds.
+    pub(crate) fn take_host(&mut self) -> Option<Vec<f32>> {
+        match self {
+            Storage::Host(v) => Some(std::mem::take(v)),
+            #[cfg(feature = "device-seam")]
+            _ => None,
+        }
+    }
+
     /// A deep copy.
     pub fn try_clone(&self) -> Result<Storage> {
         Ok(match self {
@@ -99,5 +108,14 @@ impl Storage {
             #[cfg(feature = "device-seam")]
             Storage::Managed(m) => Storage::Managed(m.try_clone()?),
         })
+    }
+}
+
+/// Host elements go to the buffer pool (kept for reuse when it is on, else freed).
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(v) = self.take_host() {
+            crate::host_buffer_pool::recycle(v);
+        }
     }
 }

@@ -313,11 +313,13 @@ impl Tensor {
             && self.dtype == DType::F32;
         if whole {
             match Arc::try_unwrap(self.storage) {
-                Ok(storage) => {
-                    return match storage {
-                        Storage::Host(v) => Ok(v),
+                Ok(mut storage) => {
+                    return match storage.take_host() {
+                        Some(v) => Ok(v),
                         #[cfg(feature = "device-seam")]
-                        other => Tensor::from_storage_contiguous(other, &self.shape).to_vec(),
+                        None => Tensor::from_storage_contiguous(storage, &self.shape).to_vec(),
+                        #[cfg(not(feature = "device-seam"))]
+                        None => unreachable!("host storage is the only kind without device-seam"),
                     };
                 }
                 Err(shared) => {

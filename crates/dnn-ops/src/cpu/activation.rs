@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::par_map;
+use super::buffers::{empty_with_capacity, par_map};
 use super::elementwise::same_shape;
 use crate::attrs::Activation;
 use crate::backend::ActivationOps;
@@ -68,7 +68,7 @@ impl ActivationOps for CpuBackend {
         let (xd, yd) = (x.host_data()?, y.host_data()?);
         let dy = dy.contiguous()?;
         let dyd = dy.host_data()?;
-        let mut dx = Vec::with_capacity(dyd.len());
+        let mut dx = empty_with_capacity(dyd.len());
         dx.par_extend(
             (0..dyd.len())
                 .into_par_iter()

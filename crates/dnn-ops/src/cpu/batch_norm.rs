@@ -12,7 +12,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::zeroed;
+use super::buffers::written_in_full;
 use super::elementwise::same_shape;
 use super::reduce::{BLOCK, lane_sum};
 use super::vectorized::vectorized;
@@ -98,7 +98,7 @@ fn normalise(
     relu: bool,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
-    let mut y = zeroed(xd.len());
+    let mut y = written_in_full(xd.len());
     if inner == 0 {
         return y;
     }
@@ -203,7 +203,7 @@ fn backward(
         })
         .collect();
     let m = (outer * inner) as f32;
-    let mut dx = zeroed(xd.len());
+    let mut dx = written_in_full(xd.len());
     if inner > 0 {
         dx.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
             let ch = p % c;

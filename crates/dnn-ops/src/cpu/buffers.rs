@@ -3,7 +3,8 @@
 //! `vec![0.0; n]` zeroes a reused heap block on the calling thread; for an activation of several
 //! MiB that one-thread memset cost as much as the multi-threaded kernel that then overwrites it
 //! (measured at 8 threads, docs/perf/bench-unet.md). [`zeroed`] zeroes large buffers on the rayon
-//! pool instead, and [`with_thread_scratch`] lends each worker thread a buffer kept between calls
+//! pool instead, [`written_in_full`] skips the zeroing for outputs a kernel writes whole, and
+//! [`with_thread_scratch`] lends each worker thread a buffer kept between calls
 //! for scratch that the kernel overwrites before reading (padded images, transformed tiles).
 
 use std::cell::RefCell;
@@ -15,7 +16,13 @@ use rayon::prelude::*;
 const PARALLEL_ZERO_MIN: usize = 1 << 18;
 
 /// `len` zeros, written by the rayon pool's threads when the buffer is large.
+/// A pooled block of that length is zeroed and reused ([`written_in_full`]).
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    if let Some(mut buf) = magma_tensor::host_buffer_pool::take_pooled(len) {
+        buf.par_chunks_mut(PARALLEL_CHUNK)
+            .for_each(|chunk| chunk.fill(0.0));
+        return buf;
+    }
     if len < PARALLEL_ZERO_MIN || rayon::current_num_threads() == 1 {
         return vec![0.0; len];
     }
@@ -24,11 +31,38 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     v
 }
 
+/// A buffer of `len` floats for an output that the kernel writes in full before anything reads
+/// it: a freed tensor's block of that length when the pool keeps one
+/// ([`magma_tensor::host_buffer_pool`]; no zeroing pass), else [`zeroed`]. Its contents are
+/// unspecified; debug builds fill it with NaN either way, so a kernel that leaves an element
+/// unwritten fails its tests.
+pub(crate) fn written_in_full(len: usize) -> Vec<f32> {
+    if let Some(buf) = magma_tensor::host_buffer_pool::take_pooled(len) {
+        return buf;
+    }
+    if cfg!(debug_assertions) {
+        return vec![f32::NAN; len];
+    }
+    zeroed(len)
+}
+
+/// An empty vector with room for `len` floats, for a parallel `par_extend` that fills it: a
+/// pooled block of that length when there is one ([`written_in_full`]).
+pub(crate) fn empty_with_capacity(len: usize) -> Vec<f32> {
+    match magma_tensor::host_buffer_pool::take_pooled(len) {
+        Some(mut buf) => {
+            buf.clear();
+            buf
+        }
+        None => Vec::with_capacity(len),
+    }
+}
+
 /// `f(a[i], b[i])` for every `i`, written once by the rayon pool's threads (no copy of `a`
 /// first: `a.to_vec()` is a one-thread copy as slow as the parallel pass after it).
 pub(crate) fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     debug_assert_eq!(a.len(), b.len());
-    let mut out = Vec::with_capacity(a.len());
+    let mut out = empty_with_capacity(a.len());
     out.par_extend(
         a.par_iter()
             .zip(b.par_iter())
@@ -40,7 +74,7 @@ pub(crate) fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync)
 
 /// `f(a[i])` for every `i`, as [`par_map2`].
 pub(crate) fn par_map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = Vec::with_capacity(a.len());
+    let mut out = empty_with_capacity(a.len());
     out.par_extend(a.par_iter().with_min_len(PARALLEL_CHUNK).map(|&x| f(x)));
     out
 }

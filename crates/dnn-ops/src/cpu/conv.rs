@@ -10,7 +10,9 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::{line_aligned_len, with_shared_scratch, with_thread_scratch, zeroed};
+use super::buffers::{
+    line_aligned_len, with_shared_scratch, with_thread_scratch, written_in_full, zeroed,
+};
 use super::direct_conv::{DirectPlan, TILE_W};
 use super::elementwise::add_channel_bias_in_place;
 use super::gemm::{MatMut, MatRef, gemm_into};
@@ -556,7 +558,7 @@ fn winograd_batch(
 fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let plane = g.out_plane();
     let out_image = g.o * plane;
-    let mut y = zeroed(g.n * out_image);
+    let mut y = written_in_full(g.n * out_image);
     if out_image == 0 {
         return Ok(y);
     }
@@ -611,22 +613,25 @@ fn conv_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
 }
 
 fn conv_backward_data(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>> {
-    let mut dx = zeroed(g.n * g.in_image());
     let plane = g.out_plane();
     let out_image = g.o * plane;
-    if dx.is_empty() || out_image == 0 {
-        return Ok(dx);
+    if g.n * g.in_image() == 0 || out_image == 0 {
+        return Ok(zeroed(g.n * g.in_image()));
     }
+    // The Winograd passes write every input gradient; the others add into zeros.
     if let Some(plan) = g.winograd4_backward_data() {
         let filters = plan.transform_filters(&g.flipped_filters(w));
+        let mut dx = written_in_full(g.n * g.in_image());
         winograd4_batch(&plan, dy, &filters, &mut dx, out_image);
         return Ok(dx);
     }
     if let Some(plan) = g.winograd_backward_data() {
         let filters = plan.transform_filters(&g.flipped_filters(w));
+        let mut dx = written_in_full(g.n * g.in_image());
         winograd_batch(&plan, dy, &filters, &mut dx, out_image);
         return Ok(dx);
     }
+    let mut dx = zeroed(g.n * g.in_image());
     if let Some(plan) = g.direct_backward_data() {
         let packed = plan.pack_filters(&g.flipped_filters(w));
         direct_batch(&plan, dy, &packed, &mut dx, out_image);

@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::{par_add_assign, par_map, par_map2, zeroed};
+use super::buffers::{par_add_assign, par_map, par_map2, written_in_full};
 use super::softmax::channel_dims;
 use crate::backend::ElementwiseOps;
 use crate::error::{OpError, Result, shape_err};
@@ -125,7 +125,7 @@ impl ElementwiseOps for CpuBackend {
             });
         }
         let keep = 1.0 / (1.0 - p);
-        let mut mask = zeroed(x.numel());
+        let mut mask = written_in_full(x.numel());
         mask.par_iter_mut()
             .with_min_len(8192)
             .enumerate()

@@ -37,9 +37,12 @@ impl Default for CpuBackend {
 impl CpuBackend {
     /// The CPU backend; also makes the allocator keep freed activation-sized blocks
     /// ([`magma_tensor::host_memory::keep_freed_host_blocks`]), which saves a page fault per
-    /// 4 KiB of every buffer a step allocates again.
+    /// 4 KiB of every buffer a step allocates again, and turns on the reuse of freed tensor
+    /// buffers for outputs that a kernel writes in full
+    /// ([`magma_tensor::host_buffer_pool`]), which saves zeroing them.
     pub fn new() -> Self {
         magma_tensor::host_memory::keep_freed_host_blocks();
+        magma_tensor::host_buffer_pool::enable_reuse();
         Self
     }
 

@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::zeroed;
+use super::buffers::{written_in_full, zeroed};
 use super::vectorized::{has_avx512, vectorized};
 use crate::attrs::Pool2dAttrs;
 use crate::backend::PoolOps;
@@ -282,7 +282,7 @@ impl PoolOps for CpuBackend {
         let g = geometry(shape, attrs)?;
         let x = x.contiguous()?;
         let xd = x.host_data()?;
-        let mut y = zeroed(g.planes * g.ho * g.wo);
+        let mut y = written_in_full(g.planes * g.ho * g.wo);
         if !y.is_empty() {
             y.par_chunks_mut(g.ho * g.wo)
                 .enumerate()
@@ -321,7 +321,13 @@ impl PoolOps for CpuBackend {
         let g = geometry(shape, attrs)?;
         let (x, dy) = (x.contiguous()?, dy.contiguous()?);
         let (xd, dyd) = (x.host_data()?, dy.host_data()?);
-        let mut dx = zeroed(x.numel());
+        // 2×2 windows that tile the plane write every input's gradient (the maximum's or zero);
+        // otherwise gradients are added into zeros.
+        let mut dx = if is_2x2(attrs) && (g.h, g.w) == (2 * g.ho, 2 * g.wo) {
+            written_in_full(x.numel())
+        } else {
+            zeroed(x.numel())
+        };
         if g.ho * g.wo > 0 {
             dx.par_chunks_mut(g.h * g.w)
                 .enumerate()
@@ -363,7 +369,7 @@ impl PoolOps for CpuBackend {
         let x = x.contiguous()?;
         let xd = x.host_data()?;
         let a = attrs;
-        let mut y = zeroed(g.planes * g.ho * g.wo);
+        let mut y = written_in_full(g.planes * g.ho * g.wo);
         if !y.is_empty() {
             y.par_chunks_mut(g.ho * g.wo)
                 .enumerate()

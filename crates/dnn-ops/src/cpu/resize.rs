@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::zeroed;
+use super::buffers::{written_in_full, zeroed};
 use crate::backend::ResizeOps;
 use crate::error::{OpError, Result, shape_err};
 
@@ -39,7 +39,7 @@ impl ResizeOps for CpuBackend {
         let (th, tw) = (axis_taps(h, ho), axis_taps(w, wo));
         let x = x.contiguous()?;
         let xd = x.host_data()?;
-        let mut y = zeroed(n * c * ho * wo);
+        let mut y = written_in_full(n * c * ho * wo);
         if !y.is_empty() {
             y.par_chunks_mut(ho * wo).enumerate().for_each(|(p, out)| {
                 let plane = &xd[p * h * w..(p + 1) * h * w];

@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::zeroed;
+use super::buffers::{written_in_full, zeroed};
 use crate::backend::ShapeOps;
 use crate::checks::{concat_shape, crop_dims, split_extents};
 use crate::error::Result;
@@ -22,7 +22,7 @@ impl ShapeOps for CpuBackend {
             .map(|p| p.host_data())
             .collect::<std::result::Result<_, _>>()?;
         // One task per outer index (a sample, for channels), each copying its runs.
-        let mut out = zeroed(outer * total * inner);
+        let mut out = written_in_full(outer * total * inner);
         if total * inner > 0 {
             out.par_chunks_mut(total * inner)
                 .enumerate()
@@ -47,7 +47,7 @@ impl ShapeOps for CpuBackend {
             .iter()
             .map(|&len| {
                 // `outer` contiguous runs of len·inner values each, one task per run.
-                let mut part = zeroed(outer * len * inner);
+                let mut part = written_in_full(outer * len * inner);
                 if len * inner > 0 {
                     part.par_chunks_mut(len * inner)
                         .enumerate()

@@ -4,7 +4,7 @@ use magma_tensor::Tensor;
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use super::buffers::zeroed;
+use super::buffers::written_in_full;
 use super::elementwise::same_shape;
 use crate::backend::SoftmaxOps;
 use crate::error::Result;
@@ -19,7 +19,7 @@ fn per_pixel(
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
-    let mut y = zeroed(x.len());
+    let mut y = written_in_full(x.len());
     if y.is_empty() {
         return y;
     }
@@ -49,7 +49,7 @@ fn per_pixel2(
     f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let (_, c, inner) = dims;
-    let mut out = zeroed(a.len());
+    let mut out = written_in_full(a.len());
     if out.is_empty() {
         return out;
     }
