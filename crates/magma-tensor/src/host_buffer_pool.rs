@@ -8,8 +8,9 @@
 //! [`MIN_POOLED_FLOATS`] elements that is dropped goes into a process-wide pool instead of back
 //! to the allocator, and [`take_pooled`] hands out a pooled buffer of exactly the asked
 //! length without touching its contents. The pool keeps at most `MAGMA_HOST_POOL_MIB` MiB
-//! (default [`DEFAULT_CAPACITY_MIB`]; 0 turns reuse off), lets the oldest buffers go first, and
-//! [`release_pooled`] frees them all.
+//! (default [`DEFAULT_CAPACITY_MIB`]; 0 turns reuse off), lets the oldest buffers go first,
+//! frees a buffer nobody asked for within [`MAX_AGE_EVENTS`] (a data loader's fresh batches do
+//! not pile up), and [`release_pooled`] frees them all.
 //!
 //! Contents of a reused buffer are whatever its last tensor held; in debug builds every buffer
 //! handed out is filled with NaN, so that a kernel that leaves an element unwritten fails its
@@ -28,16 +29,21 @@ pub const DEFAULT_CAPACITY_MIB: usize = 512;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Freed buffers, oldest first, and the bytes they hold.
+/// How many pool events (buffers kept or asked for) a kept buffer waits for a taker before it is
+/// freed. A U-Net base 16 training step makes about 200, and a step's activations are asked for
+/// again one step after they are freed; buffers of a length nobody asks for (a data loader's
+/// fresh batches, the shapes of an evaluation pass) go back to the allocator after this many.
+pub const MAX_AGE_EVENTS: u64 = 4096;
+
+/// Freed buffers, oldest first, each with the event count when it was kept; the bytes they hold;
+/// the events so far.
 struct Pool {
-    buffers: VecDeque<Vec<f32>>,
+    buffers: VecDeque<(u64, Vec<f32>)>,
     bytes: usize,
+    events: u64,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    buffers: VecDeque::new(),
-    bytes: 0,
-});
+static POOL: Mutex<Pool> = Mutex::new(Pool::new());
 
 fn bytes_of(buf: &Vec<f32>) -> usize {
     buf.capacity() * std::mem::size_of::<f32>()
@@ -75,39 +81,67 @@ pub fn pooled_bytes() -> usize {
 }
 
 impl Pool {
-    /// Keeps `buf`, first letting the oldest buffers go while more than `capacity` bytes would be
-    /// kept; returns those (for the caller to free outside the lock). A buffer larger than
-    /// `capacity` is returned itself.
+    const fn new() -> Self {
+        Pool {
+            buffers: VecDeque::new(),
+            bytes: 0,
+            events: 0,
+        }
+    }
+
+    /// Takes out the oldest buffers while they are older than [`MAX_AGE_EVENTS`] or while
+    /// `incoming` more bytes would pass `capacity`; returns them (for the caller to free outside
+    /// the lock).
+    fn evict(&mut self, incoming: usize, capacity: usize) -> Vec<Vec<f32>> {
+        let mut evicted = Vec::new();
+        while let Some((kept_at, buf)) = self.buffers.front() {
+            let too_old = kept_at + MAX_AGE_EVENTS < self.events;
+            if !too_old && self.bytes + incoming <= capacity {
+                break;
+            }
+            self.bytes -= bytes_of(buf);
+            if let Some((_, buf)) = self.buffers.pop_front() {
+                evicted.push(buf);
+            }
+        }
+        evicted
+    }
+
+    /// Keeps `buf`, first letting the oldest buffers go (see [`Pool::evict`]); returns those.
+    /// A buffer larger than `capacity` is returned itself.
     fn keep(&mut self, buf: Vec<f32>, capacity: usize) -> Vec<Vec<f32>> {
+        self.events += 1;
         let size = bytes_of(&buf);
         if size > capacity {
             return vec![buf];
         }
-        let mut evicted = Vec::new();
-        while self.bytes + size > capacity {
-            let Some(old) = self.buffers.pop_front() else {
-                break;
-            };
-            self.bytes -= bytes_of(&old);
-            evicted.push(old);
-        }
+        let evicted = self.evict(size, capacity);
         self.bytes += size;
-        self.buffers.push_back(buf);
+        self.buffers.push_back((self.events, buf));
         evicted
     }
 
     /// Every kept buffer, taken out.
     fn drain(&mut self) -> Vec<Vec<f32>> {
         self.bytes = 0;
-        self.buffers.drain(..).collect()
+        self.buffers.drain(..).map(|(_, buf)| buf).collect()
     }
 
-    /// The newest kept buffer of exactly `len` elements, taken out.
-    fn take(&mut self, len: usize) -> Option<Vec<f32>> {
-        let i = self.buffers.iter().rposition(|b| b.len() == len)?;
-        let buf = self.buffers.remove(i)?;
-        self.bytes -= bytes_of(&buf);
-        Some(buf)
+    /// The newest kept buffer of exactly `len` elements, taken out, and the buffers that aged
+    /// out meanwhile.
+    fn take(&mut self, len: usize, capacity: usize) -> (Option<Vec<f32>>, Vec<Vec<f32>>) {
+        self.events += 1;
+        let evicted = self.evict(0, capacity);
+        let found = self
+            .buffers
+            .iter()
+            .rposition(|(_, b)| b.len() == len)
+            .and_then(|i| self.buffers.remove(i))
+            .map(|(_, buf)| buf);
+        if let Some(buf) = &found {
+            self.bytes -= bytes_of(buf);
+        }
+        (found, evicted)
     }
 }
 
@@ -140,10 +174,13 @@ pub fn take_pooled(len: usize) -> Option<Vec<f32>> {
     if len < MIN_POOLED_FLOATS || !reuse_enabled() {
         return None;
     }
-    let mut buf = POOL
+    let (found, evicted) = POOL
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .take(len)?;
+        .take(len, capacity_bytes());
+    // Freed outside the lock.
+    drop(evicted);
+    let mut buf = found?;
     if cfg!(debug_assertions) {
         buf.fill(f32::NAN);
     }
@@ -204,15 +241,12 @@ mod tests {
         drop(t);
         assert!(take_pooled(small).is_none());
         let pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        assert!(pool.buffers.iter().all(|b| b.as_ptr() != ptr));
+        assert!(pool.buffers.iter().all(|(_, b)| b.as_ptr() != ptr));
     }
 
     #[test]
     fn a_full_pool_lets_its_oldest_buffers_go_and_takes_the_newest_of_a_length() {
-        let mut pool = Pool {
-            buffers: VecDeque::new(),
-            bytes: 0,
-        };
+        let mut pool = Pool::new();
         let cap = 3 * 4096;
         assert!(pool.keep(vec![1.0; 1024], cap).is_empty());
         assert!(pool.keep(vec![2.0; 1024], cap).is_empty());
@@ -228,16 +262,44 @@ mod tests {
         assert_eq!(evicted.len(), 1);
         assert_eq!(evicted[0].len(), 4096);
         // The newest of a length first.
-        assert_eq!(pool.take(1024).unwrap()[0], 4.0);
-        assert_eq!(pool.take(1024).unwrap()[0], 2.0);
-        assert!(pool.take(1024).is_none());
-        assert_eq!(pool.take(512).unwrap()[0], 3.0);
+        assert_eq!(pool.take(1024, cap).0.unwrap()[0], 4.0);
+        assert_eq!(pool.take(1024, cap).0.unwrap()[0], 2.0);
+        assert!(pool.take(1024, cap).0.is_none());
+        assert_eq!(pool.take(512, cap).0.unwrap()[0], 3.0);
         assert_eq!(pool.bytes, 0);
         // Draining hands back everything.
         assert!(pool.keep(vec![6.0; 256], cap).is_empty());
         assert!(pool.keep(vec![7.0; 128], cap).is_empty());
         assert_eq!(pool.drain().len(), 2);
         assert_eq!(pool.bytes, 0);
-        assert!(pool.take(256).is_none());
+        assert!(pool.take(256, cap).0.is_none());
+    }
+
+    #[test]
+    fn a_buffer_nobody_asks_for_goes_after_max_age_events() {
+        let mut pool = Pool::new();
+        let cap = usize::MAX;
+        assert!(pool.keep(vec![1.0; 64], cap).is_empty());
+        // A length asked for and given back every event (a training step's activations) stays
+        // reused; the unasked one ages out after MAX_AGE_EVENTS more events, and not before.
+        assert!(pool.keep(vec![2.0; 32], cap).is_empty());
+        let mut evicted_at = Vec::new();
+        for round in 0..MAX_AGE_EVENTS {
+            let (found, mut evicted) = pool.take(32, cap);
+            let found = found.expect("the reused length is kept");
+            evicted.extend(pool.keep(found, cap));
+            if !evicted.is_empty() {
+                assert_eq!(evicted, vec![vec![1.0; 64]]);
+                evicted_at.push((round, pool.events));
+            }
+        }
+        // Kept at event 1, it goes at the first event past 1 + MAX_AGE_EVENTS (each round is a
+        // take and a keep, after the two keeps before the loop), and only once.
+        assert_eq!(
+            evicted_at,
+            vec![(MAX_AGE_EVENTS / 2 - 1, MAX_AGE_EVENTS + 2)]
+        );
+        assert!(pool.take(64, cap).0.is_none());
+        assert_eq!(pool.bytes, 32 * 4);
     }
 }
