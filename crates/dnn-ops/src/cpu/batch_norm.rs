@@ -7,6 +7,9 @@
 //! about its own mean are summed while it is in L1, and blocks are merged by Chan et al.'s
 //! pairwise update), the fused forward pass writes `max(0, x·scale + shift)` in one more, and
 //! the fused backward pass folds the ReLU mask into the norm's two sums and its data gradient.
+//! In training both directions take one task per channel for both of their passes (given at
+//! least one channel per thread), so the second pass reads the channel's planes from the core's
+//! L2, where the first left them.
 
 use magma_tensor::Tensor;
 use rayon::prelude::*;
@@ -88,8 +91,22 @@ fn coefficients(
     (scale, shift)
 }
 
+/// `out = src·scale + shift` (then `max(0, ·)` when `relu`) over one plane.
+#[inline(always)]
+fn normalise_plane(src: &[f32], out: &mut [f32], scale: f32, shift: f32, relu: bool) {
+    if relu {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = (v * scale + shift).max(0.0);
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = v * scale + shift;
+        }
+    }
+}
+
 /// `y = x·scale + shift` per channel (then `max(0, ·)` when `relu`), parallel over `(n, c)`
-/// planes.
+/// planes (evaluation: the coefficients are known before the pass).
 fn normalise(
     xd: &[f32],
     dims: (usize, usize, usize),
@@ -104,21 +121,74 @@ fn normalise(
     }
     y.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
         let ch = p % c;
-        let (scale, shift) = (scale[ch], shift[ch]);
         let src = &xd[p * inner..(p + 1) * inner];
-        vectorized(|| {
-            if relu {
-                for (o, &v) in out.iter_mut().zip(src) {
-                    *o = (v * scale + shift).max(0.0);
-                }
-            } else {
-                for (o, &v) in out.iter_mut().zip(src) {
-                    *o = v * scale + shift;
-                }
-            }
-        })
+        vectorized(|| normalise_plane(src, out, scale[ch], shift[ch], relu))
     });
     y
+}
+
+/// The planes of `data` (`(outer, c, inner)`) grouped by channel, each channel's in image
+/// order: one task per channel can then write its planes while the channel's input, just
+/// read for its statistics, is still in the core's L2.
+fn planes_by_channel(
+    data: &mut [f32],
+    (outer, c, inner): (usize, usize, usize),
+) -> Vec<Vec<&mut [f32]>> {
+    let mut by_channel: Vec<Vec<&mut [f32]>> = (0..c).map(|_| Vec::with_capacity(outer)).collect();
+    if inner > 0 {
+        for (p, plane) in data.chunks_mut(inner).enumerate() {
+            by_channel[p % c].push(plane);
+        }
+    }
+    by_channel
+}
+
+/// Training-mode batch norm (then ReLU when `relu`): per channel, in one task, its mean and
+/// variance (f64), then its planes normalised with `scale = gamma·inv_std` and
+/// `shift = beta − mean·scale` (with fewer channels than threads, the statistics first and then
+/// every plane in parallel). Returns `y` and each channel's `(mean, variance)`.
+fn normalise_with_batch_statistics(
+    xd: &[f32],
+    dims: (usize, usize, usize),
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<(f64, f64)>) {
+    let coefficients_of = |ch: usize, var: f64, mean: f64| {
+        let inv_std = (1.0 / (var + eps).sqrt()) as f32;
+        let scale = gamma[ch] * inv_std;
+        (scale, beta[ch] - mean as f32 * scale)
+    };
+    if dims.1 < rayon::current_num_threads() {
+        // Fewer channels than threads: the statistics per channel, then all (n, c) planes.
+        let stats: Vec<(f64, f64)> = (0..dims.1)
+            .into_par_iter()
+            .map(|ch| vectorized(|| channel_moments(xd, dims, ch)))
+            .collect();
+        let (scale, shift): (Vec<f32>, Vec<f32>) = stats
+            .iter()
+            .enumerate()
+            .map(|(ch, &(mean, var))| coefficients_of(ch, var, mean))
+            .unzip();
+        return (normalise(xd, dims, &scale, &shift, relu), stats);
+    }
+    let mut y = written_in_full(xd.len());
+    let stats = planes_by_channel(&mut y, dims)
+        .into_par_iter()
+        .enumerate()
+        .map(|(ch, outs)| {
+            vectorized(|| {
+                let (mean, var) = channel_moments(xd, dims, ch);
+                let (scale, shift) = coefficients_of(ch, var, mean);
+                for (out, src) in outs.into_iter().zip(channel_planes(xd, dims, ch)) {
+                    normalise_plane(src, out, scale, shift, relu);
+                }
+                (mean, var)
+            })
+        })
+        .collect();
+    (y, stats)
 }
 
 /// Where the backward pass of a batch norm fused with a ReLU takes the ReLU's mask from.
@@ -181,6 +251,45 @@ fn channel_grad_sums(
     (sdy, sdyx)
 }
 
+/// One plane of the data gradient, `dx = k·dz − b − (x − mean)·e`, for plane `p` (`(n, c)`
+/// flattened) of channel `ch`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn grad_plane(
+    out: &mut [f32],
+    xd: &[f32],
+    dyd: &[f32],
+    relu: ReluMask,
+    (p, ch, inner): (usize, usize, usize),
+    k: f32,
+    (b, e): (f32, f32),
+    mu: f32,
+) {
+    let range = p * inner..(p + 1) * inner;
+    let (xs, ds) = (&xd[range.clone()], &dyd[range.clone()]);
+    match relu {
+        ReluMask::Output(y) => {
+            let ys = &y[range];
+            let dz = |d: f32, y: f32| d * f32::from(y > 0.0);
+            for (((o, &v), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(ys) {
+                *o = k * dz(d, y) - b - (v - mu) * e;
+            }
+        }
+        ReluMask::Coefficients(scale, shift) => {
+            let (sc, sh) = (scale[ch], shift[ch]);
+            let dz = |d: f32, x: f32| d * f32::from(x * sc + sh > 0.0);
+            for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                *o = k * dz(d, v) - b - (v - mu) * e;
+            }
+        }
+        ReluMask::None => {
+            for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                *o = k * d - b - (v - mu) * e;
+            }
+        }
+    }
+}
+
 /// `(dx, dgamma, dbeta)` of batch norm (followed by a ReLU whose mask `relu` gives, if any).
 #[allow(clippy::too_many_arguments)]
 fn backward(
@@ -194,53 +303,55 @@ fn backward(
     batch_statistics: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (outer, c, inner) = dims;
-    // Per channel: dbeta = Σ dz, dgamma = Σ dz·x̂ = inv_std · Σ dz·(x − mean).
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (sdy, sdxm) = vectorized(|| channel_grad_sums(xd, dyd, relu, dims, ch, mean[ch]));
-            (sdy, sdxm * f64::from(inv_std[ch]))
-        })
-        .collect();
     let m = (outer * inner) as f32;
+    // Per channel: dbeta = Σ dz, dgamma = Σ dz·x̂ = inv_std · Σ dz·(x − mean).
+    let sums_of = |ch: usize| {
+        let (sdy, sdxm) = channel_grad_sums(xd, dyd, relu, dims, ch, mean[ch]);
+        (sdy, sdxm * f64::from(inv_std[ch]))
+    };
+    // dx = k·(dz − Σdz/m − x̂·Σdz·x̂/m) = k·dz − b − (x − mean)·e
+    let terms = |ch: usize, (sdy, sdyx): (f64, f64)| {
+        let k = gamma[ch] * inv_std[ch];
+        let be = if batch_statistics {
+            let (sdy, sdyx) = (sdy as f32, sdyx as f32);
+            (k * sdy / m, k * inv_std[ch] * sdyx / m)
+        } else {
+            (0.0, 0.0)
+        };
+        (k, be)
+    };
     let mut dx = written_in_full(xd.len());
-    if inner > 0 {
-        dx.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
-            let ch = p % c;
-            let k = gamma[ch] * inv_std[ch];
-            // dx = k·(dz − Σdz/m − x̂·Σdz·x̂/m) = k·dz − b − (x − mean)·e
-            let (b, e) = if batch_statistics {
-                let (sdy, sdyx) = (sums[ch].0 as f32, sums[ch].1 as f32);
-                (k * sdy / m, k * inv_std[ch] * sdyx / m)
-            } else {
-                (0.0, 0.0)
-            };
-            let range = p * inner..(p + 1) * inner;
-            let (xs, ds) = (&xd[range.clone()], &dyd[range.clone()]);
-            let mu = mean[ch];
-            vectorized(|| match relu {
-                ReluMask::Output(y) => {
-                    let ys = &y[range];
-                    let dz = |d: f32, y: f32| d * f32::from(y > 0.0);
-                    for (((o, &v), &d), &y) in out.iter_mut().zip(xs).zip(ds).zip(ys) {
-                        *o = k * dz(d, y) - b - (v - mu) * e;
+    let sums: Vec<(f64, f64)> = if c >= rayon::current_num_threads() {
+        // One task per channel for both passes: its x and dy are still in L2 for the second.
+        planes_by_channel(&mut dx, dims)
+            .into_par_iter()
+            .enumerate()
+            .map(|(ch, outs)| {
+                vectorized(|| {
+                    let sums = sums_of(ch);
+                    let (k, be) = terms(ch, sums);
+                    for (n, out) in outs.into_iter().enumerate() {
+                        grad_plane(out, xd, dyd, relu, (n * c + ch, ch, inner), k, be, mean[ch]);
                     }
-                }
-                ReluMask::Coefficients(scale, shift) => {
-                    let (sc, sh) = (scale[ch], shift[ch]);
-                    let dz = |d: f32, x: f32| d * f32::from(x * sc + sh > 0.0);
-                    for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
-                        *o = k * dz(d, v) - b - (v - mu) * e;
-                    }
-                }
-                ReluMask::None => {
-                    for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
-                        *o = k * d - b - (v - mu) * e;
-                    }
-                }
+                    sums
+                })
             })
-        });
-    }
+            .collect()
+    } else {
+        // Fewer channels than threads: the sums per channel, then dx over all (n, c) planes.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| vectorized(|| sums_of(ch)))
+            .collect();
+        if inner > 0 {
+            dx.par_chunks_mut(inner).enumerate().for_each(|(p, out)| {
+                let ch = p % c;
+                let (k, be) = terms(ch, sums[ch]);
+                vectorized(|| grad_plane(out, xd, dyd, relu, (p, ch, inner), k, be, mean[ch]));
+            });
+        }
+        sums
+    };
     let dgamma = sums.iter().map(|s| s.1 as f32).collect();
     let dbeta = sums.iter().map(|s| s.0 as f32).collect();
     (dx, dgamma, dbeta)
@@ -315,11 +426,15 @@ impl CpuBackend {
         let (outer, c, inner) = dims;
         let m = outer * inner;
         let x = x.contiguous()?;
-        let xd = x.host_data()?;
-        let stats: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| vectorized(|| channel_moments(xd, dims, ch)))
-            .collect();
+        let (gamma, beta) = (gamma.to_vec()?, beta.to_vec()?);
+        let (y, stats) = normalise_with_batch_statistics(
+            x.host_data()?,
+            dims,
+            &gamma,
+            &beta,
+            attrs.eps as f64,
+            relu,
+        );
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
         let inv_std: Vec<f32> = stats
             .iter()
@@ -333,7 +448,9 @@ impl CpuBackend {
         for (r, s) in running_var.host_data_mut()?.iter_mut().zip(&stats) {
             *r = (1.0 - mom) * *r + mom * (s.1 * unbias) as f32;
         }
-        Self::normalised(&x, dims, mean, inv_std, gamma, beta, relu)
+        // The same coefficients as the pass above used (same operands and operations).
+        let mask = relu.then(|| coefficients(&mean, &inv_std, &gamma, &beta));
+        Self::with_saved(y, x.shape(), c, mean, inv_std, mask)
     }
 
     /// Batch norm with the running statistics, followed by a ReLU when `relu`.
@@ -369,21 +486,32 @@ impl CpuBackend {
         beta: &Tensor,
         relu: bool,
     ) -> Result<(Tensor, BatchNormSaved)> {
-        let c = dims.1;
         let (scale, shift) = coefficients(&mean, &inv_std, &gamma.to_vec()?, &beta.to_vec()?);
         let y = normalise(x.host_data()?, dims, &scale, &shift, relu);
-        // With a ReLU, its backward pass takes the mask from the input through the same
-        // coefficients (`ReluMask::Coefficients`).
-        let relu_mask = if relu {
-            Some((
+        let mask = relu.then_some((scale, shift));
+        Self::with_saved(y, x.shape(), dims.1, mean, inv_std, mask)
+    }
+
+    /// `y` and the statistics it used, as tensors. With a ReLU (`mask`: its per-channel
+    /// coefficients), its backward pass takes the mask from the input through the same
+    /// coefficients (`ReluMask::Coefficients`).
+    fn with_saved(
+        y: Vec<f32>,
+        shape: &[usize],
+        c: usize,
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        mask: Option<(Vec<f32>, Vec<f32>)>,
+    ) -> Result<(Tensor, BatchNormSaved)> {
+        let relu_mask = match mask {
+            Some((scale, shift)) => Some((
                 Tensor::from_vec(scale, &[c])?,
                 Tensor::from_vec(shift, &[c])?,
-            ))
-        } else {
-            None
+            )),
+            None => None,
         };
         Ok((
-            Tensor::from_vec(y, x.shape())?,
+            Tensor::from_vec(y, shape)?,
             BatchNormSaved {
                 mean: Tensor::from_vec(mean, &[c])?,
                 inv_std: Tensor::from_vec(inv_std, &[c])?,
@@ -561,5 +689,84 @@ impl FusedOps for CpuBackend {
         saved: &BatchNormSaved,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         Self::batch_norm_backward_impl(x, Some(y), dy, gamma, saved, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use magma_tensor::{SeededRng, Tensor};
+
+    use super::CpuBackend;
+    use crate::attrs::BatchNormAttrs;
+    use crate::backend::{FusedOps, NormOps};
+    use crate::testing::random_tensor;
+
+    /// Training batch norm (alone and with its ReLU) and its backward pass (no mask, the ReLU's
+    /// coefficients, the ReLU's output) on one thread pool: `[y, dx, dgamma, dbeta]` per variant.
+    fn passes(threads: usize, x: &Tensor, dy: &Tensor, c: usize) -> Vec<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let be = CpuBackend::new();
+            let mut rng = SeededRng::new(5);
+            let gamma = random_tensor(&[c], &mut rng, 0.1);
+            let beta = random_tensor(&[c], &mut rng, 0.0);
+            let attrs = BatchNormAttrs::default();
+            let mut out = Vec::new();
+            for relu in [false, true] {
+                let (mut rm, mut rv) = (Tensor::zeros(&[c]), Tensor::ones(&[c]));
+                let (y, saved) = if relu {
+                    be.batch_norm_relu_train(x, &gamma, &beta, &mut rm, &mut rv, &attrs)
+                } else {
+                    be.batch_norm_train(x, &gamma, &beta, &mut rm, &mut rv, &attrs)
+                }
+                .unwrap();
+                let (dx, dg, db) = if relu {
+                    be.batch_norm_relu_backward(x, &y, dy, &gamma, &saved)
+                } else {
+                    be.batch_norm_backward(x, dy, &gamma, &saved, true)
+                }
+                .unwrap();
+                for t in [&y, &dx, &dg, &db, &rm, &rv] {
+                    out.push(t.to_vec().unwrap());
+                }
+                if relu {
+                    // The mask from the ReLU's output instead of the saved coefficients.
+                    let plain = crate::backend::BatchNormSaved {
+                        relu_mask: None,
+                        ..saved
+                    };
+                    let (dx, dg, db) = be
+                        .batch_norm_relu_backward(x, &y, dy, &gamma, &plain)
+                        .unwrap();
+                    for t in [&dx, &dg, &db] {
+                        out.push(t.to_vec().unwrap());
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// With at least one channel per thread both passes of each direction run in one task per
+    /// channel; with fewer, the statistics come first and then every plane in parallel. The
+    /// two schedules do the same operations on the same operands: bitwise equal results.
+    #[test]
+    fn per_channel_and_per_plane_schedules_agree_bitwise() {
+        let mut rng = SeededRng::new(3);
+        let (n, c, h, w) = (3, 5, 9, 13);
+        let x = random_tensor(&[n, c, h, w], &mut rng, 0.0);
+        let dy = random_tensor(&[n, c, h, w], &mut rng, 0.0);
+        let per_channel = passes(2, &x, &dy, c);
+        let per_plane = passes(8, &x, &dy, c);
+        assert_eq!(per_channel.len(), 15);
+        for (i, (a, b)) in per_channel.iter().zip(&per_plane).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "output {i} differs between the schedules"
+            );
+        }
     }
 }

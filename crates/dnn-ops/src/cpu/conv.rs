@@ -838,57 +838,88 @@ fn direct_filter_sums(
     )
 }
 
-/// The most floats of unfolded images [`filter_rows_over_batch`] holds at once (32 MiB), and
+/// The most floats of unfolded images [`filter_gemm_over_batch`] holds at once (32 MiB), and
 /// the largest output plane it takes: with more output positions per image the per-image
 /// products are long enough to repay their partial sums (measured at 16², 8 threads on 2 cores:
 /// 1.3–2.6× slower over the batch).
 const BATCH_COLUMNS_MAX: usize = 8 << 20;
 const BATCH_PLANE_MAX: usize = 64;
 
-/// The im2col filter gradient `dWᵀ [c·kh·kw, o]` with one image per thread or fewer: each thread's
-/// partial sum would be a whole filter gradient (at 8², 256 channels: 2.25 MiB) for a few
-/// hundred products per value, then added to the others. Instead every image is unfolded once
-/// (in parallel) and the threads split the filter gradient's rows, each adding every image's
-/// product in batch order: no partial sums, and a result independent of the thread count.
-/// `None` where the per-group path applies (several images per thread, a pointwise
-/// convolution, planes above [`BATCH_PLANE_MAX`] positions, or unfolded images above
-/// [`BATCH_COLUMNS_MAX`]).
-fn filter_rows_over_batch(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Option<Vec<f32>>> {
+/// The im2col filter gradient with one image per thread or fewer, as one GEMM over the whole
+/// batch: `dW [o, c·kh·kw] = dy [o, n·plane] · colᵀ`, where `col [c·kh·kw, n·plane]` holds every
+/// image's unfolded patches side by side (one task per input channel) and `dy` is regrouped by
+/// output channel. Per-thread partial sums would each be a whole filter gradient (at 8², 256
+/// channels: 2.25 MiB) for a few hundred products per value; per-image GEMMs with a 64-long
+/// inner dimension (the 8² level) ran at a tenth of the cores' peak at 8 threads. One GEMM with
+/// an inner dimension of `n·plane` lets the GEMM kernel split the output over the threads and
+/// reuse its packed panels, and writes `dW` in its final layout. `None` where the per-group
+/// path applies (several images per thread, a pointwise convolution, planes above
+/// [`BATCH_PLANE_MAX`] positions, or unfolded images above [`BATCH_COLUMNS_MAX`]).
+fn filter_gemm_over_batch(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Option<Vec<f32>>> {
     let threads = rayon::current_num_threads();
     let (ckk, plane) = (g.ckk(), g.out_plane());
-    let cols_len = ckk * plane;
+    let k = g.n * plane;
     if g.n.div_ceil(threads) > 1
         || g.is_pointwise()
         || plane > BATCH_PLANE_MAX
-        || g.n * cols_len > BATCH_COLUMNS_MAX
-        || cols_len == 0
+        || ckk * k > BATCH_COLUMNS_MAX
+        || ckk * k == 0
     {
         return Ok(None);
     }
-    let mut cols = zeroed(g.n * cols_len);
-    cols.par_chunks_mut(cols_len)
-        .zip(x.par_chunks(g.in_image()))
-        .for_each(|(col, image)| im2col(g, image, col, 0..g.ho));
-    // Row blocks of the filter gradient: four per thread, whole multiples of 8 rows.
-    let rows = ckk.div_ceil(4 * threads).next_multiple_of(8);
-    let out_image = g.o * plane;
-    let mut dw_t = zeroed(ckk * g.o);
-    dw_t.par_chunks_mut(rows * g.o)
+    let taps = g.kh * g.kw;
+    let one_channel = ConvGeometry { c: 1, ..*g };
+    let channel_len = g.h * g.w;
+    // Input channel ci owns rows ci·taps.. of `col`: its taps' patches, image after image.
+    let mut cols = written_in_full(ckk * k);
+    cols.par_chunks_mut(taps * k)
         .enumerate()
-        .try_for_each(|(b, acc)| {
-            let (r0, n_rows) = (b * rows, acc.len() / g.o);
-            for (col, grad) in cols.chunks_exact(cols_len).zip(dy.chunks_exact(out_image)) {
-                gemm_into(
-                    MatMut::row_major(acc, n_rows, g.o),
-                    MatRef::row_major(&col[r0 * plane..(r0 + n_rows) * plane], n_rows, plane),
-                    MatRef::row_major(grad, g.o, plane).t(),
-                    true,
-                    false,
-                )?;
+        .for_each_init(Vec::new, |unfolded, (ci, rows)| {
+            unfolded.resize(taps * plane, 0.0);
+            for n in 0..g.n {
+                let channel = &x[n * g.in_image() + ci * channel_len..][..channel_len];
+                im2col(&one_channel, channel, unfolded, 0..g.ho);
+                for (t, patch) in unfolded.chunks_exact(plane).enumerate() {
+                    rows[t * k + n * plane..][..plane].copy_from_slice(patch);
+                }
             }
-            Ok::<(), crate::error::OpError>(())
-        })?;
-    Ok(Some(dw_t))
+        });
+    let mut grads = written_in_full(g.o * k);
+    grads.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
+        for (n, run) in row.chunks_exact_mut(plane).enumerate() {
+            run.copy_from_slice(&dy[(n * g.o + o) * plane..][..plane]);
+        }
+    });
+    let mut dw = written_in_full(g.o * ckk);
+    gemm_into(
+        MatMut::row_major(&mut dw, g.o, ckk),
+        MatRef::row_major(&grads, g.o, k),
+        MatRef::row_major(&cols, ckk, k).t(),
+        false,
+        true,
+    )?;
+    Ok(Some(dw))
+}
+
+/// `dWᵀ [c·kh·kw, o]` → `dW [o, c·kh·kw]`, in blocks of 16 output channels on the rayon pool
+/// (each block's 16 destination rows take one source line per filter position).
+fn transposed_filter_gradient(dw_t: &[f32], o: usize, ckk: usize) -> Vec<f32> {
+    const BLOCK: usize = 16;
+    let mut dw = written_in_full(o * ckk);
+    if dw.is_empty() {
+        return dw;
+    }
+    dw.par_chunks_mut(BLOCK * ckk)
+        .enumerate()
+        .for_each(|(b, rows)| {
+            let (o0, count) = (b * BLOCK, rows.len() / ckk);
+            for (r, src) in dw_t.chunks_exact(o).enumerate() {
+                for (j, &v) in src[o0..o0 + count].iter().enumerate() {
+                    rows[j * ckk + r] = v;
+                }
+            }
+        });
+    dw
 }
 
 fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
@@ -945,9 +976,10 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         }
         Ok(())
     };
-    let dw_t = if let Some(dw_t) = filter_rows_over_batch(g, x, dy)? {
-        dw_t
-    } else if g.batch_parallel() {
+    if let Some(dw) = filter_gemm_over_batch(g, x, dy)? {
+        return Ok(dw);
+    }
+    let dw_t = if g.batch_parallel() {
         per_group_sums(
             g,
             x,
@@ -964,15 +996,7 @@ fn conv_backward_filter(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f
         }
         dw_t
     };
-    // [c·kh·kw, o] → [o, c·kh·kw]
-    let ckk = g.ckk();
-    let mut dw = vec![0.0f32; wlen];
-    for (r, row) in dw_t.chunks_exact(g.o).enumerate() {
-        for (o, &v) in row.iter().enumerate() {
-            dw[o * ckk + r] = v;
-        }
-    }
-    Ok(dw)
+    Ok(transposed_filter_gradient(&dw_t, g.o, g.ckk()))
 }
 
 fn check_dy(g: &ConvGeometry, dy: &Tensor, op: &'static str) -> Result<()> {
@@ -1467,11 +1491,11 @@ mod blocked_tests {
         }
     }
 
-    /// With one image per thread on small planes, the im2col filter gradient splits its rows
-    /// over the threads and sums the batch in order (`filter_rows_over_batch`): it agrees with
-    /// the definition, including a ragged last row block and stride 2.
+    /// With one image per thread on small planes, the im2col filter gradient is one GEMM over
+    /// the whole batch (`filter_gemm_over_batch`): it agrees with the definition, with odd
+    /// channel counts, asymmetric padding, non-square planes and stride 2.
     #[test]
-    fn filter_rows_over_batch_matches_direct_loops() {
+    fn filter_gemm_over_batch_matches_direct_loops() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(4)
             .build()
@@ -1494,7 +1518,7 @@ mod blocked_tests {
                 let dy = random(g.n * g.o * g.out_plane(), &mut rng);
                 let [_, _, want] = direct(&g, &x, &wt, &dy);
                 assert!(
-                    super::filter_rows_over_batch(&g, &x, &dy)
+                    super::filter_gemm_over_batch(&g, &x, &dy)
                         .unwrap()
                         .is_some(),
                     "the batch-rows path for {g:?}"
