@@ -1,7 +1,7 @@
 //! Benchmark: the CPU backend's convolutions layer by layer, as U-Net base 16 at 128² with a batch
 //! of 8 runs them (forward, data gradient, filter gradient), in ms and GFLOP/s, on the rayon
 //! pool's threads (`RAYON_NUM_THREADS`). Run it with `cargo xtask bench conv`; results go to
-//! docs/perf/bench-unet.md.
+//! docs/perf/bench-unet.md. `--base 32` scales every channel count (the base-32 U-Net).
 
 #[path = "common/timing.rs"]
 mod timing;
@@ -39,11 +39,25 @@ const BATCH: usize = 8;
 fn main() {
     // `--filter-only`: the filter gradients of the 3×3 and 1×1 layers alone (forward and data
     // columns left empty), for sweeps of the filter-gradient kernels.
-    let filter_only = std::env::args().any(|a| a == "--filter-only");
+    let args: Vec<String> = std::env::args().collect();
+    let filter_only = args.iter().any(|a| a == "--filter-only");
+    let base = match args.iter().position(|a| a == "--base") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse::<usize>().ok()) {
+            Some(b) if b > 0 && b % 16 == 0 => b,
+            _ => {
+                eprintln!("bench_conv: --base takes a positive multiple of 16");
+                std::process::exit(2);
+            }
+        },
+        None => 16,
+    };
+    // Channel counts of base 16 scaled by base / 16 (the input's 3 channels and the head's 3
+    // classes stay).
+    let scale = |ch: usize| if ch == 3 { 3 } else { ch * base / 16 };
     let be = CpuBackend::new();
     let mut rng = SeededRng::new(1);
     println!(
-        "CPU convolutions of U-Net base 16, 128², batch {BATCH}, {} threads",
+        "CPU convolutions of U-Net base {base}, 128², batch {BATCH}, {} threads",
         rayon::current_num_threads()
     );
     println!(
@@ -52,6 +66,7 @@ fn main() {
     println!("|---|---|---:|---:|---:|---:|---|");
     let mut totals = [0.0f64; 3];
     for (name, c, o, side, k) in LAYERS {
+        let (c, o) = (scale(c), scale(o));
         let attrs = Conv2dAttrs::new().with_padding([k / 2, k / 2]);
         let x = random_tensor(&[BATCH, c, side, side], &mut rng, 0.0);
         let w = random_tensor(&[o, c, k, k], &mut rng, 0.0);
@@ -108,6 +123,7 @@ fn main() {
         ("up1", 64, 32, 32),
         ("up0", 32, 16, 64),
     ] {
+        let (c, o) = (scale(c), scale(o));
         let x = random_tensor(&[BATCH, c, side, side], &mut rng, 0.0);
         let w = random_tensor(&[c, o, 2, 2], &mut rng, 0.0);
         let dy = random_tensor(&[BATCH, o, 2 * side, 2 * side], &mut rng, 0.0);

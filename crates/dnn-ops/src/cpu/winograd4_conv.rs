@@ -46,7 +46,9 @@ use std::arch::x86_64::{
 use rayon::prelude::*;
 
 use super::buffers::line_aligned_len;
-use super::winograd_conv::{self, FILTER_BLOCK, FILTER_CHUNK, WinogradFilter, filter_acc_index};
+use super::winograd_conv::{
+    self, FILTER_BLOCK, FILTER_CHUNK, WinogradFilter, filter_acc_index, gcd,
+};
 
 /// Output channels per register tile of the channel sums.
 pub(crate) const OUT_BLOCK: usize = 8;
@@ -133,9 +135,14 @@ impl Winograd4Plan {
         }
         let rows_per_vector = (LANES / row_tiles).max(1);
         let per_row = FREQ * c * row_tiles;
+        // Whole register tiles of tiles per block even past the budget: a block of 16 tiles
+        // (two 16² tile rows of 512 channels, one 64² tile row of 128) left half of every
+        // channel sum's lanes idle.
+        let group_rows = GROUP / gcd(GROUP, row_tiles);
         let block_rows = (4 * GROUP)
             .div_ceil(row_tiles)
             .min((MAX_BLOCK_FLOATS / per_row).max(1))
+            .next_multiple_of(group_rows)
             .min(tile_rows)
             .next_multiple_of(rows_per_vector);
         let filter_budget =
@@ -1048,6 +1055,34 @@ fn store_first(dst: &mut [f32], v: __m512) {
 #[cfg(test)]
 mod tests {
     use super::filter_transform;
+
+    /// Every block of tile rows but an image's last holds whole register tiles of tiles (a
+    /// multiple of `GROUP`), whatever the channel count: the L2 budget alone had cut blocks of
+    /// many channels (16² with 512, 32² with 256, 64² with 128) to 16 tiles, leaving half of
+    /// every channel sum's lanes idle.
+    #[test]
+    fn blocks_hold_whole_register_tiles() {
+        let mut checked = 0;
+        for c in [8, 64, 128, 256, 512, 1024] {
+            for side in [16, 20, 24, 32, 40, 64, 96, 128] {
+                // `None` without AVX-512 (or for sizes the plan does not take).
+                let Some(p) = super::Winograd4Plan::new([c, side, side], 64, [1, 1]) else {
+                    continue;
+                };
+                let tiles = p.block_rows * p.row_tiles;
+                assert!(
+                    p.block_rows >= p.tile_rows || tiles % super::GROUP == 0,
+                    "{c} channels at {side}²: blocks of {} rows × {} tiles",
+                    p.block_rows,
+                    p.row_tiles
+                );
+                checked += 1;
+            }
+        }
+        if checked == 0 {
+            eprintln!("skipped: no AVX-512F on this CPU (no Winograd plan)");
+        }
+    }
 
     /// `U = G g Gᵀ` of the filter that is 1 at one tap: the transform's columns, by hand.
     #[test]

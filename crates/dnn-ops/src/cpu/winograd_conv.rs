@@ -39,6 +39,11 @@ pub(crate) const OUT_BLOCK: usize = 8;
 const GROUP: usize = 32;
 /// Tiles per vector.
 const LANES: usize = 16;
+
+/// The greatest common divisor of `a` and `b` (tile rows per whole register tile of tiles).
+pub(crate) const fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
 /// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
 /// The filter gradient's transformed input and output gradient of one block: from 1 MiB (so
@@ -133,9 +138,14 @@ impl WinogradPlan {
         // Enough tile rows for a few register tiles of tiles, within the block budget; whole
         // vectors of tiles per block.
         let per_row = 16 * c * row_tiles;
+        // Whole register tiles of tiles per block even past the budget: a block of 16 tiles
+        // (two 16² tile rows of 512 channels, one 64² tile row of 128) left half of every
+        // channel sum's lanes idle.
+        let group_rows = GROUP / gcd(GROUP, row_tiles);
         let block_rows = (4 * GROUP)
             .div_ceil(row_tiles)
             .min((MAX_BLOCK_FLOATS / per_row).max(1))
+            .next_multiple_of(group_rows)
             .min(tile_rows)
             .next_multiple_of(rows_per_vector);
         let filter_budget =
@@ -1027,6 +1037,34 @@ fn store_first(dst: &mut [f32], lo: __m512, hi: __m512) {
 #[cfg(test)]
 mod tests {
     use super::filter_transform;
+
+    /// Every block of tile rows but an image's last holds whole register tiles of tiles (a
+    /// multiple of `GROUP`), whatever the channel count: the L2 budget alone had cut blocks of
+    /// many channels (16² with 512, 32² with 256, 64² with 128) to 16 tiles, leaving half of
+    /// every channel sum's lanes idle.
+    #[test]
+    fn blocks_hold_whole_register_tiles() {
+        let mut checked = 0;
+        for c in [8, 64, 128, 256, 512, 1024] {
+            for side in [16, 20, 24, 32, 40, 64, 96, 128] {
+                // `None` without AVX-512 (or for sizes the plan does not take).
+                let Some(p) = super::WinogradPlan::new([c, side, side], 64, [1, 1]) else {
+                    continue;
+                };
+                let tiles = p.block_rows * p.row_tiles;
+                assert!(
+                    p.block_rows >= p.tile_rows || tiles % super::GROUP == 0,
+                    "{c} channels at {side}²: blocks of {} rows × {} tiles",
+                    p.block_rows,
+                    p.row_tiles
+                );
+                checked += 1;
+            }
+        }
+        if checked == 0 {
+            eprintln!("skipped: no AVX-512F on this CPU (no Winograd plan)");
+        }
+    }
 
     /// The transposing reduction of 16 vectors: lane `4m + k` is the sum of vector `m + 4k`.
     #[cfg(target_arch = "x86_64")]
