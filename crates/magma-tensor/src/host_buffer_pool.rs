@@ -50,16 +50,31 @@ fn bytes_of(buf: &Vec<f32>) -> usize {
 }
 
 /// The pool's capacity in bytes: `MAGMA_HOST_POOL_MIB` when set and a whole number, else
-/// [`DEFAULT_CAPACITY_MIB`]; read once.
+/// [`DEFAULT_CAPACITY_MIB`] (a value that is not a whole number is reported on stderr once);
+/// read once.
 fn capacity_bytes() -> usize {
     static CAPACITY: OnceLock<usize> = OnceLock::new();
     *CAPACITY.get_or_init(|| {
-        let mib = std::env::var("MAGMA_HOST_POOL_MIB")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(DEFAULT_CAPACITY_MIB);
-        mib.saturating_mul(1 << 20)
+        let set = std::env::var("MAGMA_HOST_POOL_MIB").ok();
+        parse_capacity_mib(set.as_deref())
+            .unwrap_or_else(|bad| {
+                eprintln!(
+                    "magma-tensor: MAGMA_HOST_POOL_MIB={bad:?} is not a whole number of MiB; \
+                     the host buffer pool keeps its default {DEFAULT_CAPACITY_MIB} MiB"
+                );
+                DEFAULT_CAPACITY_MIB
+            })
+            .saturating_mul(1 << 20)
     })
+}
+
+/// The capacity in MiB that a `MAGMA_HOST_POOL_MIB` value asks for (the default when unset), or
+/// the value itself when it is not a whole number.
+fn parse_capacity_mib(value: Option<&str>) -> Result<usize, String> {
+    match value {
+        None => Ok(DEFAULT_CAPACITY_MIB),
+        Some(v) => v.trim().parse::<usize>().map_err(|_| v.to_string()),
+    }
 }
 
 /// Lets dropped host storage of at least [`MIN_POOLED_FLOATS`] elements be kept for
@@ -273,6 +288,16 @@ mod tests {
         assert_eq!(pool.drain().len(), 2);
         assert_eq!(pool.bytes, 0);
         assert!(pool.take(256, cap).0.is_none());
+    }
+
+    #[test]
+    fn the_capacity_setting_takes_whole_mib_and_refuses_anything_else() {
+        assert_eq!(parse_capacity_mib(None), Ok(DEFAULT_CAPACITY_MIB));
+        assert_eq!(parse_capacity_mib(Some("0")), Ok(0));
+        assert_eq!(parse_capacity_mib(Some(" 2048 ")), Ok(2048));
+        for bad in ["", "1.5", "-1", "512MiB", "lots"] {
+            assert_eq!(parse_capacity_mib(Some(bad)), Err(bad.to_string()));
+        }
     }
 
     #[test]
