@@ -10,7 +10,8 @@
 //! also owns seeded initialisers ([`Initializer`], [`SeededRng`]) and zero-copy `ndarray`
 //! interop, how the C allocator keeps freed host blocks ([`host_memory`]) and the reuse of freed
 //! activation-sized host buffers for outputs written in full ([`host_buffer_pool`]). It knows
-//! nothing of operations, gradients or layers: those live in `dnn-ops` and above. Every fallible public call returns a typed [`TensorError`].
+//! nothing of operations, gradients or layers: those live in `dnn-ops` and above. Every
+//! fallible public call returns a typed [`TensorError`].
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -316,10 +316,7 @@ impl Tensor {
                 Ok(mut storage) => {
                     return match storage.take_host() {
                         Some(v) => Ok(v),
-                        #[cfg(feature = "device-seam")]
                         None => Tensor::from_storage_contiguous(storage, &self.shape).to_vec(),
-                        #[cfg(not(feature = "device-seam"))]
-                        None => unreachable!("host storage is the only kind without device-seam"),
                     };
                 }
                 Err(shared) => {

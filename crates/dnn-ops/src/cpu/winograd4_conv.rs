@@ -58,7 +58,8 @@ const GROUP: usize = 32;
 const LANES: usize = 16;
 /// Transformed values per tile (6 × 6).
 const FREQ: usize = 36;
-/// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
+/// The transformed input of one block of tile rows is kept within this many floats (512 KiB),
+/// unless one register tile of tiles (32) needs more: blocks hold whole register tiles.
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
 /// The filter gradient's transformed input and output gradient of one block, as in F(2×2)
 /// (`winograd_conv`): from 1 MiB up to 4 MiB for many channel pairs.

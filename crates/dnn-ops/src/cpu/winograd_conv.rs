@@ -44,7 +44,8 @@ const LANES: usize = 16;
 pub(crate) const fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
-/// The transformed input of one block of tile rows is kept within this many floats (512 KiB).
+/// The transformed input of one block of tile rows is kept within this many floats (512 KiB),
+/// unless one register tile of tiles (32) needs more: blocks hold whole register tiles.
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
 /// The filter gradient's transformed input and output gradient of one block: from 1 MiB (so
 /// that with few channels they stay in L2 between the transforms and the sums; at 8 threads
