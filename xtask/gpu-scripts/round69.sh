@@ -4,25 +4,15 @@
 # 32^2 with 256 and at 64^2 with 128 had blocks of 16 tiles: half of every channel sum idle)
 # against round 65's build (gpu-bundle/old/). bench_conv at 8 threads, base 16 and 32, old and
 # new alternating; then bench-unet base 32 beside the PyTorch peer, old and new alternating.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-root="$(cd "$(dirname "$0")/../.." && pwd)"; cd "$root"
-conv() { # NAME BINARY BASE
-  RAYON_NUM_THREADS=8 timeout 100 taskset -c 0-7 "$2" --base "$3" > "$OUT/$1.log" 2>&1
-  echo "== $1:"; grep -E '^\| (enc|dec|mid|total)' "$OUT/$1.log" | cut -d'|' -f2,5,6,7 | tr -s ' ' | tr '\n' ';'; echo
-}
+source "$(dirname "$0")/lib.sh"
 for rep in a b; do
-  conv b32old$rep gpu-bundle/old/bench_conv 32
-  conv b32new$rep gpu-bundle/bench_conv 32
+  conv_rows b32old$rep gpu-bundle/old/bench_conv 0-7 8 'enc|dec|mid|total' 2,5,6,7 --base 32
+  conv_rows b32new$rep gpu-bundle/bench_conv 0-7 8 'enc|dec|mid|total' 2,5,6,7 --base 32
 done
-conv b16old gpu-bundle/old/bench_conv 16
-conv b16new gpu-bundle/bench_conv 16
-run() { # NAME BINARY CORES THREADS
-  timeout 200 taskset -c "$3" "$2" bench-unet --device cpu --configs 32:128:8 --threads "$4" --iters 6 --warm 2 --peer python3 > "$OUT/$1.log" 2>&1
-  echo "== $1 exit $?"; grep -E "^\| [0-9]" "$OUT/$1.log"
-}
+conv_rows b16old gpu-bundle/old/bench_conv 0-7 8 'enc|dec|mid|total' 2,5,6,7 --base 16
+conv_rows b16new gpu-bundle/bench_conv 0-7 8 'enc|dec|mid|total' 2,5,6,7 --base 16
 for rep in a b; do
-  run b32t8old$rep gpu-bundle/old/xtask-tasks 0-7 8
-  run b32t8new$rep gpu-bundle/xtask-tasks 0-7 8
+  unet_vs_torch b32t8old$rep gpu-bundle/old/xtask-tasks 0-7 8 32:128:8 6
+  unet_vs_torch b32t8new$rep gpu-bundle/xtask-tasks 0-7 8 32:128:8 6
 done
-run b32t2new gpu-bundle/xtask-tasks 0,1 2
+unet_vs_torch b32t2new gpu-bundle/xtask-tasks 0,1 2 32:128:8 6

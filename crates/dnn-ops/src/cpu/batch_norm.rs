@@ -74,21 +74,25 @@ fn channel_moments(xd: &[f32], dims: (usize, usize, usize), ch: usize) -> (f64, 
     (mean, m2 / count)
 }
 
-/// Per channel `(scale, shift)` = `(gamma·inv_std, beta − mean·scale)`: `y = x·scale + shift`.
-fn coefficients(
-    mean: &[f32],
-    inv_std: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
-    let shift = beta
-        .iter()
-        .zip(mean)
-        .zip(&scale)
-        .map(|((b, m), s)| b - m * s)
-        .collect();
-    (scale, shift)
+/// `1 / √(var + eps)` of a channel's (biased) variance, in f64, rounded to f32 once.
+fn inv_std_of(var: f64, eps: f64) -> f32 {
+    (1.0 / (var + eps).sqrt()) as f32
+}
+
+/// One channel's `(scale, shift)` = `(gamma·inv_std, beta − mean·scale)`: `y = x·scale + shift`.
+fn channel_coefficients(mean: f32, inv_std: f32, gamma: f32, beta: f32) -> (f32, f32) {
+    let scale = gamma * inv_std;
+    (scale, beta - mean * scale)
+}
+
+/// Every channel's `scale`, then every channel's `shift`.
+type Coefficients = (Vec<f32>, Vec<f32>);
+
+/// Per channel `(scale, shift)` ([`channel_coefficients`]).
+fn coefficients(mean: &[f32], inv_std: &[f32], gamma: &[f32], beta: &[f32]) -> Coefficients {
+    (0..mean.len())
+        .map(|ch| channel_coefficients(mean[ch], inv_std[ch], gamma[ch], beta[ch]))
+        .unzip()
 }
 
 /// `out = src·scale + shift` (then `max(0, ·)` when `relu`) over one plane.
@@ -146,7 +150,8 @@ fn planes_by_channel(
 /// Training-mode batch norm (then ReLU when `relu`): per channel, in one task, its mean and
 /// variance (f64), then its planes normalised with `scale = gamma·inv_std` and
 /// `shift = beta − mean·scale` (with fewer channels than threads, the statistics first and then
-/// every plane in parallel). Returns `y` and each channel's `(mean, variance)`.
+/// every plane in parallel). Returns `y`, each channel's `(mean, variance)` and the
+/// coefficients `(scale, shift)` the pass used.
 fn normalise_with_batch_statistics(
     xd: &[f32],
     dims: (usize, usize, usize),
@@ -154,11 +159,9 @@ fn normalise_with_batch_statistics(
     beta: &[f32],
     eps: f64,
     relu: bool,
-) -> (Vec<f32>, Vec<(f64, f64)>) {
-    let coefficients_of = |ch: usize, var: f64, mean: f64| {
-        let inv_std = (1.0 / (var + eps).sqrt()) as f32;
-        let scale = gamma[ch] * inv_std;
-        (scale, beta[ch] - mean as f32 * scale)
+) -> (Vec<f32>, Vec<(f64, f64)>, Coefficients) {
+    let coefficients_of = |ch: usize, (mean, var): (f64, f64)| {
+        channel_coefficients(mean as f32, inv_std_of(var, eps), gamma[ch], beta[ch])
     };
     if dims.1 < rayon::current_num_threads() {
         // Fewer channels than threads: the statistics per channel, then all (n, c) planes.
@@ -166,29 +169,32 @@ fn normalise_with_batch_statistics(
             .into_par_iter()
             .map(|ch| vectorized(|| channel_moments(xd, dims, ch)))
             .collect();
-        let (scale, shift): (Vec<f32>, Vec<f32>) = stats
+        let (scale, shift): Coefficients = stats
             .iter()
             .enumerate()
-            .map(|(ch, &(mean, var))| coefficients_of(ch, var, mean))
+            .map(|(ch, &moments)| coefficients_of(ch, moments))
             .unzip();
-        return (normalise(xd, dims, &scale, &shift, relu), stats);
+        let y = normalise(xd, dims, &scale, &shift, relu);
+        return (y, stats, (scale, shift));
     }
     let mut y = written_in_full(xd.len());
-    let stats = planes_by_channel(&mut y, dims)
+    let per_channel: Vec<_> = planes_by_channel(&mut y, dims)
         .into_par_iter()
         .enumerate()
         .map(|(ch, outs)| {
             vectorized(|| {
-                let (mean, var) = channel_moments(xd, dims, ch);
-                let (scale, shift) = coefficients_of(ch, var, mean);
+                let moments = channel_moments(xd, dims, ch);
+                let (scale, shift) = coefficients_of(ch, moments);
                 for (out, src) in outs.into_iter().zip(channel_planes(xd, dims, ch)) {
                     normalise_plane(src, out, scale, shift, relu);
                 }
-                (mean, var)
+                (moments, scale, shift)
             })
         })
         .collect();
-    (y, stats)
+    let stats = per_channel.iter().map(|&(moments, _, _)| moments).collect();
+    let coefficients = per_channel.iter().map(|&(_, scale, shift)| (scale, shift));
+    (y, stats, coefficients.unzip())
 }
 
 /// Where the backward pass of a batch norm fused with a ReLU takes the ReLU's mask from.
@@ -427,7 +433,7 @@ impl CpuBackend {
         let m = outer * inner;
         let x = x.contiguous()?;
         let (gamma, beta) = (gamma.to_vec()?, beta.to_vec()?);
-        let (y, stats) = normalise_with_batch_statistics(
+        let (y, stats, used) = normalise_with_batch_statistics(
             x.host_data()?,
             dims,
             &gamma,
@@ -438,7 +444,7 @@ impl CpuBackend {
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
         let inv_std: Vec<f32> = stats
             .iter()
-            .map(|s| (1.0 / (s.1 + attrs.eps as f64).sqrt()) as f32)
+            .map(|s| inv_std_of(s.1, attrs.eps as f64))
             .collect();
         let mom = attrs.momentum;
         let unbias = m as f64 / (m - 1) as f64;
@@ -448,8 +454,7 @@ impl CpuBackend {
         for (r, s) in running_var.host_data_mut()?.iter_mut().zip(&stats) {
             *r = (1.0 - mom) * *r + mom * (s.1 * unbias) as f32;
         }
-        // The same coefficients as the pass above used (same operands and operations).
-        let mask = relu.then(|| coefficients(&mean, &inv_std, &gamma, &beta));
+        let mask = relu.then_some(used);
         Self::with_saved(y, x.shape(), c, mean, inv_std, mask)
     }
 
@@ -501,7 +506,7 @@ impl CpuBackend {
         c: usize,
         mean: Vec<f32>,
         inv_std: Vec<f32>,
-        mask: Option<(Vec<f32>, Vec<f32>)>,
+        mask: Option<Coefficients>,
     ) -> Result<(Tensor, BatchNormSaved)> {
         let relu_mask = match mask {
             Some((scale, shift)) => Some((

@@ -47,20 +47,18 @@ use rayon::prelude::*;
 
 use super::buffers::line_aligned_len;
 use super::winograd_conv::{
-    self, FILTER_BLOCK, FILTER_CHUNK, WinogradFilter, filter_acc_index, gcd,
+    self, FILTER_BLOCK, FILTER_CHUNK, WinogradFilter, filter_acc_index, forward_block_rows,
 };
 
 /// Output channels per register tile of the channel sums.
 pub(crate) const OUT_BLOCK: usize = 8;
-/// Tiles per register tile of the channel sums (two vectors of 16).
-const GROUP: usize = 32;
+/// Tiles per register tile of the channel sums (two vectors of 16), as F(2×2)'s: the block
+/// rule (`forward_block_rows`) is shared.
+const GROUP: usize = winograd_conv::GROUP;
 /// Tiles per vector.
 const LANES: usize = 16;
 /// Transformed values per tile (6 × 6).
 const FREQ: usize = 36;
-/// The transformed input of one block of tile rows is kept within this many floats (512 KiB),
-/// unless one register tile of tiles (32) needs more: blocks hold whole register tiles.
-const MAX_BLOCK_FLOATS: usize = 128 * 1024;
 /// The filter gradient's transformed input and output gradient of one block, as in F(2×2)
 /// (`winograd_conv`): from 1 MiB up to 4 MiB for many channel pairs.
 const MIN_FILTER_BLOCK_FLOATS: usize = 256 * 1024;
@@ -135,17 +133,8 @@ impl Winograd4Plan {
             return None;
         }
         let rows_per_vector = (LANES / row_tiles).max(1);
-        let per_row = FREQ * c * row_tiles;
-        // Whole register tiles of tiles per block even past the budget: a block of 16 tiles
-        // (two 16² tile rows of 512 channels, one 64² tile row of 128) left half of every
-        // channel sum's lanes idle.
-        let group_rows = GROUP / gcd(GROUP, row_tiles);
-        let block_rows = (4 * GROUP)
-            .div_ceil(row_tiles)
-            .min((MAX_BLOCK_FLOATS / per_row).max(1))
-            .next_multiple_of(group_rows)
-            .min(tile_rows)
-            .next_multiple_of(rows_per_vector);
+        let block_rows =
+            forward_block_rows(FREQ * c * row_tiles, row_tiles, tile_rows, rows_per_vector);
         let filter_budget =
             (FREQ * o * c * LANES).clamp(MIN_FILTER_BLOCK_FLOATS, MAX_FILTER_BLOCK_FLOATS);
         let filter_rows = (filter_budget / (FREQ * (c + o) * row_tiles))
@@ -1057,32 +1046,14 @@ fn store_first(dst: &mut [f32], v: __m512) {
 mod tests {
     use super::filter_transform;
 
-    /// Every block of tile rows but an image's last holds whole register tiles of tiles (a
-    /// multiple of `GROUP`), whatever the channel count: the L2 budget alone had cut blocks of
-    /// many channels (16² with 512, 32² with 256, 64² with 128) to 16 tiles, leaving half of
-    /// every channel sum's lanes idle.
+    /// As F(2×2)'s test of the same name, on F(4×4) plans (the block rule is shared,
+    /// `winograd_conv::forward_block_rows`; its tile rows per vector differ).
     #[test]
     fn blocks_hold_whole_register_tiles() {
-        let mut checked = 0;
-        for c in [8, 64, 128, 256, 512, 1024] {
-            for side in [16, 20, 24, 32, 40, 64, 96, 128] {
-                // `None` without AVX-512 (or for sizes the plan does not take).
-                let Some(p) = super::Winograd4Plan::new([c, side, side], 64, [1, 1]) else {
-                    continue;
-                };
-                let tiles = p.block_rows * p.row_tiles;
-                assert!(
-                    p.block_rows >= p.tile_rows || tiles % super::GROUP == 0,
-                    "{c} channels at {side}²: blocks of {} rows × {} tiles",
-                    p.block_rows,
-                    p.row_tiles
-                );
-                checked += 1;
-            }
-        }
-        if checked == 0 {
-            eprintln!("skipped: no AVX-512F on this CPU (no Winograd plan)");
-        }
+        crate::cpu::winograd_conv::tests::assert_blocks_hold_whole_register_tiles(|c, side| {
+            let p = super::Winograd4Plan::new([c, side, side], 64, [1, 1])?;
+            Some((p.block_rows, p.row_tiles, p.tile_rows))
+        });
     }
 
     /// `U = G g Gᵀ` of the filter that is 1 at one tap: the transform's columns, by hand.

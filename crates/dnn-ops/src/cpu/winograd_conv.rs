@@ -35,18 +35,40 @@ use super::direct_conv;
 
 /// Output channels per register tile of the channel sums.
 pub(crate) const OUT_BLOCK: usize = 8;
-/// Tiles per register tile of the channel sums (two vectors of 16).
-const GROUP: usize = 32;
+/// Tiles per register tile of the channel sums (two vectors of 16; F(4×4)'s too).
+pub(crate) const GROUP: usize = 32;
 /// Tiles per vector.
 const LANES: usize = 16;
 
-/// The greatest common divisor of `a` and `b` (tile rows per whole register tile of tiles).
-pub(crate) const fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
 /// The transformed input of one block of tile rows is kept within this many floats (512 KiB),
 /// unless one register tile of tiles (32) needs more: blocks hold whole register tiles.
 const MAX_BLOCK_FLOATS: usize = 128 * 1024;
+
+/// The greatest common divisor of `a` and `b`.
+const fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Tile rows per block of the forward pass, for both plans (F(2×2) and F(4×4); their register
+/// tiles of the channel sums are both [`GROUP`] tiles): enough rows for a few register tiles,
+/// their transformed input (`per_row` floats a tile row) within [`MAX_BLOCK_FLOATS`], yet
+/// whole register tiles even past that budget — a block of 16 tiles (two 16² tile rows of 512
+/// channels, one 64² tile row of 128) left half of every channel sum's lanes idle — and whole
+/// vectors of tiles (`rows_per_vector`), no more than the image's `tile_rows`.
+pub(crate) fn forward_block_rows(
+    per_row: usize,
+    row_tiles: usize,
+    tile_rows: usize,
+    rows_per_vector: usize,
+) -> usize {
+    let group_rows = GROUP / gcd(GROUP, row_tiles);
+    (4 * GROUP)
+        .div_ceil(row_tiles)
+        .min((MAX_BLOCK_FLOATS / per_row).max(1))
+        .next_multiple_of(group_rows)
+        .min(tile_rows)
+        .next_multiple_of(rows_per_vector)
+}
 /// The filter gradient's transformed input and output gradient of one block: from 1 MiB (so
 /// that with few channels they stay in L2 between the transforms and the sums; at 8 threads
 /// larger blocks made the 128² and 64² levels memory-bound) up to 4 MiB for many channel pairs
@@ -136,19 +158,8 @@ impl WinogradPlan {
             wo.div_ceil(2).next_multiple_of(LANES)
         };
         let rows_per_vector = if paired { 2 } else { 1 };
-        // Enough tile rows for a few register tiles of tiles, within the block budget; whole
-        // vectors of tiles per block.
-        let per_row = 16 * c * row_tiles;
-        // Whole register tiles of tiles per block even past the budget: a block of 16 tiles
-        // (two 16² tile rows of 512 channels, one 64² tile row of 128) left half of every
-        // channel sum's lanes idle.
-        let group_rows = GROUP / gcd(GROUP, row_tiles);
-        let block_rows = (4 * GROUP)
-            .div_ceil(row_tiles)
-            .min((MAX_BLOCK_FLOATS / per_row).max(1))
-            .next_multiple_of(group_rows)
-            .min(tile_rows)
-            .next_multiple_of(rows_per_vector);
+        let block_rows =
+            forward_block_rows(16 * c * row_tiles, row_tiles, tile_rows, rows_per_vector);
         let filter_budget =
             (16 * o * c * LANES).clamp(MIN_FILTER_BLOCK_FLOATS, MAX_FILTER_BLOCK_FLOATS);
         let filter_rows = (filter_budget / (16 * (c + o) * row_tiles))
@@ -1036,28 +1047,26 @@ fn store_first(dst: &mut [f32], lo: __m512, hi: __m512) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::filter_transform;
 
-    /// Every block of tile rows but an image's last holds whole register tiles of tiles (a
-    /// multiple of `GROUP`), whatever the channel count: the L2 budget alone had cut blocks of
-    /// many channels (16² with 512, 32² with 256, 64² with 128) to 16 tiles, leaving half of
-    /// every channel sum's lanes idle.
-    #[test]
-    fn blocks_hold_whole_register_tiles() {
+    /// Checks, for plans of 8–1024 channels at 16²–128² that `plan(c, side)` builds (`None`
+    /// without AVX-512 or for sizes the plan does not take), that every block of tile rows but
+    /// an image's last holds whole register tiles of tiles: `plan` gives `(block_rows,
+    /// row_tiles, tile_rows)`.
+    pub(crate) fn assert_blocks_hold_whole_register_tiles(
+        plan: impl Fn(usize, usize) -> Option<(usize, usize, usize)>,
+    ) {
         let mut checked = 0;
         for c in [8, 64, 128, 256, 512, 1024] {
             for side in [16, 20, 24, 32, 40, 64, 96, 128] {
-                // `None` without AVX-512 (or for sizes the plan does not take).
-                let Some(p) = super::WinogradPlan::new([c, side, side], 64, [1, 1]) else {
+                let Some((block_rows, row_tiles, tile_rows)) = plan(c, side) else {
                     continue;
                 };
-                let tiles = p.block_rows * p.row_tiles;
+                let tiles = block_rows * row_tiles;
                 assert!(
-                    p.block_rows >= p.tile_rows || tiles % super::GROUP == 0,
-                    "{c} channels at {side}²: blocks of {} rows × {} tiles",
-                    p.block_rows,
-                    p.row_tiles
+                    block_rows >= tile_rows || tiles % super::GROUP == 0,
+                    "{c} channels at {side}²: blocks of {block_rows} rows × {row_tiles} tiles"
                 );
                 checked += 1;
             }
@@ -1065,6 +1074,18 @@ mod tests {
         if checked == 0 {
             eprintln!("skipped: no AVX-512F on this CPU (no Winograd plan)");
         }
+    }
+
+    /// Every block of tile rows but an image's last holds whole register tiles of tiles (a
+    /// multiple of `GROUP`), whatever the channel count: the L2 budget alone had cut blocks of
+    /// many channels (16² with 512, 32² with 256, 64² with 128) to 16 tiles, leaving half of
+    /// every channel sum's lanes idle.
+    #[test]
+    fn blocks_hold_whole_register_tiles() {
+        assert_blocks_hold_whole_register_tiles(|c, side| {
+            let p = super::WinogradPlan::new([c, side, side], 64, [1, 1])?;
+            Some((p.block_rows, p.row_tiles, p.tile_rows))
+        });
     }
 
     /// The transposing reduction of 16 vectors: lane `4m + k` is the sum of vector `m + 4k`.
